@@ -1,0 +1,194 @@
+"""`roboreward <group> <command>`: the command line.
+
+Each command is a function registered with ``@command(group, name, help)`` that receives the parsed
+arguments; its options are declared with ``@arg``. Bad input raises RoborewardError and is printed
+as one line (``error: ...``) with exit status 2; a bad flag or value gives one argparse line too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import RoborewardError
+
+COMMANDS: dict[tuple[str, str], dict] = {}
+GROUP_HELP = {
+    "data": "demonstration stores: generate, inspect, validate, import/export LeRobot, cache features",
+}
+
+
+def arg(*flags, **kwargs):
+    """Declare one option of a command (argparse's add_argument arguments)."""
+
+    def deco(fn):
+        fn.__dict__.setdefault("_args", []).insert(0, (flags, kwargs))
+        return fn
+
+    return deco
+
+
+def command(group: str, name: str, help: str):
+    def deco(fn: Callable[[argparse.Namespace], int | None]):
+        if (group, name) in COMMANDS:
+            raise ValueError(f"command {group} {name} registered twice")
+        COMMANDS[(group, name)] = {"fn": fn, "help": help, "args": fn.__dict__.get("_args", [])}
+        return fn
+
+    return deco
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message; one line with a pointer to --help is clearer
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _existing_path(value: str) -> Path:
+    path = Path(value)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{value}: no such file or folder")
+    return path
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ---------------------------------------------------------------------------------------- data
+@command("data", "inspect", "print a store's schema and summary")
+@arg("dataset", type=_existing_path, help="zarr store")
+@arg("--json", action="store_true", help="print the summary as JSON")
+def _data_inspect(args):
+    from .data import EpisodeStore
+    from .data.cache import cache_status
+
+    store = EpisodeStore(args.dataset)
+    summary = store.summary()
+    summary["feature_caches"] = cache_status(store)
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(format_summary(summary))
+    return 0
+
+
+def format_summary(s: dict) -> str:
+    lines = [
+        f"store      {s['path']}",
+        f"episodes   {s['episodes']}   frames {s['frames']}   fps {s['fps']:g}   robot {s['robot_type']}",
+        f"tasks      {'; '.join(s['tasks'])}",
+        f"cameras    {', '.join(s['cameras'])}",
+        "features   " + ", ".join(f"{k} {tuple(v['shape'])} {v['dtype']} [{v['kind']}]" for k, v in s["features"].items()),
+        "quality    episodes  success",
+    ]
+    for q, v in s["quality"].items():
+        rate = "n/a" if v["success_rate"] is None else f"{100 * v['success_rate']:.0f}%"
+        lines.append(f"  {q:<10} {v['episodes']:>6}  {rate:>7}")
+    if s["stage_seconds"]:
+        lines.append("stages     mean s  (min-max)")
+        for name, v in s["stage_seconds"].items():
+            lines.append(f"  {name:<16} {v['mean']:5.2f}  ({v['min']:.2f}-{v['max']:.2f})")
+    for key, c in s.get("feature_caches", {}).items():
+        lines.append(f"features/{key}: {c['done']}/{s['frames']} frames, dim {c['dim']}" + (f", ERROR {c['error']}" if c["error"] else ""))
+    return "\n".join(lines)
+
+
+@command("data", "validate", "full check of a store; exit status 1 if it has errors")
+@arg("dataset", type=_existing_path, help="zarr store")
+@arg("--no-scan", action="store_true", help="skip scanning array values for NaN/inf")
+def _data_validate(args):
+    from .data.validate import check_store
+
+    problems = check_store(args.dataset, scan_data=not args.no_scan)
+    for p in problems:
+        print(p)
+    errors = sum(p.severity == "error" for p in problems)
+    print(f"{args.dataset}: {'INVALID' if errors else 'valid'} ({errors} errors, {len(problems) - errors} warnings)")
+    return 1 if errors else 0
+
+
+@command("data", "import-lerobot", "convert a local LeRobotDataset v3 folder into a zarr store")
+@arg("source", type=_existing_path, help="LeRobotDataset v3 root folder (meta/info.json inside)")
+@arg("--out", required=True, type=Path, help="zarr store to write")
+@arg("--overwrite", action="store_true")
+def _data_import(args):
+    from .data.lerobot_io import import_lerobot
+
+    store = import_lerobot(args.source, args.out, overwrite=args.overwrite)
+    print(f"imported {store.n_episodes} episodes, {store.n_frames} frames -> {store.path}")
+
+
+@command("data", "export-lerobot", "write a zarr store as a LeRobotDataset v3 folder")
+@arg("dataset", type=_existing_path, help="zarr store")
+@arg("--out", required=True, type=Path, help="folder for the LeRobotDataset")
+@arg("--repo-id", default="local/roboreward", help="repo id recorded in the dataset (nothing is uploaded)")
+def _data_export(args):
+    from .data.lerobot_io import export_lerobot
+
+    export_lerobot(args.dataset, args.out, repo_id=args.repo_id)
+    print(f"exported {args.dataset} -> {args.out}")
+
+
+@command("data", "cache-embeddings", "encode every frame of every camera once with a frozen encoder (resumable)")
+@arg("dataset", type=_existing_path, help="zarr store")
+@arg("--encoder", default="efficientnet_lite0", help="registered encoder or timm architecture")
+@arg("--encoder-weights", default=None, help="local weights file (default: the encoder's offline weights)")
+@arg("--image-size", type=int, default=128)
+@arg("--batch-size", type=int, default=64)
+def _data_cache(args):
+    import torch
+
+    from .data.cache import cache_embeddings
+    from .encoders import make_image_encoder
+
+    encoder = make_image_encoder(args.encoder, args.encoder_weights, args.image_size)
+    if torch.cuda.is_available():
+        encoder = encoder.cuda()
+    key = cache_embeddings(
+        args.dataset,
+        encoder,
+        encoder.cache_key,
+        batch_size=args.batch_size,
+        encoder_info={"name": args.encoder, "weights": encoder.weights_path.name, "image_size": args.image_size},
+    )
+    print(f"features/{key} complete in {args.dataset}")
+
+
+# ---------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="roboreward", description="Learned progress rewards for robot manipulation.")
+    groups = parser.add_subparsers(dest="group", metavar="<group>", parser_class=_OneLineParser)
+    group_parsers = {}
+    for (group, name), spec in COMMANDS.items():
+        if group not in group_parsers:
+            gp = groups.add_parser(group, help=GROUP_HELP.get(group, ""))
+            group_parsers[group] = gp.add_subparsers(dest="command", metavar="<command>", parser_class=_OneLineParser)
+        sub = group_parsers[group].add_parser(name, help=spec["help"], description=spec["help"])
+        for flags, kwargs in spec["args"]:
+            sub.add_argument(*flags, **kwargs)
+        sub.set_defaults(_fn=spec["fn"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing at run time may reach a hub
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_fn", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._fn(args) or 0)
+    except RoborewardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; committed work is kept and the command can be re-run to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Feature cache: every frame of every camera encoded once by a frozen encoder, kept in the store.
+
+Layout: ``features/<cache_key>/<camera>`` float16 (n_frames, D), aligned with ``data/<camera>``.
+``cache_key`` names the encoder, a hash of its weights and its input size, so changing any of them
+makes a new cache instead of reading stale features. The group attribute ``done`` counts frames
+finished for all cameras; it is written after each block, so an interrupted run resumes from the
+last finished block, and a store that gained episodes is extended rather than recomputed.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import zarr
+from tqdm.auto import tqdm
+
+from .schema import StoreError
+from .store import LOWDIM_CHUNK_FRAMES, EpisodeStore, lowdim_codec
+
+FEATURES = "features"
+FEATURE_DTYPE = "float16"  # halves the cache; pooled CNN features lose nothing measurable at fp16
+
+
+def cache_status(store: EpisodeStore) -> dict[str, dict]:
+    """Per cache key: frames done, feature dim, encoder description, and an error if malformed."""
+    out = {}
+    if FEATURES not in store.root:
+        return out
+    for key, group in store.root[FEATURES].groups():
+        attrs = dict(group.attrs)
+        status = {"done": int(attrs.get("done", 0)), "dim": attrs.get("dim"), "encoder": attrs.get("encoder"), "error": None}
+        for cam in store.cameras:
+            if cam not in group:
+                status["error"] = f"no array for camera {cam}"
+                break
+            arr = group[cam]
+            if arr.shape[0] < status["done"] or arr.shape[1:] != (status["dim"],):
+                status["error"] = f"{cam} has shape {arr.shape}, expected at least ({status['done']}, {status['dim']})"
+                break
+        out[key] = status
+    return out
+
+
+def cached_features(store: EpisodeStore, key: str) -> dict[str, zarr.Array]:
+    """The complete cache ``key`` as {camera: (n_frames, D) array}; a clear error if absent or partial."""
+    status = cache_status(store).get(key)
+    if status is None:
+        have = sorted(cache_status(store))
+        raise StoreError(
+            f"{store.path}: no feature cache {key!r} (have {have or 'none'}); run `roboreward data cache-embeddings "
+            f"--dataset {store.path}` with the same encoder"
+        )
+    if status["error"]:
+        raise StoreError(f"{store.path}: features/{key}: {status['error']}")
+    if status["done"] < store.n_frames:
+        raise StoreError(
+            f"{store.path}: features/{key} covers {status['done']} of {store.n_frames} frames; run `roboreward data "
+            "cache-embeddings` again to finish it"
+        )
+    group = store.root[FEATURES][key]
+    return {cam: group[cam] for cam in store.cameras}
+
+
+def cache_embeddings(
+    store_path,
+    encoder: Callable[[np.ndarray], torch.Tensor],
+    cache_key: str,
+    batch_size: int = 64,
+    progress: bool = True,
+    encoder_info: dict | None = None,
+) -> str:
+    """Encode every not-yet-cached frame of every camera; returns the cache key."""
+    store = EpisodeStore(store_path)
+    root = zarr.open_group(str(store.path), mode="r+")
+    group = root.require_group(FEATURES).require_group(cache_key)
+    total = store.n_frames
+    done = int(group.attrs.get("done", 0))
+    if done >= total:
+        return cache_key
+    dim = group.attrs.get("dim")
+    if dim is None:
+        probe = store.array(store.cameras[0])[0:1]
+        dim = int(encoder(probe).shape[-1])
+        group.attrs.update({"dim": dim, "encoder": encoder_info or {}, "cameras": store.cameras, "done": 0})
+    for cam in store.cameras:
+        if cam not in group:
+            group.create_array(
+                cam, shape=(total, dim), chunks=(LOWDIM_CHUNK_FRAMES, dim), dtype=FEATURE_DTYPE, compressors=lowdim_codec()
+            )
+        elif group[cam].shape[0] < total:
+            group[cam].resize((total, dim))
+    # Blocks of several batches: the `done` counter is rewritten once per block, not per batch.
+    block = batch_size * 8
+    bar = tqdm(total=total, initial=done, unit="frame", desc=f"encode {cache_key}", disable=not progress)
+    for start in range(done, total, block):
+        end = min(start + block, total)
+        for cam in store.cameras:
+            frames = store.array(cam)[start:end]
+            feats = [encoder(frames[i : i + batch_size]).float().cpu().numpy() for i in range(0, end - start, batch_size)]
+            group[cam][start:end] = np.concatenate(feats).astype(FEATURE_DTYPE)
+        group.attrs["done"] = end
+        bar.update(end - start)
+    bar.close()
+    return cache_key

@@ -1,0 +1,133 @@
+"""Multi-view clip sampling from the episode store, and episode-level splits.
+
+A clip for frame t is ``window`` frames at ``frame_gap`` ending at t (causal: nothing after t):
+frames t - (window-1)*gap, ..., t - gap, t. Frames before the episode start repeat its first
+frame (``pad_mask`` marks them), so every frame of every episode is a valid sample.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .cache import cached_features
+from .schema import StoreError
+from .store import EpisodeStore
+
+
+def split_episodes(n_episodes: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Train/val split by episode (never by frame: neighbouring frames are near-duplicates)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise StoreError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    order = np.random.default_rng(seed).permutation(n_episodes)
+    n_val = int(round(n_episodes * val_fraction))
+    if val_fraction > 0 and n_episodes >= 2:
+        n_val = max(1, n_val)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def clip_indices(t: int, start: int, window: int, frame_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Global frame indices of the causal clip ending at global frame t, clamped to the episode
+    start; and the mask of frames that were clamped (padding)."""
+    offsets = np.arange(-(window - 1), 1, dtype=np.int64) * frame_gap
+    raw = t + offsets
+    return np.maximum(raw, start), raw < start
+
+
+@dataclass
+class ClipConfig:
+    window: int = 8
+    """Frames per clip (including t)."""
+    frame_gap: int = 5
+    """Frames between consecutive clip frames."""
+    cameras: Sequence[str] | None = None
+    """Views to return (store keys like ``observation.images.front``); None = every camera."""
+    low_dim: Sequence[str] = ("observation.state",)
+    """Low-dimensional keys returned for the whole clip."""
+    features: str | None = None
+    """A feature-cache key: return cached features ``features.<camera>`` (window, D) instead of pixels."""
+    targets: bool = True
+    """Return the store's per-frame ground truth (``gt.*``) for the clip when it has any."""
+
+    def __post_init__(self):
+        if self.window < 1:
+            raise StoreError(f"window must be >= 1, got {self.window}")
+        if self.frame_gap < 1:
+            raise StoreError(f"frame_gap must be >= 1, got {self.frame_gap}")
+
+
+class ClipDataset(Dataset):
+    """Every frame of the selected episodes as a causal multi-view clip.
+
+    Item keys: ``<camera>`` uint8 (window, H, W, 3) or ``features.<camera>`` float32 (window, D);
+    each low-dim key (window, D); ``gt.*`` (window, ...) when present; ``frame_index`` (window,)
+    frame index within the episode; ``pad_mask`` (window,) bool; ``episode_index``; ``task`` (str);
+    ``episode_length``.
+    """
+
+    def __init__(self, store: EpisodeStore | str, config: ClipConfig = ClipConfig(), episodes: Sequence[int] | None = None):
+        self.store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
+        self.config = config
+        self.cameras = list(config.cameras) if config.cameras is not None else list(self.store.cameras)
+        for cam in self.cameras:
+            if cam not in self.store.cameras:
+                raise StoreError(f"camera {cam!r} is not in the store (cameras: {self.store.cameras})")
+        for key in config.low_dim:
+            self.store.array(key)  # raises with the list of features
+        self.target_keys = self.store.keys("target") if config.targets else []
+        self.episodes = list(range(self.store.n_episodes)) if episodes is None else list(episodes)
+        if not self.episodes:
+            raise StoreError("no episodes selected")
+        starts = self.store.episode_starts[self.episodes]
+        ends = self.store.episode_ends[self.episodes]
+        self._frames = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+        self._episode_of = np.repeat(np.asarray(self.episodes), ends - starts)
+        self._start_of = np.repeat(starts, ends - starts)
+        if config.features is not None:
+            cached_features(self.store, config.features)  # fail now, not in a worker
+        self._arrays = None
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def _open(self):
+        # Opened lazily so each DataLoader worker holds its own handles.
+        if self._arrays is None:
+            arrays = {}
+            if self.config.features is not None:
+                feats = cached_features(self.store, self.config.features)
+                arrays.update({f"features.{cam}": feats[cam] for cam in self.cameras})
+            else:
+                arrays.update({cam: self.store.array(cam) for cam in self.cameras})
+            for key in [*self.config.low_dim, *self.target_keys]:
+                arrays[key] = self.store.array(key)
+            self._arrays = arrays
+        return self._arrays
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_arrays"] = None
+        return state
+
+    def __getitem__(self, i: int) -> dict:
+        t = int(self._frames[i])
+        start = int(self._start_of[i])
+        ep = int(self._episode_of[i])
+        idx, pad = clip_indices(t, start, self.config.window, self.config.frame_gap)
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        item = {}
+        for key, arr in self._open().items():
+            # One orthogonal read per array fetches only the chunks the clip touches.
+            values = np.asarray(arr.get_orthogonal_selection((uniq,)))[inverse]
+            if key.startswith("features."):
+                values = values.astype(np.float32)
+            item[key] = torch.from_numpy(values)
+        item["frame_index"] = torch.from_numpy(idx - start)
+        item["pad_mask"] = torch.from_numpy(pad)
+        item["episode_index"] = ep
+        item["episode_length"] = int(self.store.episodes[ep].length)
+        item["task"] = self.store.episodes[ep].task
+        return item

@@ -1,0 +1,340 @@
+"""The zarr episode store: create, append episodes with an atomic commit, read.
+
+Crash safety rests on two facts:
+- zarr >= 3.4's LocalStore writes every key to a temporary file and renames it into place, so a
+  chunk or metadata document is always either its old or its new version, never torn;
+- the root attributes' ``episodes`` list is the commit record, written last. Data arrays and
+  ``meta/episode_ends`` may run ahead of it after a kill; readers never look past the committed
+  frame count, and opening for append drops that tail before writing.
+A chunk shared by the last committed episode and a new one is rewritten as a whole file, so the
+committed frames in it survive a kill at any point.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from .schema import (
+    ATTRS_KEY,
+    SCHEMA_VERSION,
+    Episode,
+    EpisodeInfo,
+    FeatureSpec,
+    StoreError,
+    check_annotations,
+)
+
+EPISODE_ENDS = "meta/episode_ends"
+
+# Image codec and time chunking chosen by benchmarks/bench_codecs.py (figures in the README):
+# blosc-zstd level 3 on bit-shuffled bytes of a few frames per chunk.
+IMAGE_CHUNK_FRAMES = 4
+LOWDIM_CHUNK_FRAMES = 4096
+
+
+def image_codec() -> BloscCodec:
+    return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+
+
+def lowdim_codec() -> BloscCodec:
+    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+def _one_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class EpisodeStore:
+    """A zarr episode store on disk.
+
+    ``EpisodeStore(path)`` opens read-only; ``EpisodeStore(path, mode="a")`` opens for appending
+    (dropping any uncommitted tail an interrupted writer left); ``EpisodeStore.create(...)`` makes a
+    new one. Every schema problem raises :class:`StoreError` with a one-line message.
+
+    The object is picklable (it re-opens the store lazily), so it can be handed to DataLoader workers.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "r"):
+        if mode not in ("r", "a"):
+            raise StoreError(f"mode {mode!r} is not 'r' or 'a'; use EpisodeStore.create() for a new store")
+        self.path = Path(path)
+        self.mode = mode
+        self._root = None
+        self._load_meta()
+        if mode == "a":
+            self._drop_uncommitted_tail()
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        features: dict[str, FeatureSpec],
+        fps: float,
+        robot_type: str = "unknown",
+        cameras: Sequence[str] | None = None,
+        overwrite: bool = False,
+    ) -> "EpisodeStore":
+        """Make an empty store with this schema and return it open for appending."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise StoreError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) or pick another path")
+        if not features:
+            raise StoreError("a store needs at least one feature")
+        if fps <= 0:
+            raise StoreError(f"fps must be > 0, got {fps}")
+        if cameras is None:
+            cameras = [k for k, f in features.items() if f.kind == "rgb"]
+        for cam in cameras:
+            if cam not in features or features[cam].kind != "rgb":
+                raise StoreError(f"camera {cam!r} is not an rgb feature of the store")
+        root = zarr.open_group(str(path), mode="w")
+        data = root.require_group("data")
+        for key, spec in features.items():
+            chunk_t = IMAGE_CHUNK_FRAMES if spec.kind == "rgb" else LOWDIM_CHUNK_FRAMES
+            data.create_array(
+                key,
+                shape=(0, *spec.shape),
+                chunks=(chunk_t, *spec.shape),
+                dtype=spec.dtype,
+                compressors=image_codec() if spec.kind == "rgb" else lowdim_codec(),
+                fill_value=0,
+            )
+        root.require_group("meta").create_array("episode_ends", shape=(0,), chunks=(LOWDIM_CHUNK_FRAMES,), dtype="int64")
+        root.attrs[ATTRS_KEY] = {
+            "schema_version": SCHEMA_VERSION,
+            "fps": float(fps),
+            "robot_type": robot_type,
+            "features": {k: f.to_json() for k, f in features.items()},
+            "cameras": list(cameras),
+            "episodes": [],
+        }
+        return cls(path, mode="a")
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def root(self) -> zarr.Group:
+        if self._root is None:
+            self._root = zarr.open_group(str(self.path), mode="r+" if self.mode == "a" else "r")
+        return self._root
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_root"] = None
+        return state
+
+    def _load_meta(self) -> None:
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no such store; check the path or create one with `roboreward data generate`")
+        try:
+            attrs = dict(self.root.attrs)
+        except Exception as exc:  # zarr raises several types for a folder that is not a group
+            raise StoreError(f"{self.path}: not a zarr store ({_one_line(exc)})") from None
+        meta = attrs.get(ATTRS_KEY)
+        if not isinstance(meta, dict):
+            raise StoreError(f"{self.path}: root attributes have no '{ATTRS_KEY}' schema; not a roboreward store")
+        version = meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema_version {version!r} is not supported (this roboreward reads {SCHEMA_VERSION}); "
+                "upgrade roboreward or re-create the store"
+            )
+        try:
+            self.fps = float(meta["fps"])
+            self.robot_type = str(meta.get("robot_type", "unknown"))
+            self.features = {k: FeatureSpec.from_json(v) for k, v in meta["features"].items()}
+            self.cameras = list(meta.get("cameras", []))
+            self.episodes = [EpisodeInfo.from_json(e) for e in meta["episodes"]]
+        except StoreError as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{self.path}: malformed schema in root attributes ({_one_line(exc)!s})") from None
+        if self.fps <= 0:
+            raise StoreError(f"{self.path}: fps must be > 0, got {self.fps}")
+        for cam in self.cameras:
+            if cam not in self.features or self.features[cam].kind != "rgb":
+                raise StoreError(f"{self.path}: camera {cam!r} is not declared as an rgb feature")
+        self._meta = meta
+        n = len(self.episodes)
+        if EPISODE_ENDS not in self.root:
+            raise StoreError(f"{self.path}: missing array {EPISODE_ENDS}")
+        ends_arr = self.root[EPISODE_ENDS]
+        if ends_arr.dtype != np.int64:
+            raise StoreError(f"{self.path}: {EPISODE_ENDS} has dtype {ends_arr.dtype}, expected int64")
+        if ends_arr.shape[0] < n:
+            raise StoreError(
+                f"{self.path}: {EPISODE_ENDS} has {ends_arr.shape[0]} entries but {n} episodes are committed"
+            )
+        self.episode_ends = np.asarray(ends_arr[:n], dtype=np.int64)
+        starts = np.concatenate([[0], self.episode_ends[:-1]]) if n else np.zeros(0, np.int64)
+        if n and np.any(self.episode_ends <= starts):
+            bad = int(np.argmax(self.episode_ends <= starts))
+            raise StoreError(
+                f"{self.path}: {EPISODE_ENDS} is not strictly increasing at episode {bad} "
+                f"({int(starts[bad])} -> {int(self.episode_ends[bad])})"
+            )
+        for i, info in enumerate(self.episodes):
+            if info.length != int(self.episode_ends[i] - starts[i]):
+                raise StoreError(
+                    f"{self.path}: episode {i} has length {info.length} in the attributes but "
+                    f"{int(self.episode_ends[i] - starts[i])} frames by {EPISODE_ENDS}"
+                )
+        self.episode_starts = starts.astype(np.int64)
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.episode_ends[-1]) if self.n_episodes else 0
+
+    @property
+    def data(self) -> zarr.Group:
+        return self.root["data"]
+
+    def array(self, key: str) -> zarr.Array:
+        if key not in self.features:
+            raise StoreError(f"{self.path}: no feature {key!r}; the store has {sorted(self.features)}")
+        try:
+            return self.data[key]
+        except KeyError:
+            raise StoreError(f"{self.path}: feature {key!r} is declared but data/{key} is missing") from None
+
+    def episode_range(self, episode: int) -> tuple[int, int]:
+        if not 0 <= episode < self.n_episodes:
+            raise StoreError(f"{self.path}: episode {episode} does not exist (the store has {self.n_episodes})")
+        return int(self.episode_starts[episode]), int(self.episode_ends[episode])
+
+    def episode_index(self) -> np.ndarray:
+        """Episode index of every committed frame, (n_frames,) int64."""
+        return np.repeat(np.arange(self.n_episodes, dtype=np.int64), np.diff(np.concatenate([[0], self.episode_ends])))
+
+    def read_episode(self, episode: int, keys: Iterable[str] | None = None) -> Episode:
+        start, end = self.episode_range(episode)
+        keys = list(self.features) if keys is None else list(keys)
+        info = self.episodes[episode]
+        return Episode(
+            data={k: self.array(k)[start:end] for k in keys},
+            task=info.task,
+            success=info.success,
+            quality=info.quality,
+            annotations=dict(info.annotations),
+        )
+
+    def keys(self, kind: str | None = None) -> list[str]:
+        return [k for k, f in self.features.items() if kind is None or f.kind == kind]
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted({e.task for e in self.episodes})
+
+    # ------------------------------------------------------------------ writing
+    def _require_writable(self):
+        if self.mode != "a":
+            raise StoreError(f"{self.path}: opened read-only; open with mode='a' to append")
+
+    def _drop_uncommitted_tail(self) -> None:
+        """Shrink every array to the committed length: an interrupted writer may have left frames
+        (and an episode_ends entry) that no committed episode owns."""
+        total = self.n_frames
+        for key in self.features:
+            arr = self.array(key)
+            if arr.shape[0] != total:
+                if arr.shape[0] < total:
+                    raise StoreError(f"{self.path}: data/{key} has {arr.shape[0]} frames, fewer than the {total} committed")
+                arr.resize((total, *arr.shape[1:]))
+        ends = self.root[EPISODE_ENDS]
+        if ends.shape[0] != self.n_episodes:
+            ends.resize((self.n_episodes,))
+
+    def add_episode(self, episode: Episode) -> int:
+        """Append one episode; returns its index. The episode exists only once this returns."""
+        self._require_writable()
+        index = self.n_episodes
+        where = f"episode {index}"
+        missing = sorted(set(self.features) - set(episode.data))
+        unknown = sorted(set(episode.data) - set(self.features))
+        if missing:
+            raise StoreError(f"{where}: missing keys {missing}; every store feature needs data (never zero-filled)")
+        if unknown:
+            raise StoreError(f"{where}: unknown keys {unknown}; declare them in the store's features first")
+        length = episode.length
+        if length == 0:
+            raise StoreError(f"{where}: has no frames")
+        arrays = {}
+        for key, spec in self.features.items():
+            value = np.asarray(episode.data[key])
+            if value.shape[1:] != spec.shape:
+                raise StoreError(f"{where}: {key} has per-frame shape {value.shape[1:]}, the store declares {spec.shape}")
+            if not np.can_cast(value.dtype, spec.dtype, casting="same_kind"):
+                raise StoreError(f"{where}: {key} has dtype {value.dtype}, the store declares {spec.dtype}")
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise StoreError(f"{where}: {key} has NaN or inf values")
+            arrays[key] = value.astype(spec.dtype, copy=False)
+        check_annotations(episode.annotations, length, where)
+
+        start = self.n_frames
+        end = start + length
+        for key, value in arrays.items():
+            arr = self.array(key)
+            arr.resize((end, *arr.shape[1:]))
+            arr[start:end] = value
+        ends = self.root[EPISODE_ENDS]
+        ends.resize((index + 1,))
+        ends[index] = end
+        # Commit: one atomic rewrite of the root attributes.
+        info = EpisodeInfo(episode.task, length, episode.success, episode.quality, dict(episode.annotations))
+        meta = dict(self._meta)
+        meta["episodes"] = [*self._meta["episodes"], info.to_json()]
+        self.root.attrs[ATTRS_KEY] = meta
+        self._meta = meta
+        self.episodes.append(info)
+        self.episode_ends = np.append(self.episode_ends, np.int64(end))
+        self.episode_starts = np.append(self.episode_starts, np.int64(start))
+        return index
+
+    def set_attr(self, name: str, value) -> None:
+        """Store a project-level attribute (JSON) beside the schema, e.g. a dataset recipe."""
+        self._require_writable()
+        if name in self._meta:
+            raise StoreError(f"attribute {name!r} is part of the schema and cannot be set directly")
+        extra = dict(self.root.attrs.get("extra", {}))
+        extra[name] = value
+        self.root.attrs["extra"] = extra
+
+    def summary(self) -> dict:
+        """Counts a person wants first: episodes, frames, success rate per quality, stage durations."""
+        per_quality: dict[str, list] = {}
+        for e in self.episodes:
+            per_quality.setdefault(e.quality, []).append(e.success)
+        stage_frames: dict[str, list[int]] = {}
+        for e in self.episodes:
+            for s in e.annotations.get("sparse", []):
+                stage_frames.setdefault(s.name, []).append(s.end - s.start)
+        return {
+            "path": str(self.path),
+            "episodes": self.n_episodes,
+            "frames": self.n_frames,
+            "fps": self.fps,
+            "robot_type": self.robot_type,
+            "cameras": self.cameras,
+            "features": {k: f.to_json() for k, f in self.features.items()},
+            "tasks": self.tasks,
+            "quality": {
+                q: {
+                    "episodes": len(v),
+                    "success_rate": (float(np.mean([bool(s) for s in v])) if all(s is not None for s in v) else None),
+                }
+                for q, v in sorted(per_quality.items())
+            },
+            "stage_seconds": {
+                name: {"mean": float(np.mean(v)) / self.fps, "min": min(v) / self.fps, "max": max(v) / self.fps}
+                for name, v in stage_frames.items()
+            },
+        }

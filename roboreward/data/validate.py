@@ -1,0 +1,104 @@
+"""Full check of a store: every problem as one line naming the array or episode and the fix.
+
+Opening a store (``EpisodeStore(path)``) checks the metadata a reader depends on; ``check_store``
+adds what opening skips because it costs a scan or only matters to a writer: per-array dtype,
+shape and length, annotations, labels, non-finite values and feature caches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .schema import QUALITIES, StoreError, check_annotations
+from .store import EpisodeStore
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: str  # "error" | "warning"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.message}"
+
+
+def check_store(path, scan_data: bool = True) -> list[Problem]:
+    """Every problem found in the store at ``path`` (empty list: valid)."""
+    try:
+        store = EpisodeStore(path)
+    except StoreError as exc:
+        return [Problem("error", str(exc))]
+    problems: list[Problem] = []
+
+    def error(msg):
+        problems.append(Problem("error", msg))
+
+    def warn(msg):
+        problems.append(Problem("warning", msg))
+
+    total = store.n_frames
+    present = set(store.data.array_keys()) | set(store.data.group_keys())
+    for key in sorted(set(store.features) - present):
+        error(f"data/{key}: declared in the schema but missing from the store")
+    for key in sorted(present - set(store.features)):
+        error(f"data/{key}: not declared in the schema's features; declare it or delete the array")
+    for key, spec in store.features.items():
+        if key not in present:
+            continue
+        arr = store.data[key]
+        if not hasattr(arr, "dtype"):
+            error(f"data/{key}: is a group, expected an array")
+            continue
+        if np.dtype(arr.dtype) != np.dtype(spec.dtype):
+            error(f"data/{key}: dtype {arr.dtype}, the schema declares {spec.dtype}")
+        if tuple(arr.shape[1:]) != tuple(spec.shape):
+            error(f"data/{key}: per-frame shape {tuple(arr.shape[1:])}, the schema declares {tuple(spec.shape)}")
+        if arr.shape[0] < total:
+            error(f"data/{key}: length mismatch: {arr.shape[0]} frames but episode_ends needs {total}")
+        elif arr.shape[0] > total:
+            warn(
+                f"data/{key}: {arr.shape[0] - total} uncommitted frames after the last episode (an interrupted "
+                "write); readers ignore them and the next append drops them"
+            )
+        elif scan_data and spec.kind != "rgb" and np.dtype(spec.dtype).kind == "f" and total:
+            values = arr[:total]
+            finite = np.isfinite(values.reshape(total, -1)).all(axis=1)
+            if not finite.all():
+                frame = int(np.argmin(finite))
+                ep = int(np.searchsorted(store.episode_ends, frame, side="right"))
+                error(f"data/{key}: NaN or inf at frame {frame} (episode {ep}); values are never zero-filled, fix the source")
+
+    for i, info in enumerate(store.episodes):
+        where = f"episode {i}"
+        try:
+            check_annotations(info.annotations, info.length, where)
+        except StoreError as exc:
+            error(str(exc))
+        if not info.task.strip():
+            error(f"{where}: empty task text")
+        if info.success is not None and not isinstance(info.success, bool):
+            error(f"{where}: success flag {info.success!r} is not true/false/null")
+        if info.quality not in QUALITIES:
+            warn(f"{where}: quality label {info.quality!r} is not one of {QUALITIES}")
+
+    if "features" in store.root:
+        from .cache import cache_status
+
+        for key, status in cache_status(store).items():
+            if status["error"]:
+                error(f"features/{key}: {status['error']}")
+            elif status["done"] < total:
+                warn(
+                    f"features/{key}: covers {status['done']} of {total} frames; run `roboreward data "
+                    "cache-embeddings` to finish it"
+                )
+    return problems
+
+
+def validate(path, scan_data: bool = True) -> EpisodeStore:
+    """Open the store after a full check; raise StoreError with the first error."""
+    for p in check_store(path, scan_data=scan_data):
+        if p.severity == "error":
+            raise StoreError(p.message)
+    return EpisodeStore(path)
