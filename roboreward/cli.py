@@ -7,6 +7,7 @@ as one line (``error: ...``) with exit status 2; a bad flag or value gives one a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from .errors import RoborewardError
 COMMANDS: dict[tuple[str, str], dict] = {}
 GROUP_HELP = {
     "data": "demonstration stores: generate, inspect, validate, import/export LeRobot, cache features",
+    "demo": "the main job end to end on embedded defaults",
 }
 
 
@@ -31,7 +33,8 @@ def arg(*flags, **kwargs):
     return deco
 
 
-def command(group: str, name: str, help: str):
+def command(group: str, name: str | None, help: str):
+    """Register ``roboreward <group> <name>``; ``name=None`` makes the group itself the command."""
     def deco(fn: Callable[[argparse.Namespace], int | None]):
         if (group, name) in COMMANDS:
             raise ValueError(f"command {group} {name} registered twice")
@@ -125,10 +128,11 @@ def _data_import(args):
 @arg("dataset", type=_existing_path, help="zarr store")
 @arg("--out", required=True, type=Path, help="folder for the LeRobotDataset")
 @arg("--repo-id", default="local/roboreward", help="repo id recorded in the dataset (nothing is uploaded)")
+@arg("--overwrite", action="store_true")
 def _data_export(args):
     from .data.lerobot_io import export_lerobot
 
-    export_lerobot(args.dataset, args.out, repo_id=args.repo_id)
+    export_lerobot(args.dataset, args.out, repo_id=args.repo_id, overwrite=args.overwrite)
     print(f"exported {args.dataset} -> {args.out}")
 
 
@@ -157,16 +161,55 @@ def _data_cache(args):
     print(f"features/{key} complete in {args.dataset}")
 
 
+@command("data", "generate", "write a store of scripted sim demonstrations (resumes an interrupted run)")
+@arg("--recipe", type=_existing_path, default=None, help="dataset recipe YAML (datasets/*.yaml); flags below override it")
+@arg("--task", default=None, help="sim task name (pick_place, stack, drawer)")
+@arg("--episodes", type=int, default=None)
+@arg("--mix", default=None, help="quality mix, e.g. expert=0.5,suboptimal=0.3,failure=0.2")
+@arg("--image-size", type=int, default=None)
+@arg("--seed", type=int, default=None)
+@arg("--out", required=True, type=Path, help="zarr store to write")
+@arg("--workers", type=int, default=0, help="parallel generator processes (0 = one per core)")
+@arg("--overwrite", action="store_true")
+def _data_generate(args):
+    store = _generate(args)
+    print(format_summary(store.summary()))
+
+
+def _generate(args):
+    from .data.generate import Recipe, generate_store
+
+    if args.recipe is None and args.task is None:
+        raise RoborewardError("pass --task (pick_place, stack, drawer) or --recipe datasets/<name>.yaml")
+    base = Recipe.from_yaml(args.recipe) if args.recipe else Recipe()
+    overrides = {k: getattr(args, k) for k in ("task", "episodes", "image_size", "seed", "mix") if getattr(args, k) is not None}
+    recipe = dataclasses.replace(base, **overrides)  # re-runs __post_init__ validation
+    return generate_store(args.out, recipe, workers=args.workers, overwrite=args.overwrite)
+
+
+# ---------------------------------------------------------------------------------------- demo
+@command("demo", None, "the main job on embedded defaults (configs/demo.yaml): nothing to download")
+@arg("--config", type=_existing_path, default=None, help="demo config (default: the packaged configs/demo.yaml)")
+@arg("--out", type=Path, default=Path("outputs/demo"), help="output folder")
+def _demo(args):
+    from .demo import run_demo
+
+    return run_demo(args.config, args.out)
+
+
 # ---------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="roboreward", description="Learned progress rewards for robot manipulation.")
     groups = parser.add_subparsers(dest="group", metavar="<group>", parser_class=_OneLineParser)
     group_parsers = {}
     for (group, name), spec in COMMANDS.items():
-        if group not in group_parsers:
-            gp = groups.add_parser(group, help=GROUP_HELP.get(group, ""))
-            group_parsers[group] = gp.add_subparsers(dest="command", metavar="<command>", parser_class=_OneLineParser)
-        sub = group_parsers[group].add_parser(name, help=spec["help"], description=spec["help"])
+        if name is None:
+            sub = groups.add_parser(group, help=spec["help"], description=spec["help"])
+        else:
+            if group not in group_parsers:
+                gp = groups.add_parser(group, help=GROUP_HELP.get(group, ""))
+                group_parsers[group] = gp.add_subparsers(dest="command", metavar="<command>", parser_class=_OneLineParser)
+            sub = group_parsers[group].add_parser(name, help=spec["help"], description=spec["help"])
         for flags, kwargs in spec["args"]:
             sub.add_argument(*flags, **kwargs)
         sub.set_defaults(_fn=spec["fn"])

@@ -81,6 +81,9 @@ class ClipDataset(Dataset):
         self.episodes = list(range(self.store.n_episodes)) if episodes is None else list(episodes)
         if not self.episodes:
             raise StoreError("no episodes selected")
+        bad = [e for e in self.episodes if not 0 <= e < self.store.n_episodes]
+        if bad:
+            raise StoreError(f"episodes {bad} do not exist (the store has {self.store.n_episodes})")
         starts = self.store.episode_starts[self.episodes]
         ends = self.store.episode_ends[self.episodes]
         self._frames = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])

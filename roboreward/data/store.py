@@ -252,6 +252,9 @@ class EpisodeStore:
         ends = self.root[EPISODE_ENDS]
         if ends.shape[0] != self.n_episodes:
             ends.resize((self.n_episodes,))
+        # A writer killed inside zarr's atomic write leaves its temporary file (<key>.<uuid>.partial).
+        for leftover in self.path.rglob("*.partial"):
+            leftover.unlink(missing_ok=True)
 
     def add_episode(self, episode: Episode) -> int:
         """Append one episode; returns its index. The episode exists only once this returns."""
@@ -274,9 +277,10 @@ class EpisodeStore:
                 raise StoreError(f"{where}: {key} has per-frame shape {value.shape[1:]}, the store declares {spec.shape}")
             if not np.can_cast(value.dtype, spec.dtype, casting="same_kind"):
                 raise StoreError(f"{where}: {key} has dtype {value.dtype}, the store declares {spec.dtype}")
-            if value.dtype.kind == "f" and not np.isfinite(value).all():
+            value = value.astype(spec.dtype, copy=False)
+            if value.dtype.kind == "f" and not np.isfinite(value).all():  # after the cast: overflow shows as inf
                 raise StoreError(f"{where}: {key} has NaN or inf values")
-            arrays[key] = value.astype(spec.dtype, copy=False)
+            arrays[key] = value
         check_annotations(episode.annotations, length, where)
 
         start = self.n_frames

@@ -38,7 +38,8 @@ def check_store(path, scan_data: bool = True) -> list[Problem]:
         problems.append(Problem("warning", msg))
 
     total = store.n_frames
-    present = set(store.data.array_keys()) | set(store.data.group_keys())
+    # A store without its data group reports every feature as missing instead of raising KeyError.
+    present = set(store.data.array_keys()) | set(store.data.group_keys()) if "data" in store.root else set()
     for key in sorted(set(store.features) - present):
         error(f"data/{key}: declared in the schema but missing from the store")
     for key in sorted(present - set(store.features)):
@@ -61,7 +62,8 @@ def check_store(path, scan_data: bool = True) -> list[Problem]:
                 f"data/{key}: {arr.shape[0] - total} uncommitted frames after the last episode (an interrupted "
                 "write); readers ignore them and the next append drops them"
             )
-        elif scan_data and spec.kind != "rgb" and np.dtype(spec.dtype).kind == "f" and total:
+        # Not an elif: an uncommitted tail must not hide NaN in the committed frames.
+        if scan_data and arr.shape[0] >= total and spec.kind != "rgb" and np.dtype(spec.dtype).kind == "f" and total:
             values = arr[:total]
             finite = np.isfinite(values.reshape(total, -1)).all(axis=1)
             if not finite.all():

@@ -1,0 +1,136 @@
+"""Generate a demonstration store from the simulator's scripted demonstrators.
+
+A recipe (task, episode count, quality mix, image size, seed) fully determines the store: episode
+i uses seed ``seed + i`` and the i-th entry of the quality plan. The recipe is saved in the store,
+so re-running the same command after an interruption resumes where the last commit left off.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .schema import QUALITIES, StoreError
+from .store import EpisodeStore
+
+
+def parse_mix(text: str | dict) -> dict[str, float]:
+    """``"expert=0.5,suboptimal=0.3,failure=0.2"`` (or a dict) -> normalised weights."""
+    if isinstance(text, dict):
+        items = {str(k): float(v) for k, v in text.items()}
+    else:
+        items = {}
+        for part in str(text).split(","):
+            name, sep, value = part.partition("=")
+            try:
+                items[name.strip()] = float(value)
+            except ValueError:
+                raise StoreError(f"--mix part {part!r} is not quality=weight, e.g. expert=0.5,suboptimal=0.3,failure=0.2") from None
+            if not sep:
+                raise StoreError(f"--mix part {part!r} is not quality=weight, e.g. expert=0.5,suboptimal=0.3,failure=0.2")
+    for name, weight in items.items():
+        if name not in QUALITIES[:3]:
+            raise StoreError(f"--mix quality {name!r} is not one of {QUALITIES[:3]}")
+        if weight < 0:
+            raise StoreError(f"--mix weight of {name} is negative")
+    total = sum(items.values())
+    if total <= 0:
+        raise StoreError("--mix weights sum to 0")
+    return {k: v / total for k, v in items.items()}
+
+
+def quality_plan(n: int, mix: dict[str, float]) -> list[str]:
+    """Exact counts by largest remainder, interleaved so any prefix of the store is mixed too."""
+    raw = {q: n * w for q, w in mix.items()}
+    counts = {q: int(v) for q, v in raw.items()}
+    for q in sorted(raw, key=lambda q: raw[q] - counts[q], reverse=True)[: n - sum(counts.values())]:
+        counts[q] += 1
+    # Spread each quality evenly over [0, n): sort by (k + 0.5) / count.
+    slots = sorted((((k + 0.5) / c), q) for q, c in counts.items() for k in range(c))
+    return [q for _, q in slots]
+
+
+@dataclass
+class Recipe:
+    """What a generated store contains; saved in the store so a re-run resumes or refuses."""
+
+    task: str = "pick_place"
+    """Sim task (see ``roboreward.sim.TASKS``)."""
+    episodes: int = 12
+    """Number of episodes."""
+    mix: dict = field(default_factory=lambda: {"expert": 0.5, "suboptimal": 0.3, "failure": 0.2})
+    """Share of each demonstrator quality; normalised to sum to 1."""
+    image_size: int = 128
+    """Square camera resolution."""
+    seed: int = 0
+    """Episode i uses seed + i."""
+    name: str = ""
+    """Dataset name (recipes in datasets/)."""
+    description: str = ""
+
+    def __post_init__(self):
+        self.mix = parse_mix(self.mix)
+        if self.episodes < 1:
+            raise StoreError(f"episodes must be >= 1, got {self.episodes}")
+        if not 16 <= self.image_size <= 512:
+            raise StoreError(f"image_size must be in [16, 512], got {self.image_size}")
+
+    @classmethod
+    def from_yaml(cls, path) -> "Recipe":
+        from ..config import load_config
+
+        return load_config(cls, path)
+
+    def identity(self) -> dict:
+        """The fields that decide the data (name and description do not)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
+
+
+def _episode(args):
+    from roboreward.sim import generate_episode
+
+    task, quality, seed, image_size = args
+    return generate_episode(task, quality, seed, image_size=image_size)
+
+
+def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = False, progress: bool = True) -> EpisodeStore:
+    """Write (or resume) the store for ``recipe``; returns it open for reading."""
+    from roboreward.sim import TASKS, feature_specs
+
+    if recipe.task not in TASKS:
+        raise StoreError(f"unknown task {recipe.task!r}; available: {sorted(TASKS)}")
+    path = Path(path)
+    recipe_json = recipe.identity()
+    if path.exists() and not overwrite:
+        store = EpisodeStore(path, mode="a")
+        saved = store.root.attrs.get("extra", {}).get("recipe")
+        if saved != recipe_json:
+            raise StoreError(f"{path} exists with a different recipe ({saved}); pass --overwrite or another --out")
+    else:
+        store = EpisodeStore.create(
+            path, feature_specs(recipe.task, recipe.image_size), fps=30, robot_type="so101_follower", overwrite=overwrite
+        )
+        store.set_attr("recipe", recipe_json)
+    plan = quality_plan(recipe.episodes, recipe.mix)
+    todo = [(recipe.task, plan[i], recipe.seed + i, recipe.image_size) for i in range(store.n_episodes, recipe.episodes)]
+    workers = workers or min(len(todo), os.cpu_count() or 1)
+    bar = tqdm(total=recipe.episodes, initial=store.n_episodes, unit="ep", desc=f"generate {recipe.task}", disable=not progress)
+    if workers <= 1 or len(todo) <= 1:
+        results = map(_episode, todo)
+        pool = None
+    else:
+        # spawn: MuJoCo/EGL contexts must not be inherited through fork
+        pool = mp.get_context("spawn").Pool(workers)
+        results = pool.imap(_episode, todo)
+    try:
+        for ep in results:
+            store.add_episode(ep)
+            bar.update(1)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    return EpisodeStore(path)
