@@ -31,12 +31,14 @@ CANDIDATES = {
     "blosc-zstd1": lambda: BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"),
     "blosc-zstd3-bitshuffle": lambda: BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
     "blosc-zstd5-bitshuffle": lambda: BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
+    "zstd1": lambda: ZstdCodec(level=1),
     "zstd3": lambda: ZstdCodec(level=3),
+    "zstd5": lambda: ZstdCodec(level=5),
 }
 
 
 def frames_from_sim(episodes: int, image_size: int) -> dict[str, np.ndarray]:
-    from roboreward.sim import generate_episode
+    from roboreward.sim.scripted import generate_episode
 
     eps = [generate_episode("pick_place", "expert", seed, image_size=image_size) for seed in range(episodes)]
     cams = [k for k in eps[0].data if k.startswith("observation.images.")]
@@ -88,7 +90,7 @@ def main():
     frames = frames_by_cam[cam]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_codecs_"))
     rows = []
-    chunkings = (1, 4) if args.quick else (1, 4, 16)
+    chunkings = (1, 4) if args.quick else (1, 4, 8, 16)
     for name in CANDIDATES:
         for chunk_t in chunkings:
             rows.append(measure(frames, lengths, name, chunk_t, workdir, clips))

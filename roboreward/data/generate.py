@@ -90,7 +90,7 @@ class Recipe:
 
 
 def _episode(args):
-    from roboreward.sim import generate_episode
+    from roboreward.sim.scripted import generate_episode
 
     task, quality, seed, image_size = args
     return generate_episode(task, quality, seed, image_size=image_size)
@@ -98,10 +98,10 @@ def _episode(args):
 
 def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = False, progress: bool = True) -> EpisodeStore:
     """Write (or resume) the store for ``recipe``; returns it open for reading."""
-    from roboreward.sim import TASKS, feature_specs
+    from roboreward.sim.scripted import PLANS, feature_specs
 
-    if recipe.task not in TASKS:
-        raise StoreError(f"unknown task {recipe.task!r}; available: {sorted(TASKS)}")
+    if recipe.task not in PLANS:
+        raise StoreError(f"unknown task {recipe.task!r}; available: {sorted(PLANS)}")
     path = Path(path)
     recipe_json = recipe.identity()
     if path.exists() and not overwrite:

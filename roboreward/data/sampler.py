@@ -97,7 +97,8 @@ class ClipDataset(Dataset):
         return len(self._frames)
 
     def _open(self):
-        # Opened lazily so each DataLoader worker holds its own handles.
+        # Opened lazily so each DataLoader worker holds its own handles. Low-dim and target arrays
+        # are a few bytes per frame: read once into memory instead of one store call per clip.
         if self._arrays is None:
             arrays = {}
             if self.config.features is not None:
@@ -105,8 +106,9 @@ class ClipDataset(Dataset):
                 arrays.update({f"features.{cam}": feats[cam] for cam in self.cameras})
             else:
                 arrays.update({cam: self.store.array(cam) for cam in self.cameras})
+            n = self.store.n_frames
             for key in [*self.config.low_dim, *self.target_keys]:
-                arrays[key] = self.store.array(key)
+                arrays[key] = np.asarray(self.store.array(key)[:n])
             self._arrays = arrays
         return self._arrays
 
@@ -120,11 +122,15 @@ class ClipDataset(Dataset):
         start = int(self._start_of[i])
         ep = int(self._episode_of[i])
         idx, pad = clip_indices(t, start, self.config.window, self.config.frame_gap)
-        uniq, inverse = np.unique(idx, return_inverse=True)
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
         item = {}
         for key, arr in self._open().items():
-            # One orthogonal read per array fetches only the chunks the clip touches.
-            values = np.asarray(arr.get_orthogonal_selection((uniq,)))[inverse]
+            if isinstance(arr, np.ndarray):
+                values = arr[idx]
+            else:
+                # One contiguous read of the clip's span: a causal clip covers a few chunks, and a
+                # slice is cheaper in zarr than an orthogonal selection of the same chunks.
+                values = np.asarray(arr[lo:hi])[idx - lo]
             if key.startswith("features."):
                 values = values.astype(np.float32)
             item[key] = torch.from_numpy(values)

@@ -1,0 +1,17 @@
+"""Reward models behind one API (base.RewardModel); importing this package registers the built-ins."""
+from .base import (
+    REWARD_MODELS,
+    CheckpointError,
+    RewardModel,
+    RewardModelConfig,
+    RewardStream,
+    make_reward_model,
+    register_reward_model,
+    reward_config_from_dict,
+)
+from .sarm import SARM, SARMConfig
+
+__all__ = [
+    "REWARD_MODELS", "SARM", "CheckpointError", "RewardModel", "RewardModelConfig", "RewardStream", "SARMConfig",
+    "make_reward_model", "register_reward_model", "reward_config_from_dict",
+]

@@ -1,0 +1,363 @@
+"""SARM (stage-aware reward model) over cached frozen-encoder features.
+
+Per frame: each camera's cached feature is normalised, projected by its own linear map, tagged with
+a learned view embedding and fused (mean or concat) into one frame token; the optional state is
+projected and added. A sequence [task token, frame tokens...] goes through a transformer with a
+causal mask, so the output at a frame depends only on the task and frames at or before it (the
+task token sees only itself). Heads per annotation level: stage logits (K) and a within-stage
+progress tau_k per stage; progress = P_{k-1} + prior_k * tau_k with the dataset's stage priors.
+
+A window is ``window`` frames at ``frame_gap`` ending at t (frames before the episode start are
+masked out of attention, never zero-filled). ``progress`` runs one window per frame of whole
+episodes; ``stream`` keeps a per-env ring buffer of cached features and runs the same window at the
+newest frame, so both give the same value on the same frames.
+
+Training (``loss``) supervises every real frame of the clip: CE on the stage + MSE on tau at the
+true stage (tau rather than the normalised progress, whose error is prior_k * tau error and would
+let short stages go unlearned). Augmentations, per clip: rewind (frames t-gap, t-2gap, ... appended
+played backwards, their targets gathered with the same index, so labels match the frames exactly)
+and language perturbation (another task of the data, target progress 0 / stage 0).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+from ...errors import RoborewardError
+from ..base import RewardModel, RewardStream, register_reward_model
+from .configuration_sarm import SARMConfig
+from .data_sarm import target_key
+
+
+class CausalBlock(nn.Module):
+    """Pre-norm transformer block; attention restricted by a boolean ``allowed`` mask (True = may attend)."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_ratio * d_model, d_model)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(self.norm1(x)), "b l (three h e) -> three b h l e", three=3, h=self.n_heads)
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = x + self.drop(self.proj(rearrange(attn, "b h l e -> b l (h e)")))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+def window_offsets(window: int, frame_gap: int) -> torch.Tensor:
+    """(window,) frame offsets of a causal window ending at t: -(window-1)*gap, ..., -gap, 0."""
+    return torch.arange(-(window - 1), 1) * frame_gap
+
+
+def rewind_index(steps: torch.Tensor, window: int, max_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather index (B, window + max_steps) that appends ``steps[b]`` window frames played backwards
+    (positions window-2, window-3, ..., i.e. frames t-gap, t-2gap, ...) after the clip, and the mask
+    of appended slots left unused (B, max_steps), which callers mark as padding."""
+    b = steps.shape[0]
+    j = torch.arange(max_steps, device=steps.device)
+    back = (window - 2 - j).clamp(min=0)
+    unused = j[None, :] >= steps[:, None]
+    appended = torch.where(unused, window - 1, back[None, :].expand(b, -1))
+    forward = torch.arange(window, device=steps.device)[None, :].expand(b, -1)
+    return torch.cat([forward, appended], 1), unused
+
+
+def append_rewind(
+    per_frame: dict[str, torch.Tensor], pad_mask: torch.Tensor, steps: torch.Tensor, max_steps: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Apply ``rewind_index`` to every per-frame tensor (B, window, ...) of a clip: features,
+    state, frame indices and targets are all gathered with the one index, so every appended frame
+    carries its own targets. Returns the tensors (B, window + max_steps, ...) and the new pad mask."""
+    window = pad_mask.shape[1]
+    if max_steps == 0:
+        return dict(per_frame), pad_mask
+    if bool((steps > (~pad_mask).sum(1) - 1).any()):
+        raise RoborewardError("rewind steps exceed the clip's real frames minus one")
+    index, unused = rewind_index(steps, window, max_steps)
+    out = {}
+    for key, x in per_frame.items():
+        idx = index.reshape(*index.shape, *([1] * (x.ndim - 2))).expand(-1, -1, *x.shape[2:])
+        out[key] = torch.gather(x, 1, idx)
+    pad = torch.cat([torch.gather(pad_mask, 1, index[:, :window]), unused], 1)
+    return out, pad
+
+
+@register_reward_model
+class SARM(RewardModel):
+    name = "sarm"
+    config_class = SARMConfig
+
+    def __init__(self, config: SARMConfig):
+        super().__init__(config)
+        config.check_ready()
+        d, n_views = config.d_model, len(config.cameras)
+        self.task_index = {t: i for i, t in enumerate(config.tasks)}
+        # Per-view projection as one (V, D, d) weight: einsum applies each view's own map at once.
+        self.feature_norm = nn.LayerNorm(config.feature_dim, elementwise_affine=False)
+        self.view_proj = nn.Parameter(torch.randn(n_views, config.feature_dim, d) / config.feature_dim**0.5)
+        self.view_bias = nn.Parameter(torch.zeros(n_views, d))
+        self.view_embed = nn.Parameter(torch.randn(n_views, d) * 0.02)
+        self.fuse = nn.Linear(n_views * d, d) if config.view_fusion == "concat" else None
+        self.state_proj = nn.Linear(config.state_dim, d) if config.state_key else None
+        self.task_embed = nn.Embedding(len(config.tasks), d)
+        self.pos_embed = nn.Parameter(torch.randn(config.window + config.max_rewind, d) * 0.02)
+        self.blocks = nn.ModuleList(
+            CausalBlock(d, config.n_heads, config.mlp_ratio, config.dropout) for _ in range(config.n_layers)
+        )
+        self.norm = nn.LayerNorm(d)
+        self.stage_heads = nn.ModuleDict()
+        self.tau_heads = nn.ModuleDict()
+        for level in config.levels:
+            names, priors = config.stages(level)
+            self.stage_heads[level] = nn.Linear(d, len(names))
+            self.tau_heads[level] = nn.Linear(d, len(names))
+            cum = torch.tensor([0.0, *np.cumsum(priors)[:-1]], dtype=torch.float32)
+            # Derived from the config, so not saved (persistent=False): the checkpoint stays weights only.
+            self.register_buffer(f"start_{level}", cum, persistent=False)
+            self.register_buffer(f"prior_{level}", torch.tensor(priors, dtype=torch.float32), persistent=False)
+        self.register_buffer("offsets", window_offsets(config.window, config.frame_gap), persistent=False)
+
+    # ------------------------------------------------------------------ inputs
+    def task_indices(self, tasks: Sequence[str] | str, n: int | None = None) -> torch.Tensor:
+        """Per-sample task ids (never the first sample's task for the whole batch)."""
+        tasks = [tasks] * (n or 1) if isinstance(tasks, str) else list(tasks)
+        try:
+            ids = [self.task_index[t] for t in tasks]
+        except KeyError as exc:
+            raise RoborewardError(
+                f"task {exc.args[0]!r} was not in the training data; known tasks: {self.config.tasks}"
+            ) from None
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
+
+    def stack_views(self, batch: dict[str, Any]) -> torch.Tensor:
+        """``features.<camera>`` (B, T, D) for every configured camera -> (B, T, V, D) float."""
+        views = []
+        for cam in self.config.cameras:
+            key = f"features.{cam}"
+            if key not in batch:
+                raise RoborewardError(f"batch has no {key!r}; SARM reads cached features of cameras {self.config.cameras}")
+            views.append(torch.as_tensor(batch[key], device=self.device).float())
+        feats = torch.stack(views, dim=2)
+        if feats.shape[-1] != self.config.feature_dim:
+            raise RoborewardError(f"features have dim {feats.shape[-1]}, the model expects feature_dim={self.config.feature_dim}")
+        return feats
+
+    def state_of(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        if self.config.state_key is None:
+            return None
+        if self.config.state_key not in batch:
+            raise RoborewardError(f"batch has no {self.config.state_key!r}; the model was trained with state")
+        x = torch.as_tensor(batch[self.config.state_key], device=self.device).float()
+        return x.reshape(*x.shape[:2], -1)
+
+    # ------------------------------------------------------------------ temporal model
+    def frame_tokens(self, feats: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """(B, L, V, D) features [+ (B, L, S) state] -> (B, L, d) frame tokens (no position yet)."""
+        x = torch.einsum("blvd,vde->blve", self.feature_norm(feats), self.view_proj) + self.view_bias + self.view_embed
+        x = self.fuse(rearrange(x, "b l v e -> b l (v e)")) if self.fuse is not None else x.mean(dim=2)
+        if state is not None:
+            x = x + self.state_proj(state)
+        return x
+
+    def window_outputs(
+        self, feats: torch.Tensor, state: torch.Tensor | None, task: torch.Tensor, pad: torch.Tensor
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The temporal model on windows: feats (B, L, V, D), state (B, L, S) or None, task ids (B,),
+        pad (B, L) True for frames that do not exist (never attended). Returns per level
+        (stage logits (B, L, K), tau (B, L, K) in [0, 1]); output l depends on frames <= l only."""
+        b, length = pad.shape
+        x = self.frame_tokens(feats, state) + self.pos_embed[:length]
+        x = torch.cat([self.task_embed(task)[:, None], x], dim=1)
+        key_ok = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=pad.device), ~pad], dim=1)
+        causal = torch.ones(length + 1, length + 1, dtype=torch.bool, device=pad.device).tril()
+        # Every query can see the task token, so no attention row is empty (no NaN).
+        allowed = rearrange(causal, "q k -> 1 1 q k") & rearrange(key_ok, "b k -> b 1 1 k")
+        for block in self.blocks:
+            x = block(x, allowed)
+        h = self.norm(x[:, 1:])
+        return {lvl: (self.stage_heads[lvl](h), torch.sigmoid(self.tau_heads[lvl](h))) for lvl in self.config.levels}
+
+    def readout(self, logits: torch.Tensor, tau: torch.Tensor, level: str) -> torch.Tensor:
+        """Normalised progress in [0, 1] from stage logits and per-stage tau (..., K) -> (...)."""
+        per_stage = getattr(self, f"start_{level}") + getattr(self, f"prior_{level}") * tau
+        if self.config.readout == "argmax":
+            value = per_stage.gather(-1, logits.argmax(-1, keepdim=True)).squeeze(-1)
+        else:
+            value = (logits.softmax(-1) * per_stage).sum(-1)
+        return value.clamp(0.0, 1.0)
+
+    def _level(self, level: str | None) -> str:
+        level = level or self.config.levels[0]
+        if level not in self.config.levels:
+            raise RoborewardError(f"level {level!r} has no head; this model has {list(self.config.levels)}")
+        return level
+
+    def window_progress(
+        self, feats: torch.Tensor, state: torch.Tensor | None, task: torch.Tensor, pad: torch.Tensor, level: str | None = None
+    ) -> torch.Tensor:
+        """Progress (B,) at the last frame of each window."""
+        level = self._level(level)
+        logits, tau = self.window_outputs(feats, state, task, pad)[level]
+        return self.readout(logits[:, -1], tau[:, -1], level)
+
+    # ------------------------------------------------------------------ the API
+    @torch.no_grad()
+    def progress(self, batch: dict[str, Any], level: str | None = None, chunk: int = 4096) -> torch.Tensor:
+        """(B, T) progress at every frame of whole episodes: ``features.<camera>`` (B, T, D),
+        the state key if the model uses one, ``task`` [B]. Frame t's value reads the window of frames
+        t-(window-1)*gap .. t of the same sequence (T must start at the episode's first frame);
+        padding after an episode's end does not change earlier values (causal)."""
+        feats = self.stack_views(batch)
+        state = self.state_of(batch)
+        b, t = feats.shape[:2]
+        task = self.task_indices(batch["task"], b)
+        if task.shape[0] != b:
+            raise RoborewardError(f"batch has {b} sequences but {task.shape[0]} tasks")
+        raw = torch.arange(t, device=self.device)[:, None] + self.offsets[None, :]  # (T, N)
+        idx, pad = raw.clamp(min=0), raw < 0
+        out = torch.empty(b, t, device=self.device)
+        # Windows are gathered in chunks of time steps so a long episode does not hold T*N copies at once.
+        step = max(1, chunk // max(b, 1))
+        for s in range(0, t, step):
+            sl = slice(s, min(s + step, t))
+            n = sl.stop - sl.start
+            w_feats = rearrange(feats[:, idx[sl]], "b t n v d -> (b t) n v d")
+            w_state = None if state is None else rearrange(state[:, idx[sl]], "b t n s -> (b t) n s")
+            w_pad = repeat(pad[sl], "t n -> (b t) n", b=b)
+            w_task = repeat(task, "b -> (b t)", t=n)
+            out[:, sl] = rearrange(self.window_progress(w_feats, w_state, w_task, w_pad, level), "(b t) -> b t", b=b)
+        return out
+
+    def stream(self, n_envs: int, encoder: Any = None, level: str | None = None) -> "SARMStream":
+        """Online progress for ``n_envs`` envs. ``encoder`` (uint8 (B, H, W, 3) -> (B, D), e.g. the
+        ImageEncoder that made ``feature_key``) lets ``step`` take raw frames; without it ``step``
+        takes cached features."""
+        return SARMStream(self, n_envs, encoder, self._level(level))
+
+    def sample_augmentations(self, pad: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per clip: rewind steps (B,) (0 = none) and whether to perturb the task (B,) bool."""
+        cfg = self.config
+        real = (~pad).sum(1)
+        cap = (real - 1).clamp(max=cfg.max_rewind)
+        draw = (torch.rand(n, device=pad.device) * cap).floor().long() + 1
+        use = (torch.rand(n, device=pad.device) < cfg.rewind_prob) & (cap >= 1)
+        steps = torch.where(use, draw, 0)
+        perturb = torch.rand(n, device=pad.device) < cfg.perturb_prob
+        if len(cfg.tasks) < 2:
+            perturb = torch.zeros_like(perturb)
+        return steps, perturb
+
+    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Batch from ``SARMDataset`` (collated): clips of cached features + per-frame targets."""
+        cfg = self.config
+        feats = self.stack_views(batch)
+        b = feats.shape[0]
+        pad = torch.as_tensor(batch["pad_mask"], device=self.device).bool()
+        task = self.task_indices(batch["task"], b)
+        per_frame = {"feats": feats}
+        state = self.state_of(batch)
+        if state is not None:
+            per_frame["state"] = state
+        for level in cfg.levels:
+            for what in ("stage", "tau"):
+                per_frame[target_key(level, what)] = torch.as_tensor(batch[target_key(level, what)], device=self.device)
+        if self.training:
+            steps, perturb = self.sample_augmentations(pad, b)
+        else:
+            steps, perturb = torch.zeros(b, dtype=torch.long, device=self.device), torch.zeros(b, dtype=torch.bool, device=self.device)
+        if cfg.max_rewind and bool(steps.any()):
+            per_frame, pad = append_rewind(per_frame, pad, steps, cfg.max_rewind)
+        if bool(perturb.any()):
+            # A task other than the clip's own: shift by 1..n_tasks-1 modulo n_tasks.
+            shift = torch.randint(1, len(cfg.tasks), (b,), device=self.device)
+            task = torch.where(perturb, (task + shift) % len(cfg.tasks), task)
+        outputs = self.window_outputs(per_frame["feats"], per_frame.get("state"), task, pad)
+        valid = ~pad
+        out: dict[str, torch.Tensor] = {}
+        total = feats.new_zeros(())
+        for level, (logits, tau) in outputs.items():
+            stage_t = per_frame[target_key(level, "stage")].long()
+            tau_t = per_frame[target_key(level, "tau")].float()
+            # Language negatives: the wrong task has made no progress.
+            stage_t = torch.where(perturb[:, None], 0, stage_t)
+            tau_t = torch.where(perturb[:, None], 0.0, tau_t)
+            ce = F.cross_entropy(logits[valid], stage_t[valid])
+            tau_at = tau.gather(-1, stage_t.clamp(min=0)[..., None]).squeeze(-1)
+            mse = F.mse_loss(tau_at[valid], tau_t[valid])
+            total = total + ce + mse
+            out[f"{level}.stage_ce"] = ce.detach()
+            out[f"{level}.tau_mse"] = mse.detach()
+            out[f"{level}.stage_acc"] = (logits.argmax(-1)[valid] == stage_t[valid]).float().mean().detach()
+        out["loss"] = total
+        return out
+
+
+class SARMStream(RewardStream):
+    """Per-env ring buffer of the last (window-1)*gap + 1 frames' cached features (and state); each
+    ``step`` writes one frame per env (encoding it once per view if given pixels) and runs the
+    temporal model on the window ending at it, exactly the window ``SARM.progress`` uses."""
+
+    def __init__(self, model: SARM, n_envs: int, encoder: Any = None, level: str = "sparse"):
+        super().__init__(n_envs)
+        cfg = model.config
+        self.model, self.encoder, self.level = model, encoder, level
+        self.span = (cfg.window - 1) * cfg.frame_gap + 1
+        dev = model.device
+        self.feats = torch.zeros(n_envs, self.span, len(cfg.cameras), cfg.feature_dim, device=dev)
+        self.state = torch.zeros(n_envs, self.span, cfg.state_dim, device=dev) if cfg.state_key else None
+        self.count = torch.zeros(n_envs, dtype=torch.long, device=dev)  # frames seen since reset
+
+    def reset(self, i: int | Sequence[int] | None = None) -> None:
+        self.count[self._env_ids(i)] = 0
+
+    def _view(self, observation: dict[str, Any], cam: str) -> torch.Tensor:
+        value = observation.get(f"features.{cam}", observation.get(cam))
+        if value is None:
+            raise RoborewardError(f"observation has neither 'features.{cam}' nor {cam!r}")
+        value = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
+        if value.dtype == torch.uint8 and value.ndim == 4:
+            if self.encoder is None:
+                raise RoborewardError(f"{cam}: got raw frames but the stream has no encoder; pass model.stream(n, encoder=...)")
+            value = self.encoder(value)  # the one encoder call for this view's new frames
+        if tuple(value.shape) != (self.n_envs, self.model.config.feature_dim):
+            raise RoborewardError(
+                f"{cam}: expected features ({self.n_envs}, {self.model.config.feature_dim}), got {tuple(value.shape)}"
+            )
+        return value.to(self.feats.device).float()
+
+    @torch.no_grad()
+    def step(self, observation: dict[str, Any], task: str | Sequence[str]) -> torch.Tensor:
+        cfg = self.model.config
+        tasks = self.model.task_indices(self._tasks(task))
+        slot = self.count % self.span
+        envs = torch.arange(self.n_envs, device=self.feats.device)
+        self.feats[envs, slot] = torch.stack([self._view(observation, cam) for cam in cfg.cameras], dim=1)
+        if self.state is not None:
+            if cfg.state_key not in observation:
+                raise RoborewardError(f"observation has no {cfg.state_key!r}; the model was trained with state")
+            self.state[envs, slot] = torch.as_tensor(observation[cfg.state_key], device=self.state.device).float().reshape(self.n_envs, -1)
+        self.count += 1
+        # Frame numbers of the window ending at the newest frame; those before the episode start are
+        # padding and read frame 0, which the ring still holds (it is < span frames old then).
+        frame = (self.count - 1)[:, None] + self.model.offsets[None, :]
+        pad = frame < 0
+        ring = frame.clamp(min=0) % self.span
+        w_feats = self.feats[envs[:, None], ring]
+        w_state = None if self.state is None else self.state[envs[:, None], ring]
+        return self.model.window_progress(w_feats, w_state, tasks, pad, self.level)
