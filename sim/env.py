@@ -1,0 +1,192 @@
+"""Gymnasium environment: the SO-101 in a task scene, LeRobot units in and out.
+
+Observation (``gymnasium.spaces.Dict``, LeRobot feature keys):
+  ``observation.state``          (6,) float32, degrees x5 + gripper 0..100
+  ``observation.images.front``   (H, W, 3) uint8, fixed scene camera
+  ``observation.images.wrist``   (H, W, 3) uint8, camera on the gripper
+Action: (6,) float32 joint position targets in the same units, clipped to the joint limits.
+One ``step`` is one control period (30 Hz by default) made of ``substeps`` physics steps.
+``info``: stage, stage_name, stage_progress, progress, success, plus the task's named terms
+under ``gt``.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede the mujoco import
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from .robot import FEATURE_NAMES, HIGH, HOME_DEG, JOINT_NAMES, LOW, from_lerobot, to_lerobot
+from .scene import scene_xml
+from .tasks import make_task
+
+CAMERAS = ("front", "wrist")
+
+
+@dataclass
+class EnvConfig:
+    task: str = "pick_place"
+    """Registered task name (see ``roboreward.sim.tasks.TASKS``)."""
+    image_size: int = 128
+    """Height and width (px) of every camera image."""
+    cameras: tuple[str, ...] = CAMERAS
+    """Cameras to render into the observation; ``()`` gives a state-only env (fast, for tests)."""
+    fps: float = 30.0
+    """Control rate (Hz): LeRobot's default recording rate."""
+    substeps: int = 16
+    """Physics steps per control step (timestep = 1 / (fps * substeps), ~2 ms)."""
+    max_episode_steps: int = 300
+    """Truncate after this many control steps (10 s at 30 Hz)."""
+    terminate_on_success: bool = False
+    """End the episode when the task succeeds. Off by default so demos can show the finished state."""
+    task_config: object | None = None
+    """Task config dataclass; None uses the task's ``default_config()``."""
+    settle_steps: int = 50
+    """Physics steps run at reset so objects come to rest on the table before the first frame."""
+
+    def __post_init__(self):
+        unknown = set(self.cameras) - set(CAMERAS)
+        if unknown:
+            raise ValueError(f"cameras {sorted(unknown)} unknown; choose from {CAMERAS}")
+        if not 16 <= self.image_size <= 1024:
+            raise ValueError(f"image_size={self.image_size} must be in [16, 1024]")
+        if self.substeps < 1 or self.fps <= 0:
+            raise ValueError("substeps must be >= 1 and fps > 0")
+
+
+class SO101Env(gym.Env):
+    """A simulated SO-101 follower doing one registered task."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, config: EnvConfig | None = None, render_mode: str | None = None, **overrides):
+        config = config if config is not None else EnvConfig()
+        if overrides:
+            config = EnvConfig(**{**config.__dict__, **overrides})
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r}; only 'rgb_array' is supported")
+        self.config, self.render_mode = config, render_mode
+        self.metadata = {**self.metadata, "render_fps": config.fps}
+        self.task = make_task(config.task, config.task_config)
+        xml = scene_xml(
+            self.task.assets_xml(), self.task.worldbody_xml(), 1.0 / (config.fps * config.substeps), self.task.extra_xml()
+        )
+        self.model = mujoco.MjModel.from_xml_string(xml)
+        self.data = mujoco.MjData(self.model)
+        self.task.bind(self.model, self.data)
+        self._qadr = np.array([self.model.joint(n).qposadr[0] for n in JOINT_NAMES])
+        self._vadr = np.array([self.model.joint(n).dofadr[0] for n in JOINT_NAMES])
+        self._act = np.array([self.model.actuator(n).id for n in JOINT_NAMES])
+        self._renderer: mujoco.Renderer | None = None
+        self._steps = 0
+        self.last_state = None
+
+        size = config.image_size
+        spaces = {"observation.state": gym.spaces.Box(LOW, HIGH, dtype=np.float32)}
+        for cam in config.cameras:
+            spaces[f"observation.images.{cam}"] = gym.spaces.Box(0, 255, (size, size, 3), dtype=np.uint8)
+        self.observation_space = gym.spaces.Dict(spaces)
+        self.action_space = gym.spaces.Box(LOW, HIGH, dtype=np.float32)
+        self.feature_names = FEATURE_NAMES
+
+    # -- physics ------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        mujoco.mj_resetData(self.model, self.data)
+        home = from_lerobot(HOME_DEG)
+        self.data.qpos[self._qadr] = home
+        self.data.ctrl[self._act] = home
+        self.task.reset(self.np_random)
+        mujoco.mj_forward(self.model, self.data)
+        mujoco.mj_step(self.model, self.data, nstep=self.config.settle_steps)
+        self._steps = 0
+        self.last_state = self.task.evaluate()
+        return self._observation(), self._info(self.last_state)
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (6,) or not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be 6 finite joint targets in LeRobot units, got {action!r}")
+        self.data.ctrl[self._act] = from_lerobot(action)
+        mujoco.mj_step(self.model, self.data, nstep=self.config.substeps)
+        self._steps += 1
+        state = self.last_state = self.task.evaluate()
+        terminated = bool(state.success and self.config.terminate_on_success)
+        truncated = self._steps >= self.config.max_episode_steps
+        # Sparse success reward; shaped rewards come from roboreward's shaping wrappers.
+        reward = float(state.success)
+        return self._observation(), reward, terminated, truncated, self._info(state)
+
+    def joint_state(self) -> np.ndarray:
+        """Current joint positions in LeRobot units (6,) float32."""
+        return to_lerobot(self.data.qpos[self._qadr])
+
+    # -- observation --------------------------------------------------------------------------
+    def _observation(self) -> dict[str, np.ndarray]:
+        obs = {"observation.state": self.joint_state()}
+        for cam in self.config.cameras:
+            obs[f"observation.images.{cam}"] = self.render_camera(cam)
+        return obs
+
+    @staticmethod
+    def _info(state) -> dict:
+        return {
+            "stage": state.stage,
+            "stage_name": state.stage_name,
+            "stage_progress": float(state.stage_progress),
+            "progress": float(state.progress),
+            "success": bool(state.success),
+            "gt": dict(state.terms),
+        }
+
+    def render_camera(self, camera: str, size: int | None = None) -> np.ndarray:
+        """One camera's RGB image (H, W, 3) uint8 at the configured size (or ``size``)."""
+        size = size or self.config.image_size
+        if self._renderer is None or self._renderer.height != size:
+            self.close_renderer()
+            self._renderer = mujoco.Renderer(self.model, size, size)
+        self._renderer.update_scene(self.data, camera=camera)
+        return self._renderer.render()
+
+    def render(self):
+        """``rgb_array``: the front and wrist cameras side by side."""
+        if self.render_mode != "rgb_array":
+            return None
+        return np.concatenate([self.render_camera(c) for c in CAMERAS], axis=1)
+
+    def close_renderer(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def close(self):
+        # EGL prints teardown errors if a renderer outlives the interpreter (FACTS.md).
+        self.close_renderer()
+        super().close()
+
+
+ENV_IDS = {
+    "pick_place": "roboreward/SO101PickPlace-v0",
+    "stack": "roboreward/SO101Stack-v0",
+    "drawer": "roboreward/SO101Drawer-v0",
+}
+
+
+def register_envs() -> None:
+    """Register one gymnasium id per task (idempotent)."""
+    from .tasks import TASKS
+
+    for task, env_id in ENV_IDS.items():
+        if task in TASKS and env_id not in gym.registry:
+            gym.register(
+                id=env_id,
+                entry_point="roboreward.sim.env:SO101Env",
+                kwargs={"task": task},
+                max_episode_steps=None,  # the env truncates itself at config.max_episode_steps
+                disable_env_checker=False,
+            )
