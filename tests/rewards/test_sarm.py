@@ -1,0 +1,348 @@
+"""SARM: targets and priors, causality, exact rewind labels, language negatives, dual heads,
+checkpoints, streaming == offline, and a tiny training run that learns progress."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from sarm_toy import CAMS, DIM, FEATURE_KEY, TASKS, encode, frame_id
+from torch.utils.data import default_collate
+
+from roboreward.config import ConfigError
+from roboreward.data import Episode, EpisodeStore, FeatureSpec, StoreError, Subtask
+from roboreward.rewards import RewardModel, make_reward_model
+from roboreward.rewards.sarm import (
+    SARM,
+    SARMConfig,
+    SARMDataset,
+    append_rewind,
+    episode_batch,
+    rewind_index,
+    sarm_targets,
+    stage_priors,
+)
+
+
+def small_config(store, episodes=None, **kw) -> SARMConfig:
+    base = dict(window=4, frame_gap=2, d_model=32, n_heads=2, n_layers=2, mlp_ratio=2, dropout=0.0, max_rewind=3)
+    base.update(kw)
+    return SARMConfig.from_store(store, FEATURE_KEY, episodes, **base)
+
+
+def annotated_store(path, episodes: list[tuple[int, dict]]) -> EpisodeStore:
+    store = EpisodeStore.create(path, {"x": FeatureSpec((1,), "float32", "low_dim")}, fps=10.0)
+    for length, ann in episodes:
+        store.add_episode(Episode({"x": np.zeros((length, 1), np.float32)}, task="t",
+                                  annotations={k: [Subtask(*s) for s in v] for k, v in ann.items()}))
+    return store
+
+
+# ---------------------------------------------------------------------------- targets and priors
+def test_priors_and_targets_hand_computed(tmp_path):
+    store = annotated_store(tmp_path / "s.zarr", [
+        (10, {"sparse": [("a", 0, 4), ("b", 4, 10)]}),
+        (20, {"sparse": [("a", 0, 10), ("b", 10, 20)]}),
+    ])
+    st = stage_priors(store, level="sparse")
+    assert st.names == ("a", "b")
+    np.testing.assert_allclose(st.priors, [0.45, 0.55])  # a: mean(0.4, 0.5); b: mean(0.6, 0.5)
+    tg = sarm_targets(store, mode="sparse")["sparse"]
+    # Episode 0, frame 2: stage a, tau = 2 / (4 - 1 - 0); progress = 0.45 * 2/3 = 0.3.
+    assert tg.stage[2] == 0 and tg.tau[2] == pytest.approx(2 / 3) and tg.progress[2] == pytest.approx(0.3)
+    # Episode 0, frame 6: stage b, tau = (6 - 4) / (10 - 1 - 4) = 0.4; progress = 0.45 + 0.55 * 0.4 = 0.67.
+    assert tg.stage[6] == 1 and tg.tau[6] == pytest.approx(0.4) and tg.progress[6] == pytest.approx(0.67)
+    # First frame 0, last frame 1; the stage boundary keeps the value P_0 on both sides.
+    assert tg.progress[0] == 0.0 and tg.progress[9] == pytest.approx(1.0) and tg.progress[29] == pytest.approx(1.0)
+    assert tg.progress[3] == pytest.approx(0.45) and tg.progress[4] == pytest.approx(0.45)
+    assert np.all(np.diff(tg.progress[:10]) >= 0)
+    # Priors from a subset of episodes (a training split) apply to the others as given.
+    only0 = stage_priors(store, [0], "sparse")
+    np.testing.assert_allclose(only0.priors, [0.4, 0.6])
+    tg1 = sarm_targets(store, [1], "sparse", stages={"sparse": only0})["sparse"]
+    assert tg1.stage[0] == -1 and np.isnan(tg1.progress[0])  # episode 0 not requested
+    assert tg1.progress[10 + 5] == pytest.approx(0.4 * 5 / 9)
+
+
+def test_targets_in_gaps_and_single_stage(tmp_path):
+    store = annotated_store(tmp_path / "s.zarr", [
+        (12, {"sparse": [("a", 2, 5), ("b", 7, 8), ("c", 8, 10)]}),
+    ])
+    st = stage_priors(store)
+    np.testing.assert_allclose(st.priors, np.array([3, 1, 2]) / 6)
+    tg = sarm_targets(store)["sparse"]
+    np.testing.assert_array_equal(tg.stage, [0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 2, 2])
+    np.testing.assert_allclose(tg.tau, [0, 0, 0, 0.5, 1, 1, 1, 1, 0, 1, 1, 1])  # gaps: before 0, between/after 1
+    np.testing.assert_allclose(tg.progress[[1, 5, 7, 8, 11]], [0.0, 0.5, 4 / 6, 4 / 6, 1.0], atol=1e-6)
+    # No dense annotations anywhere: one stage over the episode, progress linear.
+    dense = sarm_targets(store, mode="dense")["dense"]
+    assert dense.stages.names == ("task",)
+    np.testing.assert_allclose(dense.progress, np.linspace(0, 1, 12), atol=1e-6)
+
+
+def test_partly_annotated_data_is_rejected(tmp_path):
+    store = annotated_store(tmp_path / "s.zarr", [(5, {"sparse": [("a", 0, 5)]}), (5, {})])
+    with pytest.raises(StoreError, match="episode 1 has no sparse annotations"):
+        stage_priors(store)
+
+
+def test_dual_mode_targets_and_heads(toy_store):
+    tg = sarm_targets(toy_store, mode="dual")
+    assert set(tg) == {"sparse", "dense"}
+    assert tg["sparse"].stages.names == ("reach", "grasp")
+    assert tg["dense"].stages.names == ("approach", "close", "lift")
+    cfg = small_config(toy_store, annotation_mode="dual")
+    assert cfg.levels == ("sparse", "dense") and len(cfg.dense_priors) == 3
+    torch.manual_seed(0)
+    model = SARM(cfg)
+    batch = default_collate([SARMDataset(toy_store, cfg, [0])[i] for i in range(8)])
+    assert {"sparse.stage_ce", "dense.stage_ce", "sparse.tau_mse", "dense.tau_mse"} <= set(model.loss(batch))
+    eb = episode_batch(toy_store, cfg, [0, 1])
+    model.eval()
+    sparse, dense = model.progress(eb), model.progress(eb, level="dense")
+    assert sparse.shape == dense.shape == (2, 30) and not torch.equal(sparse, dense)
+    assert model.stream(1, level="dense").level == "dense"
+
+
+# ---------------------------------------------------------------------------- causality
+def test_temporal_model_is_causal_with_random_inputs(toy_store):
+    torch.manual_seed(0)
+    model = SARM(small_config(toy_store, state_key="observation.state", max_rewind=3, view_fusion="concat")).eval()
+    b, length = 3, 7  # window + max_rewind slots
+    feats = torch.randn(b, length, 2, DIM)
+    state = torch.randn(b, length, 3)
+    task = torch.tensor([0, 1, 0])
+    pad = torch.zeros(b, length, dtype=torch.bool)
+    pad[2, :2] = True  # padded leading frames must not break anything either
+    ref = model.window_outputs(feats, state, task, pad)
+    for t in range(length - 1):
+        f2, s2 = feats.clone(), state.clone()
+        f2[:, t + 1:] = torch.randn_like(f2[:, t + 1:]) * 5
+        s2[:, t + 1:] = torch.randn_like(s2[:, t + 1:]) * 5
+        out = model.window_outputs(f2, s2, task, pad)
+        for level, (logits, tau) in out.items():
+            torch.testing.assert_close(logits[:, : t + 1], ref[level][0][:, : t + 1], rtol=0, atol=1e-6)
+            torch.testing.assert_close(tau[:, : t + 1], ref[level][1][:, : t + 1], rtol=0, atol=1e-6)
+        # ...while the future frames do change the future outputs (the test can fail).
+        assert not torch.allclose(out["sparse"][0][:, t + 1:], ref["sparse"][0][:, t + 1:])
+    assert all(torch.isfinite(x).all() for pair in ref.values() for x in pair)
+
+
+def test_offline_progress_is_causal(toy_store):
+    torch.manual_seed(0)
+    model = SARM(small_config(toy_store)).eval()
+    batch = {f"features.{c}": torch.randn(2, 20, DIM) for c in CAMS} | {"task": list(TASKS)}
+    ref = model.progress(batch)
+    assert ref.shape == (2, 20) and ((ref >= 0) & (ref <= 1)).all()
+    t = 9
+    changed = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
+    for c in CAMS:
+        changed[f"features.{c}"][:, t + 1:] = torch.randn(2, 10, DIM)
+    out = model.progress(changed)
+    torch.testing.assert_close(out[:, : t + 1], ref[:, : t + 1], rtol=0, atol=1e-6)
+    assert not torch.allclose(out[:, t + 1:], ref[:, t + 1:])
+    # Per-sample task text: swapping one sample's task changes only that sample.
+    swapped = dict(batch, task=[TASKS[0], TASKS[0]])
+    out2 = model.progress(swapped)
+    torch.testing.assert_close(out2[0], ref[0], rtol=0, atol=1e-6)
+    assert not torch.allclose(out2[1], ref[1])
+
+
+# ---------------------------------------------------------------------------- rewind and negatives
+def test_rewind_index_layout():
+    index, unused = rewind_index(torch.tensor([0, 1, 3]), window=4, max_steps=3)
+    assert index.tolist() == [[0, 1, 2, 3, 3, 3, 3], [0, 1, 2, 3, 2, 3, 3], [0, 1, 2, 3, 2, 1, 0]]
+    assert unused.tolist() == [[True, True, True], [False, True, True], [False, False, False]]
+
+
+def test_rewind_labels_match_the_rewound_frames_exactly(toy_store):
+    cfg = small_config(toy_store, annotation_mode="dual", window=5, frame_gap=3, max_rewind=4)
+    ds = SARMDataset(toy_store, cfg)
+    items = [ds[i] for i in range(0, len(ds), 7)]
+    batch = default_collate(items)
+    pad = batch["pad_mask"]
+    steps = ((~pad).sum(1) - 1).clamp(max=4)  # as many as each clip allows
+    assert steps.max() == 4 and steps.min() == 0
+    keys = [f"features.{c}" for c in CAMS] + ["frame_index"] + [f"sarm.{lvl}.{w}" for lvl in ("sparse", "dense") for w in ("stage", "tau", "progress")]
+    out, new_pad = append_rewind({k: batch[k] for k in keys}, pad, steps, 4)
+    targets = sarm_targets(toy_store, mode="dual")
+    starts = torch.as_tensor(toy_store.episode_starts)[batch["episode_index"]]
+    t_last = batch["frame_index"][:, -1]
+    for b in range(len(items)):
+        for j in range(steps[b]):
+            slot = cfg.window + j
+            assert not new_pad[b, slot]
+            want = int(t_last[b]) - (j + 1) * cfg.frame_gap  # frames t-gap, t-2gap, ... in that order
+            assert out["frame_index"][b, slot] == want
+            g = int(starts[b]) + want
+            for c in CAMS:  # the features really are that frame's (its id is encoded in the pixels)
+                assert frame_id(out[f"features.{c}"][b, slot]) == g
+            for lvl in ("sparse", "dense"):
+                assert out[f"sarm.{lvl}.stage"][b, slot] == targets[lvl].stage[g]
+                assert out[f"sarm.{lvl}.tau"][b, slot] == targets[lvl].tau[g]
+                assert out[f"sarm.{lvl}.progress"][b, slot] == targets[lvl].progress[g]
+        assert new_pad[b, cfg.window + int(steps[b]):].all()
+    # Original clip frames also carry their own targets (dataset side).
+    g_all = starts[:, None] + batch["frame_index"]
+    np.testing.assert_array_equal(batch["sarm.sparse.progress"], targets["sparse"].progress[g_all.numpy()])
+    assert (frame_id(batch[f"features.{CAMS[0]}"]) == g_all).all()
+
+
+def test_loss_applies_rewind_and_language_negatives(toy_store, monkeypatch):
+    torch.manual_seed(0)
+    cfg = small_config(toy_store, rewind_prob=1.0, perturb_prob=1.0)
+    model = SARM(cfg).train()
+    ds = SARMDataset(toy_store, cfg)
+    batch = default_collate([ds[i] for i in range(10, 200, 19)])
+    seen = {}
+    real = model.window_outputs
+
+    def spy(feats, state, task, pad):
+        out = real(feats, state, task, pad)
+        seen.update(feats=feats, task=task, pad=pad, out=out)
+        return out
+
+    monkeypatch.setattr(model, "window_outputs", spy)
+    losses = model.loss(batch)
+    assert torch.isfinite(losses["loss"])
+    own = model.task_indices(batch["task"])
+    assert (seen["task"] != own).all()  # every task swapped for another one of the data
+    assert seen["feats"].shape[1] == cfg.window + cfg.max_rewind
+    assert (~seen["pad"][:, cfg.window:]).any()
+    # Negatives: target stage 0 and tau 0 at every real frame.
+    logits, tau = seen["out"]["sparse"]
+    valid = ~seen["pad"]
+    want_ce = torch.nn.functional.cross_entropy(logits[valid], torch.zeros(int(valid.sum()), dtype=torch.long))
+    torch.testing.assert_close(losses["sparse.stage_ce"], want_ce)
+    torch.testing.assert_close(losses["sparse.tau_mse"], (tau[..., 0][valid] ** 2).mean())
+    # Eval mode: no augmentation at all.
+    model.eval()
+    model.loss(batch)
+    assert seen["feats"].shape[1] == cfg.window and (seen["task"] == own).all()
+
+
+def test_single_task_data_never_perturbs(toy_store):
+    cfg = dataclasses.replace(small_config(toy_store, perturb_prob=1.0), tasks=[TASKS[0]])
+    model = SARM(cfg)
+    _, perturb = model.sample_augmentations(torch.zeros(4, 4, dtype=torch.bool), 4)
+    assert not perturb.any()
+
+
+# ---------------------------------------------------------------------------- checkpoints, stream
+def test_save_load_round_trip_identical(toy_store, tmp_path):
+    torch.manual_seed(0)
+    cfg = small_config(toy_store, state_key="observation.state", annotation_mode="dual")
+    model = make_reward_model(cfg).eval()
+    batch = episode_batch(toy_store, cfg, [0, 3])
+    ref = model.progress(batch)
+    path = model.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = RewardModel.from_pretrained(path)
+    assert type(loaded) is SARM and loaded.config == cfg and not loaded.training
+    assert torch.equal(loaded.progress(batch), ref)
+    assert torch.equal(loaded.progress(batch, level="dense"), model.progress(batch, level="dense"))
+    assert type(SARM.from_pretrained(path)) is SARM
+
+
+@pytest.mark.parametrize("fusion,state", [("mean", False), ("concat", True)])
+def test_stream_equals_offline(toy_store, fusion, state):
+    torch.manual_seed(0)
+    cfg = small_config(toy_store, view_fusion=fusion, state_key="observation.state" if state else None)
+    model = SARM(cfg).eval()
+    eps = [1, 4]  # lengths 30 and 21: env 1 finishes first and starts episode 2 after a reset
+    offline = model.progress(episode_batch(toy_store, cfg, eps + [2]))
+    stream = model.stream(2)
+    ep_data = {e: episode_batch(toy_store, cfg, [e]) for e in (1, 4, 2)}
+    schedule = [(1, t) for t in range(30)], [(4, t) for t in range(21)] + [(2, t) for t in range(9)]
+    got = {1: [], 4: [], 2: []}
+    for step in range(30):
+        obs = {}
+        tasks = []
+        for env in range(2):
+            e, t = schedule[env][step]
+            if t == 0 and step > 0:
+                stream.reset(env)
+            for k, v in ep_data[e].items():
+                if torch.is_tensor(v) and k != "lengths":
+                    obs.setdefault(k, []).append(v[0, t])
+            tasks.append(ep_data[e]["task"][0])
+        value = stream.step({k: torch.stack(v) for k, v in obs.items()}, tasks)
+        assert value.shape == (2,)
+        for env in range(2):
+            got[schedule[env][step][0]].append(value[env])
+    torch.testing.assert_close(torch.stack(got[1]), offline[0, :30], rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.stack(got[4]), offline[1, :21], rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.stack(got[2]), offline[2, :9], rtol=0, atol=1e-5)
+
+
+def test_stream_encodes_each_new_frame_once(toy_store):
+    torch.manual_seed(0)
+    cfg = small_config(toy_store)
+    model = SARM(cfg).eval()
+    calls = []
+
+    def encoder(frames):  # the cache stores float16, so round the same way
+        calls.append(len(frames))
+        return encode(frames).half().float()
+
+    ep = 0
+    start, end = toy_store.episode_range(ep)
+    offline = model.progress(episode_batch(toy_store, cfg, [ep]))[0]
+    stream = model.stream(1, encoder=encoder)
+    frames = {c: toy_store.array(c)[start:end] for c in CAMS}
+    values = [stream.step({c: frames[c][t : t + 1] for c in CAMS}, TASKS[0])[0] for t in range(end - start)]
+    torch.testing.assert_close(torch.stack(values), offline, rtol=0, atol=1e-5)
+    assert calls == [1] * (2 * (end - start))  # one call per view per new frame, never the window
+
+
+def test_bad_inputs_give_clear_errors(toy_store):
+    model = SARM(small_config(toy_store)).eval()
+    batch = {f"features.{c}": torch.randn(1, 5, DIM) for c in CAMS} | {"task": ["fold the shirt"]}
+    with pytest.raises(Exception, match="not in the training data"):
+        model.progress(batch)
+    with pytest.raises(Exception, match="features.observation.images.wrist"):
+        model.progress({f"features.{CAMS[0]}": torch.randn(1, 5, DIM), "task": [TASKS[0]]})
+    stream = model.stream(2)
+    with pytest.raises(Exception, match="no encoder"):
+        stream.step({c: np.zeros((2, 8, 8, 3), np.uint8) for c in CAMS}, TASKS[0])
+    with pytest.raises(Exception, match="2 envs"):
+        stream.step({c: torch.zeros(2, DIM) for c in CAMS}, [TASKS[0]])
+    with pytest.raises(ConfigError, match="annotation_mode 'both' is not one of"):
+        SARMConfig(annotation_mode="both")
+    with pytest.raises(ConfigError, match="max_rewind must be in"):
+        SARMConfig(window=3, max_rewind=3)
+    with pytest.raises(ConfigError, match="tasks is empty"):
+        SARM(SARMConfig())
+
+
+# ---------------------------------------------------------------------------- learning
+@pytest.mark.parametrize("seed", [0])
+def test_tiny_training_learns_progress(toy_store, seed):
+    torch.manual_seed(seed)
+    train_eps, val_eps = [0, 1, 2, 3, 4, 5], [6, 7]
+    cfg = small_config(toy_store, train_eps, rewind_prob=0.5, perturb_prob=0.2)
+    ds = SARMDataset(toy_store, cfg, train_eps)
+    data = default_collate([ds[i] for i in range(len(ds))])  # tiny: hold it in memory
+    model = SARM(cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(150):
+        idx = torch.randint(0, len(ds), (48,), generator=gen)
+        batch = {k: (v[idx] if torch.is_tensor(v) else [v[i] for i in idx]) for k, v in data.items()}
+        loss = model.loss(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-15:]) < 0.5 * np.mean(losses[:15])
+    model.eval()
+    batch = episode_batch(toy_store, cfg, val_eps)
+    pred = model.progress(batch)
+    for row, e in enumerate(val_eps):
+        length = toy_store.episodes[e].length
+        truth = toy_store.read_episode(e, ["gt.progress"]).data["gt.progress"]
+        r = np.corrcoef(pred[row, :length].numpy(), truth)[0, 1]
+        assert r > 0.9, (e, r)
+        assert abs(float(pred[row, length - 1]) - 1.0) < 0.25 and float(pred[row, 0]) < 0.25
