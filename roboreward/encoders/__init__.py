@@ -1,4 +1,20 @@
 """Frozen encoders: images through timm (offline default weights), task text."""
-from .image import IMAGE_ENCODERS, EncoderError, ImageEncoder, ImageEncoderConfig, make_image_encoder, register_image_encoder
+from .image import (
+    IMAGE_ENCODERS,
+    EncoderError,
+    ImageEncoder,
+    ImageEncoderConfig,
+    encoder_for_cache_key,
+    make_image_encoder,
+    register_image_encoder,
+)
 
-__all__ = ["IMAGE_ENCODERS", "EncoderError", "ImageEncoder", "ImageEncoderConfig", "make_image_encoder", "register_image_encoder"]
+__all__ = [
+    "IMAGE_ENCODERS",
+    "EncoderError",
+    "ImageEncoder",
+    "ImageEncoderConfig",
+    "encoder_for_cache_key",
+    "make_image_encoder",
+    "register_image_encoder",
+]

@@ -158,3 +158,21 @@ class ImageEncoder(nn.Module):
 
 def make_image_encoder(name: str = "efficientnet_lite0", weights: str | os.PathLike | None = None, image_size: int = 128) -> ImageEncoder:
     return ImageEncoder(ImageEncoderConfig(name, None if weights is None else str(weights), image_size))
+
+
+def encoder_for_cache_key(key: str, weights: str | os.PathLike | None = None) -> ImageEncoder:
+    """Rebuild the encoder that made feature cache ``key`` (``<name>-<weights hash>-<size>px``), so a
+    checkpoint trained on cached features can encode new frames (streaming, a new dataset). Refuses
+    weights whose hash differs: their features would not be the ones the model was trained on."""
+    try:
+        name, weights_hash, size = key.rsplit("-", 2)
+        image_size = int(size.removesuffix("px"))
+    except ValueError:
+        raise EncoderError(f"feature key {key!r} is not <encoder>-<weights hash>-<size>px") from None
+    encoder = make_image_encoder(name, weights, image_size)
+    if encoder.weights_hash != weights_hash:
+        raise EncoderError(
+            f"feature key {key!r} was made with weights {weights_hash}, but {encoder.weights_path.name} hashes to "
+            f"{encoder.weights_hash}; pass --encoder-weights with the original file"
+        )
+    return encoder
