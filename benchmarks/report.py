@@ -1,0 +1,70 @@
+"""Print the README's benchmark tables (markdown) from benchmarks/results/*.json.
+
+    python benchmarks/report.py
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load(name):
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def fmt(x, digits=3):
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.{digits}g}"
+
+
+def data_table(d):
+    print(f"**Clip sampling** (`bench_data.py`, {d['date']}, {d['machine']['cpu_count']} CPU cores{', quick' if d['quick'] else ''}): "
+          f"{d['episodes']} sim episodes, {d['cameras']} cameras at {d['image_size']} px, causal clips of {d['window']} frames "
+          f"at gap {d['frame_gap']} + state, {d['clips']} random clips.\n")
+    print("| reader | frames/s | ratio | MB on disk |\n|---|---|---|---|")
+    print(f"| roboreward zarr store | {fmt(d['ours_frames_per_s'])} | **{d['ratio']:.1f}x** | {d['ours_mb']:.1f} |")
+    print(f"| LeRobotDataset v3 (mp4, pyav) | {fmt(d['lerobot_frames_per_s'])} | 1x | {d['lerobot_mb']:.1f} |\n")
+
+
+def codecs_table(d):
+    print(f"**Image codec** (`bench_codecs.py`, {d['date']}): {d['frames']} rendered frames at {d['image_size']} px "
+          "(uint8, 49 KB raw each); clip reads = causal clips of 8 frames at gap 5.\n")
+    print("| codec | frames/chunk | bytes/frame | ratio | write fr/s | decode fr/s | clip fr/s |\n|---|---|---|---|---|---|---|")
+    keep = {("raw", 1), ("raw", 16), ("blosc-lz4", 16), ("blosc-zstd5-bitshuffle", 16), ("zstd3", 1), ("zstd3", 4),
+            ("zstd1", 16), ("zstd3", 16), ("zstd5", 16)}
+    for r in d["rows"]:
+        if (r["codec"], r["chunk_frames"]) in keep:
+            mark = "**" if (r["codec"], r["chunk_frames"]) == ("zstd3", 16) else ""
+            print(f"| {mark}{r['codec']}{mark} | {r['chunk_frames']} | {fmt(r['bytes_per_frame'])} | {r['ratio']:.1f} | "
+                  f"{fmt(r['write_frames_per_s'])} | {fmt(r['decode_frames_per_s'])} | {fmt(r['clip_frames_per_s'])} |")
+    print()
+
+
+def sim_table(d):
+    print(f"**Simulation** (`bench_sim.py`, MuJoCo {d['mujoco']}, {d['gl']}, "
+          f"{d['task']}, {len(d['cameras'])} cameras at {d['image_size']} px, {d['substeps_per_control_step']} physics substeps per 30 Hz step):\n")
+    print("| measure | rate |\n|---|---|")
+    print(f"| env step with both cameras | {fmt(d['env_step_with_cameras_per_s'])} steps/s |")
+    print(f"| render only, both cameras | {fmt(d['render_only_per_s'])} pairs/s |")
+    print(f"| **step with cameras / render only** | **{d['ratio_step_with_cameras_over_render_only']:.2f}** |")
+    print(f"| env step, state only | {fmt(d['env_step_state_only_per_s'])} steps/s |")
+    print(f"| physics only | {fmt(d['physics_only_control_steps_per_s'])} steps/s ({fmt(d['physics_only_mj_step_per_s'])} mj_step/s) |")
+    print(f"| scripted expert demo generation | {fmt(d['expert_frames_per_s'])} frames/s ({d['expert_episode_seconds']:.2f} s per episode) |\n")
+
+
+def main():
+    for name, fn in (("bench_data", data_table), ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
+        d = load(name)
+        if d is None:
+            print(f"({name}: no results yet; run python benchmarks/{name}.py)\n")
+        else:
+            fn(d)
+    extra = RESULTS / "bench_sarm.json"
+    if extra.exists():
+        print("(bench_sarm: see its JSON)")
+
+
+if __name__ == "__main__":
+    main()
