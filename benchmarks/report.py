@@ -54,7 +54,33 @@ def sim_table(d):
     print(f"| scripted expert demo generation | {fmt(d['expert_frames_per_s'])} frames/s ({d['expert_episode_seconds']:.2f} s per episode) |\n")
 
 
+def tables() -> str:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        _print_tables()
+    return buf.getvalue().strip()
+
+
 def main():
+    import sys
+
+    text = tables()
+    if "--readme" in sys.argv:
+        readme = Path(__file__).resolve().parent.parent / "README.md"
+        s = readme.read_text()
+        head, rest = s.split("<!-- bench:start", 1)
+        marker, rest = rest.split("-->", 1)
+        _, tail = rest.split("<!-- bench:end -->", 1)
+        readme.write_text(f"{head}<!-- bench:start{marker}-->\n{text}\n<!-- bench:end -->{tail}")
+        print(f"updated {readme}")
+    else:
+        print(text)
+
+
+def _print_tables():
     for name, fn in (("bench_data", data_table), ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
         if d is None:
