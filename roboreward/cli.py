@@ -20,6 +20,7 @@ COMMANDS: dict[tuple[str, str], dict] = {}
 GROUP_HELP = {
     "data": "demonstration stores: generate, inspect, validate, import/export LeRobot, cache features",
     "demo": "the main job end to end on embedded defaults",
+    "reward": "reward models: train, eval, annotate",
 }
 
 
@@ -185,6 +186,63 @@ def _generate(args):
     overrides = {k: getattr(args, k) for k in ("task", "episodes", "image_size", "seed", "mix") if getattr(args, k) is not None}
     recipe = dataclasses.replace(base, **overrides)  # re-runs __post_init__ validation
     return generate_store(args.out, recipe, workers=args.workers, overwrite=args.overwrite)
+
+
+# ---------------------------------------------------------------------------------------- reward
+def _held_out(model_path: Path, dataset: Path, which: str) -> list[int] | None:
+    """Episode ids for ``--episodes``: ``all``, ``val`` (the held-out split recorded at training
+    time next to the model) or a comma list."""
+    if which == "all":
+        return None
+    if which != "val":
+        try:
+            return [int(x) for x in which.split(",")]
+        except ValueError:
+            raise RoborewardError(f"--episodes {which!r} is not all, val or a comma list of episode ids") from None
+    for candidate in (model_path / "split.json", model_path.parent / "split.json"):
+        if candidate.is_file():
+            split = json.loads(candidate.read_text())
+            trained_on = split.get("dataset")
+            if trained_on and Path(trained_on).resolve() != dataset.resolve():
+                raise RoborewardError(
+                    f"--episodes val: the model was trained on {trained_on}, not {dataset}; pass --episodes all"
+                )
+            return list(split["val"])
+    raise RoborewardError(f"--episodes val: no split.json beside {model_path}; pass --episodes all or a list")
+
+
+@command("reward", "eval", "VOC, MAE, stage accuracy, AUROC and reversed-episode checks, with plots and overlay videos")
+@arg("--model", required=True, type=_existing_path, help="reward model checkpoint folder (config.json + model.safetensors)")
+@arg("--dataset", required=True, type=_existing_path, help="zarr store")
+@arg("--out", type=Path, default=None, help="output folder (default <model>/eval)")
+@arg("--episodes", default="val", help="val (held-out split of training), all, or ids like 3,7,9")
+@arg("--level", default=None, help="sparse or dense (default: every level the model has)")
+@arg("--videos", type=int, default=2, help="overlay mp4s to write")
+@arg("--plots", type=int, default=8, help="per-episode progress plots to write")
+def _reward_eval(args):
+    from .eval.evaluate import evaluate_reward
+
+    out = args.out or args.model / "eval"
+    metrics = evaluate_reward(
+        args.model, args.dataset, out, episodes=_held_out(args.model, args.dataset, args.episodes),
+        level=args.level, videos=args.videos, plots=args.plots,
+    )
+    keys = ("voc", "mae", "stage_accuracy", "auroc", "reversed_fall_share")
+    print("  ".join(f"{k} {metrics.get(k):.3f}" if isinstance(metrics.get(k), float) else f"{k} n/a" for k in keys))
+    print(f"wrote {out / 'metrics.json'} (+ plots and videos)")
+
+
+@command("reward", "annotate", "progress of every frame into the store and a LeRobot sarm_progress.parquet")
+@arg("--model", required=True, type=_existing_path, help="reward model checkpoint folder")
+@arg("--dataset", required=True, type=_existing_path, help="zarr store")
+@arg("--name", default=None, help="name of the progress group in the store (default: the model type)")
+@arg("--parquet", type=Path, default=None, help="where to write sarm_progress.parquet (default: beside the store)")
+def _reward_annotate(args):
+    from .rewards.annotate import annotate
+    from .rewards.base import RewardModel
+
+    info = annotate(RewardModel.from_pretrained(args.model), args.dataset, name=args.name, parquet_path=args.parquet)
+    print(f"progress/{info['name']} ({', '.join(info['levels'])}) for {info['frames']} frames; parquet {info['parquet']}")
 
 
 # ---------------------------------------------------------------------------------------- demo

@@ -146,6 +146,11 @@ class RewardModel(nn.Module):
     """Base of every reward model. Subclasses set ``name`` and ``config_class`` (checked when the
     subclass is defined) and implement ``progress`` and ``stream``; trainable ones also ``loss``.
 
+    Optional methods that consumers look for (``roboreward.rewards.annotate``, ``roboreward.eval``):
+    - ``stage_probs(batch, level) -> (B, T, K)``: stage probabilities, for stage accuracy;
+    - ``episode_progress(store, episodes, level=None, reverse=False) -> list[(T_e,)]``: whole-episode
+      progress for a model that does not read the store's feature cache through ``progress``.
+
     Pass ``abstract=True`` in the class statement for an intermediate base without a name.
     """
 

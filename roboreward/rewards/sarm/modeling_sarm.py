@@ -218,11 +218,10 @@ class SARM(RewardModel):
 
     # ------------------------------------------------------------------ the API
     @torch.no_grad()
-    def progress(self, batch: dict[str, Any], level: str | None = None, chunk: int = 4096) -> torch.Tensor:
-        """(B, T) progress at every frame of whole episodes: ``features.<camera>`` (B, T, D),
-        the state key if the model uses one, ``task`` [B]. Frame t's value reads the window of frames
-        t-(window-1)*gap .. t of the same sequence (T must start at the episode's first frame);
-        padding after an episode's end does not change earlier values (causal)."""
+    def _over_windows(self, batch: dict[str, Any], read, chunk: int) -> torch.Tensor:
+        """Apply ``read(feats, state, task, pad) -> (W, ...)`` to the causal window ending at every
+        frame of whole episodes and return (B, T, ...). Windows are gathered in chunks of time steps
+        so a long episode does not hold T*N copies at once."""
         feats = self.stack_views(batch)
         state = self.state_of(batch)
         b, t = feats.shape[:2]
@@ -231,8 +230,7 @@ class SARM(RewardModel):
             raise RoborewardError(f"batch has {b} sequences but {task.shape[0]} tasks")
         raw = torch.arange(t, device=self.device)[:, None] + self.offsets[None, :]  # (T, N)
         idx, pad = raw.clamp(min=0), raw < 0
-        out = torch.empty(b, t, device=self.device)
-        # Windows are gathered in chunks of time steps so a long episode does not hold T*N copies at once.
+        out = []
         step = max(1, chunk // max(b, 1))
         for s in range(0, t, step):
             sl = slice(s, min(s + step, t))
@@ -241,8 +239,25 @@ class SARM(RewardModel):
             w_state = None if state is None else rearrange(state[:, idx[sl]], "b t n s -> (b t) n s")
             w_pad = repeat(pad[sl], "t n -> (b t) n", b=b)
             w_task = repeat(task, "b -> (b t)", t=n)
-            out[:, sl] = rearrange(self.window_progress(w_feats, w_state, w_task, w_pad, level), "(b t) -> b t", b=b)
-        return out
+            values = read(w_feats, w_state, w_task, w_pad)
+            out.append(values.reshape(b, n, *values.shape[1:]))
+        return torch.cat(out, dim=1)
+
+    def progress(self, batch: dict[str, Any], level: str | None = None, chunk: int = 4096) -> torch.Tensor:
+        """(B, T) progress at every frame of whole episodes: ``features.<camera>`` (B, T, D),
+        the state key if the model uses one, ``task`` [B]. Frame t's value reads the window of frames
+        t-(window-1)*gap .. t of the same sequence (T must start at the episode's first frame);
+        padding after an episode's end does not change earlier values (causal)."""
+        return self._over_windows(
+            batch, lambda f, s, k, p: self.window_progress(f, s, k, p, level), chunk
+        )
+
+    def stage_probs(self, batch: dict[str, Any], level: str | None = None, chunk: int = 4096) -> torch.Tensor:
+        """(B, T, K) stage probabilities at every frame, over the same causal windows as ``progress``."""
+        level = self._level(level)
+        return self._over_windows(
+            batch, lambda f, s, k, p: self.window_outputs(f, s, k, p)[level][0][:, -1].softmax(-1), chunk
+        )
 
     def stream(self, n_envs: int, encoder: Any = None, level: str | None = None) -> "SARMStream":
         """Online progress for ``n_envs`` envs. ``encoder`` (uint8 (B, H, W, 3) -> (B, D), e.g. the
