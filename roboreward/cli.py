@@ -211,6 +211,22 @@ def _held_out(model_path: Path, dataset: Path, which: str) -> list[int] | None:
     raise RoborewardError(f"--episodes val: no split.json beside {model_path}; pass --episodes all or a list")
 
 
+@command("reward", "train", "train a reward model on a store's cached features (resumes from <out> after any interruption)")
+@arg("--config", type=_existing_path, default=None, help="YAML such as configs/reward/sarm.yaml (default: built-in SARM defaults)")
+@arg("--dataset", required=True, type=_existing_path, help="zarr store")
+@arg("--out", required=True, type=Path, help="run folder: checkpoints/, model/, split.json, tb/")
+@arg("--steps", type=int, default=None, help="override train.steps")
+def _reward_train(args):
+    from .config import load_config
+    from .rewards.train import RewardTrainConfig, train_reward
+
+    config = load_config(RewardTrainConfig, args.config)
+    if args.steps is not None:
+        config.train = dataclasses.replace(config.train, steps=args.steps)
+    model_dir = train_reward(config, args.dataset, args.out)
+    print(f"model: {model_dir}\nnext:  roboreward reward eval --model {model_dir} --dataset {args.dataset}")
+
+
 @command("reward", "eval", "VOC, MAE, stage accuracy, AUROC and reversed-episode checks, with plots and overlay videos")
 @arg("--model", required=True, type=_existing_path, help="reward model checkpoint folder (config.json + model.safetensors)")
 @arg("--dataset", required=True, type=_existing_path, help="zarr store")

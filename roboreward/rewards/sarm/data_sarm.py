@@ -178,7 +178,8 @@ class SARMDataset(Dataset):
     ``sarm.<level>.stage`` / ``sarm.<level>.tau`` / ``sarm.<level>.progress`` (window,) of exactly
     the clip's frames. Targets use the config's stages and priors (the training split's)."""
 
-    def __init__(self, store: EpisodeStore | str, config: SARMConfig, episodes: Sequence[int] | None = None):
+    def __init__(self, store: EpisodeStore | str, config: SARMConfig, episodes: Sequence[int] | None = None,
+                 features_in_memory: bool = True):
         self.store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
         if config.feature_key is None:
             raise StoreError("config.feature_key is None; build the config with SARMConfig.from_store(store, feature_key)")
@@ -193,6 +194,7 @@ class SARMDataset(Dataset):
                 low_dim=(config.state_key,) if config.state_key else (),
                 features=config.feature_key,
                 targets=False,
+                features_in_memory=features_in_memory,
             ),
             episodes,
         )

@@ -1,0 +1,241 @@
+"""Train a reward model on a zarr store: ``train_reward(config, dataset, out)``.
+
+Steps: make sure the store's feature cache for the configured encoder is complete (encoding only
+the frames not yet cached), split episodes into train/val (recorded in ``<out>/split.json`` so eval
+uses the same held-out episodes), build the model config from the store and the training split,
+build the model through the registry and train it with the shared loop (``roboreward.training``).
+Validation reports the loss terms on held-out clips (incl. stage accuracy), and, where the store has
+``gt.progress``, the per-episode Pearson correlation and MAE of predicted progress.
+
+A model type plugs in with ``register_reward_trainer(name, dataset=..., episode_batch=...)``: its
+config class must offer ``from_store(store, feature_key, episodes=..., **overrides)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset, default_collate
+
+from ..config import ConfigError
+from ..data.store import EpisodeStore
+from ..errors import RoborewardError
+from ..training import TrainConfig, check_resume_config, fit, process_state, seed_everything, write_atomic_text
+from .base import RewardModel, RewardModelConfig, make_reward_model, reward_config_from_dict, reward_model_class
+
+GT_PROGRESS = "gt.progress"
+SPLIT_FILE = "split.json"
+# Filled from the store and the training split by ``from_store``; an override would be overwritten.
+DATA_DERIVED = ("feature_key", "feature_dim", "tasks", "sparse_stages", "sparse_priors", "dense_stages", "dense_priors")
+
+
+@dataclass(frozen=True)
+class RewardTrainer:
+    """What the generic trainer needs from one model type beyond the RewardModel API."""
+
+    dataset: Callable[[EpisodeStore, RewardModelConfig, list[int]], Dataset]
+    """(store, config, episodes) -> training samples that ``model.loss`` takes once collated."""
+    episode_batch: Callable[[EpisodeStore, RewardModelConfig, list[int]], dict]
+    """(store, config, episodes) -> whole episodes as one ``model.progress`` batch (with ``lengths``)."""
+
+
+REWARD_TRAINERS: dict[str, RewardTrainer] = {}
+
+
+def register_reward_trainer(name: str, dataset, episode_batch) -> None:
+    if name in REWARD_TRAINERS:
+        raise ValueError(f"reward trainer {name!r} registered twice")
+    REWARD_TRAINERS[name] = RewardTrainer(dataset, episode_batch)
+
+
+def _register_builtin() -> None:
+    from .sarm import SARMDataset, episode_batch
+
+    if "sarm" not in REWARD_TRAINERS:
+        register_reward_trainer("sarm", SARMDataset, episode_batch)
+
+
+def reward_trainer(name: str) -> RewardTrainer:
+    _register_builtin()
+    reward_model_class(name)  # unknown type: the registry's one-line error
+    if name not in REWARD_TRAINERS:
+        raise ConfigError(f"reward type {name!r} has no trainer; trainable: {sorted(REWARD_TRAINERS)}")
+    return REWARD_TRAINERS[name]
+
+
+@dataclass
+class RewardDataConfig:
+    encoder: str = "efficientnet_lite0"
+    """Frozen image encoder (registered name or timm architecture) whose cached features the model reads."""
+    encoder_weights: str | None = None
+    """Local weights file for the encoder; None = its offline default weights."""
+    image_size: int = 128
+    """Frames are resized to this square size before encoding."""
+    val_fraction: float = 0.2
+    """Fraction of episodes held out for validation (split by episode, never by frame); 0 = none."""
+    split_seed: int = 0
+    """Seed of the train/val episode split (independent of the training seed)."""
+    val_clips: int = 512
+    """Held-out clips (evenly spaced over the val episodes) for val loss and stage accuracy."""
+    encode_batch_size: int = 64
+    """Frames per encoder call while filling the feature cache."""
+
+    def __post_init__(self):
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("image_size", "val_clips", "encode_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+
+
+@dataclass
+class RewardTrainConfig:
+    model: dict[str, Any] = field(default_factory=lambda: {"type": "sarm"})
+    """Reward model overrides: ``type`` (a registered model, e.g. ``sarm``) plus any field of its
+    config except those read from the data (feature_key, feature_dim, tasks, stages, priors)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The shared training loop's settings."""
+    data: RewardDataConfig = field(default_factory=RewardDataConfig)
+    """Encoder of the feature cache and the episode split."""
+
+    def __post_init__(self):
+        if not isinstance(self.model, dict) or not self.model.get("type"):
+            raise ConfigError("model needs a `type` naming a reward model (e.g. model: {type: sarm})")
+        derived = sorted(set(self.model) & set(DATA_DERIVED))
+        if derived:
+            raise ConfigError(f"model.{derived[0]} is read from the dataset; remove it (data-derived: {', '.join(DATA_DERIVED)})")
+        # Unknown keys and bad values fail now, in one line, not after minutes of feature caching.
+        probe = dict(self.model)
+        if probe.get("state_key") and "state_dim" not in probe:
+            probe["state_dim"] = 1  # from_store reads the real size from the store
+        reward_config_from_dict(probe, "model")
+        reward_trainer(str(self.model["type"]))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+class RewardValidator:
+    """Validation callback: loss terms on a fixed set of held-out clips, and progress vs ground
+    truth on whole held-out episodes. Inputs are read once and kept in memory."""
+
+    def __init__(self, store: EpisodeStore, model_config: RewardModelConfig, trainer: RewardTrainer,
+                 episodes: list[int], n_clips: int):
+        dataset = trainer.dataset(store, model_config, episodes)
+        idx = np.unique(np.linspace(0, len(dataset) - 1, min(n_clips, len(dataset))).round().astype(int))
+        self.clips = [default_collate([dataset[int(i)] for i in idx[s : s + 128]]) for s in range(0, len(idx), 128)]
+        self.sizes = [len(idx[s : s + 128]) for s in range(0, len(idx), 128)]
+        self.episodes = episodes
+        self.batch = trainer.episode_batch(store, model_config, episodes)
+        self.truth = None
+        if GT_PROGRESS in store.keys("target"):
+            arr = store.array(GT_PROGRESS)
+            self.truth = [np.asarray(arr[slice(*store.episode_range(e))], dtype=np.float32).reshape(-1) for e in episodes]
+
+    def __call__(self, model: RewardModel) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        for batch, n in zip(self.clips, self.sizes):
+            for k, v in model.loss(batch).items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+        metrics = {k: v / sum(self.sizes) for k, v in sums.items()}
+        if self.truth is not None:
+            pred = model.progress(self.batch).float().cpu().numpy()
+            rs, maes = [], []
+            for row, truth in enumerate(self.truth):
+                p = pred[row, : len(truth)]
+                maes.append(float(np.abs(p - truth).mean()))
+                r = _pearson(p, truth)
+                if r is not None:
+                    rs.append(r)
+            metrics["progress_mae"] = float(np.mean(maes))
+            if rs:
+                metrics["progress_r"] = float(np.mean(rs))
+        return metrics
+
+
+def ensure_feature_cache(dataset: Path, data: RewardDataConfig, progress: bool = True) -> str:
+    """The feature-cache key for ``data``'s encoder, encoding whatever frames are not cached yet
+    (resumable). Under ``accelerate launch`` the main process encodes while the others wait."""
+    from ..data.cache import cache_embeddings
+    from ..encoders import make_image_encoder
+
+    state = process_state()
+    encoder = make_image_encoder(data.encoder, data.encoder_weights, data.image_size)
+    with state.main_process_first():
+        if state.is_main_process:
+            encoder = encoder.to(state.device)
+            cache_embeddings(
+                dataset, encoder, encoder.cache_key, batch_size=data.encode_batch_size, progress=progress,
+                encoder_info={"name": data.encoder, "weights": encoder.weights_path.name, "image_size": data.image_size},
+            )
+    return encoder.cache_key
+
+
+def _read_split(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str | os.PathLike,
+                 progress: bool = True) -> Path:
+    """Train the reward model ``config.model`` on the store ``dataset`` into ``out``; resumes when
+    ``out`` holds checkpoints of the same config. Returns the final model folder ``<out>/model``."""
+    dataset, out = Path(dataset), Path(out)
+    store = EpisodeStore(dataset)
+    model_type = str(config.model["type"])
+    trainer = reward_trainer(model_type)
+    run_config = {**asdict(config), "dataset_episodes": store.n_episodes}
+    # Refuse a mismatched resume before spending minutes on the feature cache.
+    check_resume_config(out, run_config)
+
+    feature_key = ensure_feature_cache(dataset, config.data, progress=progress)
+    store = EpisodeStore(dataset)  # re-open: the cache group is new
+    from ..data.sampler import split_episodes
+
+    train_eps, val_eps = split_episodes(store.n_episodes, config.data.val_fraction, config.data.split_seed)
+    split = {"train": train_eps, "val": val_eps, "val_fraction": config.data.val_fraction,
+             "split_seed": config.data.split_seed, "n_episodes": store.n_episodes, "dataset": str(dataset),
+             "feature_key": feature_key}
+    split_path = out / SPLIT_FILE
+    old = _read_split(split_path)
+    if old is not None and (old.get("train"), old.get("val")) != (train_eps, val_eps):
+        raise RoborewardError(f"{split_path} records a different episode split; use a new output folder")
+    if process_state().is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic_text(split_path, json.dumps(split, indent=1) + "\n")
+
+    model_cls = reward_model_class(model_type)
+    from_store = getattr(model_cls.config_class, "from_store", None)
+    if from_store is None:
+        raise ConfigError(f"reward type {model_type!r} cannot be built from a store (its config has no from_store)")
+    model_config = from_store(store, feature_key, episodes=train_eps, **config.model)
+    seed_everything(config.train.seed)  # the model's initial weights
+    model = make_reward_model(model_config)
+    train_data = trainer.dataset(store, model_config, train_eps)
+    validate = RewardValidator(store, model_config, trainer, val_eps, config.data.val_clips) if val_eps else None
+    return fit(model, train_data, config.train, out, validate=validate, run_config=run_config, progress=progress)
+
+
+def load_split(run: str | os.PathLike) -> tuple[list[int], list[int]]:
+    """(train, val) episode ids recorded by ``train_reward`` in ``<run>/split.json``."""
+    path = Path(run) / SPLIT_FILE
+    data = _read_split(path)
+    if data is None:
+        raise RoborewardError(f"{path}: missing or unreadable; pass the output folder of `roboreward reward train`")
+    return list(data["train"]), list(data["val"])
+
+
+__all__ = [
+    "REWARD_TRAINERS", "RewardDataConfig", "RewardTrainConfig", "RewardTrainer", "RewardValidator",
+    "ensure_feature_cache", "load_split", "register_reward_trainer", "train_reward",
+]
