@@ -5,9 +5,10 @@ when the phase starts, from the objects' current poses), a gripper command and a
 executor interpolates each phase with a minimum-jerk profile, solves damped-least-squares IK every
 control step and sends the joint targets to the env in LeRobot units, exactly like a policy would.
 
-Each phase carries a fine label (dense annotation) and the task stage it belongs to (sparse
-annotation), so annotations come from the script, while per-frame ground truth (gt.*) comes from
-the task's geometric stage logic.
+Each phase carries a fine label: the dense annotations are the script's phases. The sparse
+annotations are the task stages the episode really went through (runs of the task's geometric
+stage detector), so a failed episode is not labelled with stages it never reached; per-frame
+ground truth (gt.*) comes from the same stage logic.
 
 Quality modes:
 - ``expert``: the plain plan.
@@ -372,16 +373,31 @@ def _execute(env: SO101Env, ik: ArmIK, phases: list[Phase], rng: np.random.Gener
     return frames, labels, info
 
 
-def _annotations(labels: list[tuple[str, str, int, int]]) -> dict[str, list[Subtask]]:
+MIN_STAGE_FRAMES = 3
+"""Ground-truth stage runs shorter than this (contact flicker at a boundary) join the run before."""
+
+
+def _annotations(labels: list[tuple[str, str, int, int]], gt_stage: np.ndarray,
+                 stage_names: tuple[str, ...]) -> dict[str, list[Subtask]]:
+    """Dense: the script's fine phases (what the robot was doing). Sparse: the task stages the
+    episode actually went through, read from the simulator's stage detector, as a careful annotator
+    would mark them. The script's own stage labels would claim, on a failure, stages it never
+    reached ("transport" after a missed grasp), and a reward model trained on them learns to pay
+    for the motion instead of the outcome."""
     dense = [Subtask(name, s, e) for name, _, s, e in labels if e > s]
-    sparse: list[Subtask] = []
-    for _, stage, s, e in labels:
-        if e <= s:
-            continue
-        if sparse and sparse[-1].name == stage and sparse[-1].end == s:
-            sparse[-1] = Subtask(stage, sparse[-1].start, e)
+    runs: list[list] = []  # [stage, start, end]
+    for t, k in enumerate(np.asarray(gt_stage).tolist()):
+        if runs and runs[-1][0] == k:
+            runs[-1][2] = t + 1
         else:
-            sparse.append(Subtask(stage, s, e))
+            runs.append([k, t, t + 1])
+    merged: list[list] = []
+    for run in runs:
+        if merged and (run[2] - run[1] < MIN_STAGE_FRAMES or merged[-1][0] == run[0]):
+            merged[-1][2] = run[2]
+        else:
+            merged.append(run)
+    sparse = [Subtask(stage_names[k], s, e) for k, s, e in merged]
     return {"sparse": sparse, "dense": dense}
 
 
@@ -431,7 +447,7 @@ def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, 
         task=env.task.instruction,
         success=bool(data["gt.success"][-1]),
         quality=quality,
-        annotations=_annotations(labels),
+        annotations=_annotations(labels, data["gt.stage"], env.task.stages),
     )
 
 
