@@ -64,6 +64,34 @@ def tables() -> str:
     return buf.getvalue().strip()
 
 
+def sarm_table(d):
+    lr, ours = d["lerobot"], d["ours"]
+    print(f"**SARM vs LeRobot's SARM** (`bench_sarm.py`, {d['date']}, {d['machine']['cpu_count']} CPU cores, "
+          f"{d['machine']['torch_threads']} torch threads{', quick' if d['quick'] else ''}; batch {d['batch']}, "
+          f"{d['window_frames']}-frame window). LeRobot {lr['version']}: {lr['cameras']} camera at {lr['image_size']} px through "
+          f"CLIP ViT-B/32 (random weights, same compute), {lr['trainable_params'] / 1e6:.0f}M trainable parameters; ours: "
+          f"{ours['cameras']} cameras + state from the store's feature cache ({ours['feature_key']}), "
+          f"{ours['trainable_params'] / 1e6:.2f}M trainable parameters.\n")
+    print("| figure | LeRobot | ours | ratio | goal |\n|---|---|---|---|---|")
+    print(f"| training steps/s (ours: batch fetched from the store each step) | {lr['train_steps_per_s']:.3f} | "
+          f"{ours['train_steps_per_s']:.1f} | **{d['ratio_train']:.0f}x** | >= {d['goal_train_ratio']}x |")
+    print(f"| training steps/s (ours: model update only) | {lr['train_steps_per_s']:.3f} | {ours['train_steps_per_s_precollated']:.1f} | "
+          f"{d['ratio_train_precollated']:.0f}x | |")
+    print(f"| streaming reward, frames/s from pixels, 1 env | {lr['stream_frames_per_s']:.2f} | {ours['stream_frames_per_s']:.1f} | "
+          f"**{d['ratio_stream']:.0f}x** | >= {d['goal_stream_ratio']}x |")
+    print(f"| streaming reward, frames/s, 8 envs batched | n/a | {ours['stream_frames_per_s_8_envs']:.0f} | | |\n")
+
+
+def quality_table(d):
+    print(f"**Reward quality** (`bench_reward_quality.py`, {d['date']}{', quick' if d['quick'] else ''}): SARM "
+          f"(`configs/reward/sarm.yaml`) trained on each standard mixed-quality dataset (100 episodes: 50 expert, "
+          "30 suboptimal, 20 failure), evaluated on the 20 held-out episodes.\n")
+    print("| task | VOC (successes) | AUROC success vs failure | stage accuracy | MAE vs sim progress | reversed episodes falling |\n|---|---|---|---|---|---|")
+    for task, m in d["tasks"].items():
+        print(f"| {task} | {m['voc']:.3f} | {m['auroc']:.3f} | {m['stage_accuracy']:.3f} | {m['mae']:.3f} | {m['reversed_fall_share']:.2f} |")
+    print(f"| goal | >= {d['goals']['voc']} | >= {d['goals']['auroc']} | >= {d['goals']['stage_accuracy']} | | |\n")
+
+
 def main():
     import sys
 
@@ -81,15 +109,13 @@ def main():
 
 
 def _print_tables():
-    for name, fn in (("bench_data", data_table), ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
+    for name, fn in (("bench_reward_quality", quality_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
+                     ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
         if d is None:
             print(f"({name}: no results yet; run python benchmarks/{name}.py)\n")
         else:
             fn(d)
-    extra = RESULTS / "bench_sarm.json"
-    if extra.exists():
-        print("(bench_sarm: see its JSON)")
 
 
 if __name__ == "__main__":

@@ -82,20 +82,31 @@ def episode_subtasks(store: EpisodeStore, episode: int, level: str, single_stage
 def stage_priors(store: EpisodeStore, episodes: Sequence[int] | None = None, level: str = "sparse") -> StageSet:
     """Stage names ordered by where they happen (mean relative start) and priors: prior_k = mean over
     the episodes that contain stage k of (its frames / episode length), normalised to sum 1 (gaps
-    between annotated subtasks would otherwise leave the priors short of 1)."""
+    between annotated subtasks would otherwise leave the priors short of 1).
+
+    Priors come from ``episodes`` (the training split). The stage *list* comes from every episode of
+    the store, so a held-out episode that reaches a stage no training episode reached (a small split
+    of mostly failures) still has a target; such a stage's prior falls back to all episodes."""
     _check_level(level)
     eps = _episodes(store, episodes)
+    every = list(range(store.n_episodes))
     if not _has_level(store, eps, level):
         return StageSet(level, (SINGLE_STAGE,), (1.0,))
-    fractions: dict[str, list[float]] = {}
-    starts: dict[str, list[float]] = {}
-    for e in eps:
-        length = store.episodes[e].length
-        for sub in store.episodes[e].annotations[level]:
-            fractions.setdefault(sub.name, []).append((sub.end - sub.start) / length)
-            starts.setdefault(sub.name, []).append(sub.start / length)
-    names = sorted(fractions, key=lambda n: (float(np.mean(starts[n])), n))
-    raw = np.array([np.mean(fractions[n]) for n in names])
+
+    def collect(ids):
+        fractions: dict[str, list[float]] = {}
+        starts: dict[str, list[float]] = {}
+        for e in ids:
+            length = store.episodes[e].length
+            for sub in store.episodes[e].annotations.get(level, []):
+                fractions.setdefault(sub.name, []).append((sub.end - sub.start) / length)
+                starts.setdefault(sub.name, []).append(sub.start / length)
+        return fractions, starts
+
+    fractions, starts = collect(eps)
+    all_fractions, all_starts = collect(every)
+    names = sorted(all_fractions, key=lambda n: (float(np.mean(all_starts[n])), n))
+    raw = np.array([np.mean(fractions[n]) if n in fractions else np.mean(all_fractions[n]) for n in names])
     return StageSet(level, tuple(names), tuple(float(p) for p in raw / raw.sum()))
 
 
