@@ -1,0 +1,75 @@
+"""BCDataset: every frame of the selected episodes as (observation window, action chunk, weight).
+
+Observations come from ``ClipDataset`` (causal window of cached image features and state). The
+action chunk is ``action[t .. t+horizon-1]``; steps past the episode's last frame repeat its last
+action and are flagged in ``action_is_pad`` (LeRobot's name), so the loss can ignore them.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ...data.sampler import ClipConfig, ClipDataset
+from ...data.store import EpisodeStore
+from ..rabc import RABCError
+from .configuration_bc import BCConfig
+
+
+class BCDataset(Dataset):
+    """Items: ``features.<camera>`` (window, D) float32 per camera, ``<state_key>`` (window, S),
+    ``action`` (horizon, A), ``action_is_pad`` (horizon,) bool, ``weight`` () float32 (1 without
+    weights), ``index`` (global frame), ``episode_index``.
+
+    ``weights``: one RA-BC weight per frame of the whole store (``rabc.weights_for_store``), or None.
+    """
+
+    def __init__(self, store: EpisodeStore | str, config: BCConfig, episodes: Sequence[int] | None = None,
+                 weights: np.ndarray | None = None):
+        self.store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
+        self.config = config
+        clip = ClipConfig(window=config.window, frame_gap=config.frame_gap, cameras=list(config.cameras),
+                          low_dim=(config.state_key,), features=config.feature_key, targets=False,
+                          features_in_memory=True)
+        self.clips = ClipDataset(self.store, clip, episodes)
+        starts = self.store.episode_starts[self.clips.episodes]
+        ends = self.store.episode_ends[self.clips.episodes]
+        # Same frame order as ClipDataset: episodes in the order given, frames in time order.
+        self._frames = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+        self._end_of = np.repeat(ends, ends - starts)
+        assert len(self._frames) == len(self.clips)
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float32)
+            if weights.shape != (self.store.n_frames,):
+                raise RABCError(f"weights must be one per store frame ({self.store.n_frames},), got {weights.shape}")
+            if not np.isfinite(weights).all() or weights.min() < 0:
+                raise RABCError("weights must be finite and >= 0")
+        self.weights = weights
+        self.store.array(config.action_key)  # raises naming the store's features
+        self._actions = None
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_actions"] = None
+        return state
+
+    def __getitem__(self, i: int) -> dict:
+        if self._actions is None:
+            n = self.store.n_frames
+            self._actions = np.asarray(self.store.array(self.config.action_key)[:n], np.float32).reshape(n, -1)
+        clip = self.clips[i]
+        t, end = int(self._frames[i]), int(self._end_of[i])
+        raw = t + np.arange(self.config.horizon)
+        item = {k: v for k, v in clip.items() if k.startswith("features.") or k == self.config.state_key}
+        item[self.config.state_key] = item[self.config.state_key].float()
+        item["action"] = torch.from_numpy(self._actions[np.minimum(raw, end - 1)])
+        item["action_is_pad"] = torch.from_numpy(raw >= end)
+        item["weight"] = torch.tensor(1.0 if self.weights is None else float(self.weights[t]), dtype=torch.float32)
+        item["index"] = t
+        item["episode_index"] = clip["episode_index"]
+        return item
