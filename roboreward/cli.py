@@ -214,13 +214,16 @@ def _held_out(model_path: Path, dataset: Path, which: str) -> list[int] | None:
 @command("reward", "train", "train a reward model on a store's cached features (resumes from <out> after any interruption)")
 @arg("--config", type=_existing_path, default=None, help="YAML such as configs/reward/sarm.yaml (default: built-in SARM defaults)")
 @arg("--dataset", required=True, type=_existing_path, help="zarr store")
-@arg("--out", required=True, type=Path, help="run folder: checkpoints/, model/, split.json, tb/")
+@arg("--out", type=Path, default=None, help="run folder: checkpoints/, model/, split.json, tb/ (default outputs/runs/<dataset>_<model type>)")
 @arg("--steps", type=int, default=None, help="override train.steps")
 def _reward_train(args):
     from .config import load_config
     from .rewards.train import RewardTrainConfig, train_reward
 
     config = load_config(RewardTrainConfig, args.config)
+    if args.out is None:
+        args.out = Path("outputs/runs") / f"{args.dataset.name.removesuffix('.zarr')}_{config.model['type']}"
+        print(f"run folder: {args.out}")
     if args.steps is not None:
         config.train = dataclasses.replace(config.train, steps=args.steps)
     model_dir = train_reward(config, args.dataset, args.out)
