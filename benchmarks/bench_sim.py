@@ -10,7 +10,6 @@ benchmarks/results/bench_sim.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -20,6 +19,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
+
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 from roboreward.sim.env import CAMERAS, SO101Env  # noqa: E402
 from roboreward.sim.robot import HOME_DEG  # noqa: E402
@@ -89,12 +93,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts, < 1 minute")
     parser.add_argument("--task", default="pick_place")
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_sim.json")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/bench_sim.json)")
     args = parser.parse_args()
     steps, episodes = (200, 2) if args.quick else (2000, 10)
     r = bench(args.task, args.size, steps, episodes)
     r.update(quick=args.quick, mujoco=mujoco.__version__, gl=os.environ.get("MUJOCO_GL"),
-             cpu_count=os.cpu_count(), machine=platform.machine())
+             cpu_count=os.cpu_count(), arch=platform.machine())
     rows = [
         ("env step, 2 cameras", r["env_step_with_cameras_per_s"], "control steps/s"),
         ("env step, state only", r["env_step_state_only_per_s"], "control steps/s"),
@@ -107,9 +111,7 @@ def main() -> None:
         print(f"  {name:<34} {value:>10.1f}  {unit}")
     ok = "ok" if r["ratio_step_with_cameras_over_render_only"] >= 0.6 else "BELOW GOAL"
     print(f"  {'ratio step_with_cameras/render_only':<34} {r['ratio_step_with_cameras_over_render_only']:>10.2f}  (goal >= 0.6: {ok})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(r, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    common.write("bench_sim", r, args.out)
 
 
 if __name__ == "__main__":
