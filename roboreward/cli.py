@@ -21,6 +21,7 @@ GROUP_HELP = {
     "data": "demonstration stores: generate, inspect, validate, import/export LeRobot, cache features",
     "demo": "the main job end to end on embedded defaults",
     "reward": "reward models: train, eval, annotate",
+    "bc": "behaviour cloning policies (RA-BC weighting): train",
 }
 
 
@@ -262,6 +263,29 @@ def _reward_annotate(args):
 
     info = annotate(RewardModel.from_pretrained(args.model), args.dataset, name=args.name, parquet_path=args.parquet)
     print(f"progress/{info['name']} ({', '.join(info['levels'])}) for {info['frames']} frames; parquet {info['parquet']}")
+
+
+# ---------------------------------------------------------------------------------------- bc
+@command("bc", "train", "behaviour cloning on a store, optionally weighted by RA-BC (resumes from <out>)")
+@arg("--dataset", required=True, type=_existing_path, help="zarr store")
+@arg("--out", required=True, type=Path, help="run folder: checkpoints/, model/, split.json, weights.json, tb/")
+@arg("--config", type=_existing_path, default=None, help="YAML with policy/train/data/weights sections")
+@arg("--weights", choices=("none", "soft", "hard"), default=None, help="RA-BC weighting (overrides weights.mode)")
+@arg("--progress", default=None, help="gt.progress, a progress annotation name in the store, or a sarm_progress.parquet")
+@arg("--steps", type=int, default=None, help="override train.steps")
+def _bc_train(args):
+    from .config import load_config
+    from .policies.train import BCTrainConfig, train_bc
+
+    config = load_config(BCTrainConfig, args.config)
+    if args.weights is not None or args.progress is not None:
+        config.weights = dataclasses.replace(
+            config.weights,
+            **{k: v for k, v in (("mode", args.weights), ("source", args.progress)) if v is not None},
+        )
+    if args.steps is not None:
+        config.train = dataclasses.replace(config.train, steps=args.steps)
+    print(f"model: {train_bc(config, args.dataset, args.out)}")
 
 
 # ---------------------------------------------------------------------------------------- demo

@@ -1,0 +1,92 @@
+"""`roboreward bc train`: a behaviour-cloning policy on the shared training loop, optionally with
+RA-BC weights from any progress source (a reward model's annotation in the store, the simulator's
+ground truth, or a LeRobot sarm_progress.parquet).
+
+The run folder holds what a reward-model run holds (checkpoints/, model/, split.json, tb/) plus
+weights.json, the weighting's statistics (mean weight per quality label: failures must weigh less).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import ConfigError
+from ..data import EpisodeStore
+from ..data.sampler import split_episodes
+from ..rewards.train import RewardDataConfig, ensure_feature_cache
+from ..training import TrainConfig, fit, write_atomic_text
+from .base import make_policy, policy_class
+from .rabc import KAPPA, weights_for_store
+
+WEIGHT_MODES = ("none", "soft", "hard")
+
+
+@dataclass
+class WeightConfig:
+    mode: str = "none"
+    """``none`` (plain BC), ``soft`` (LeRobot's RA-BC weighting) or ``hard`` (keep chunks with r > kappa)."""
+    source: str = "gt.progress"
+    """Progress: ``gt.progress`` (the simulator's, an oracle), a ``progress/<name>`` annotation name in
+    the store (``roboreward reward annotate``), or a path to a LeRobot ``sarm_progress.parquet``."""
+    level: str = "sparse"
+    """Annotation level of a reward model's progress (sparse or dense)."""
+    kappa: float = KAPPA
+    """Chunks whose progress gain exceeds kappa get full weight."""
+
+    def __post_init__(self):
+        if self.mode not in WEIGHT_MODES:
+            raise ConfigError(f"weights.mode {self.mode!r} is not one of {WEIGHT_MODES}")
+
+
+@dataclass
+class BCTrainConfig:
+    policy: dict[str, Any] = field(default_factory=lambda: {"type": "bc"})
+    """Policy overrides: ``type`` (a registered policy) plus fields of its config not read from the data."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The shared training loop's settings."""
+    data: RewardDataConfig = field(default_factory=RewardDataConfig)
+    """Encoder of the feature cache and the episode split (same fields as reward-model training)."""
+    weights: WeightConfig = field(default_factory=WeightConfig)
+    """RA-BC weighting."""
+
+    def __post_init__(self):
+        if not isinstance(self.policy, dict) or not self.policy.get("type"):
+            raise ConfigError("policy needs a `type` naming a policy (e.g. policy: {type: bc})")
+        policy_class(str(self.policy["type"]))
+
+
+def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.PathLike, progress: bool = True) -> Path:
+    """Train the policy on ``dataset`` into ``out`` (resumes from its checkpoints); returns model/."""
+    dataset, out = Path(dataset), Path(out)
+    store = EpisodeStore(dataset)
+    feature_key = ensure_feature_cache(dataset, config.data, progress=progress)
+    train_eps, val_eps = split_episodes(store.n_episodes, config.data.val_fraction, config.data.split_seed)
+    cls = policy_class(str(config.policy["type"]))
+    overrides = {k: v for k, v in config.policy.items() if k != "type"}
+    policy_config = cls.config_class.from_store(store, feature_key, episodes=train_eps, **overrides)
+    weights = None
+    summary: dict[str, Any] = {"mode": config.weights.mode}
+    if config.weights.mode != "none":
+        weights = weights_for_store(store, config.weights.source, policy_config.horizon, level=config.weights.level,
+                                    kappa=config.weights.kappa, mode=config.weights.mode)
+        per_quality: dict[str, list[float]] = {}
+        for e in train_eps:
+            s, t = store.episode_range(e)
+            per_quality.setdefault(store.episodes[e].quality, []).append(float(weights[s:t].mean()))
+        summary.update(source=str(config.weights.source), mean_weight={q: float(np.mean(v)) for q, v in per_quality.items()})
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic_text(out / "split.json", json.dumps({"dataset": str(dataset.resolve()), "train": train_eps, "val": val_eps,
+                                                      "feature_key": feature_key}, indent=1) + "\n")
+    write_atomic_text(out / "weights.json", json.dumps(summary, indent=1) + "\n")
+    from .bc import BCDataset
+
+    data = BCDataset(store, policy_config, train_eps, weights=weights)
+    model = make_policy(policy_config)
+    run_config = {"policy": config.policy, "train": asdict(config.train), "data": asdict(config.data),
+                  "weights": asdict(config.weights), "dataset": str(dataset.resolve())}
+    return fit(model, data, config.train, out, run_config=run_config, progress=progress)
