@@ -22,6 +22,7 @@ GROUP_HELP = {
     "demo": "the main job end to end on embedded defaults",
     "reward": "reward models: train, eval, annotate",
     "bc": "behaviour cloning policies (RA-BC weighting): train",
+    "sim": "simulated SO-101 tasks: evaluate policies",
 }
 
 
@@ -286,6 +287,29 @@ def _bc_train(args):
     if args.steps is not None:
         config.train = dataclasses.replace(config.train, steps=args.steps)
     print(f"model: {train_bc(config, args.dataset, args.out)}")
+
+
+@command("sim", "eval", "roll a policy out in a sim task: success rate with a 95% interval, videos")
+@arg("--policy", required=True, type=_existing_path, help="policy checkpoint folder (roboreward bc train's model/)")
+@arg("--task", required=True, help="pick_place, stack or drawer")
+@arg("--episodes", type=int, default=20)
+@arg("--out", type=Path, default=None, help="output folder (default <policy>/sim_eval_<task>)")
+@arg("--envs", type=int, default=4, help="environments stepped in lockstep (one batch per step)")
+@arg("--image-size", type=int, default=128, help="camera resolution (match the training data)")
+@arg("--execute", type=int, default=None, help="actions of each predicted chunk to execute (default horizon/2)")
+@arg("--max-steps", type=int, default=300)
+@arg("--videos", type=int, default=2)
+def _sim_eval(args):
+    from .policies.evaluate import evaluate_policy
+    from .sim.scripted import PLANS
+
+    if args.task not in PLANS:
+        raise RoborewardError(f"unknown task {args.task!r}; available: {sorted(PLANS)}")
+    out = args.out or args.policy / f"sim_eval_{args.task}"
+    r = evaluate_policy(args.policy, args.task, args.episodes, out, image_size=args.image_size, n_envs=args.envs,
+                        execute=args.execute, max_steps=args.max_steps, videos=args.videos)
+    print(f"{args.task}: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
+          f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}); {out / 'sim_eval.json'}")
 
 
 # ---------------------------------------------------------------------------------------- demo

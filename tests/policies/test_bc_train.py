@@ -52,3 +52,28 @@ def test_bc_train_bad_progress_source_is_one_line(store, tmp_path):
               "--progress", "sarm")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "sarm" in bad.stderr
+
+
+def test_sim_eval_rolls_out_a_trained_policy(store, tmp_path):
+    (tmp_path / "bc.yaml").write_text(CONFIG)
+    assert run("--dataset", store, "--out", tmp_path / "run", "--config", tmp_path / "bc.yaml").returncode == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "roboreward.cli", "sim", "eval", "--policy", str(tmp_path / "run" / "model"), "--task",
+         "pick_place", "--episodes", "3", "--envs", "2", "--image-size", "32", "--max-steps", "12", "--videos", "1",
+         "--out", str(tmp_path / "eval")], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "eval" / "sim_eval.json").read_text())
+    assert report["episodes"] == 3 and len({r["seed"] for r in report["rollouts"]}) == 3
+    assert all(r["steps"] <= 12 for r in report["rollouts"])
+    low, high = report["ci95"]
+    assert 0.0 <= low <= report["success_rate"] <= high <= 1.0
+    assert len(list((tmp_path / "eval" / "videos").glob("*.mp4"))) == 1
+
+
+def test_wilson_interval_by_hand():
+    from roboreward.policies.evaluate import wilson_interval
+
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and abs(high - 0.2775) < 1e-3
+    low, high = wilson_interval(5, 10)
+    assert abs(low - 0.2366) < 1e-3 and abs(high - 0.7634) < 1e-3
