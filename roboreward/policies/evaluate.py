@@ -77,6 +77,9 @@ def evaluate_policy(
                                max_episode_steps=max_steps, terminate_on_success=True)) for _ in range(min(n_envs, episodes))]
     results: list[dict] = []
     t0 = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=episodes, unit="ep", desc=f"sim eval {task}")
     try:
         next_seed = seed
         while len(results) < episodes:
@@ -126,11 +129,14 @@ def evaluate_policy(
                         done[i] = True
                 if encoder is not None:
                     encode([i for i in live if not done[i]])
+            bar.update(len(batch))
+            bar.set_postfix(success=f"{sum(r['success'] for r in results) + sum(success)}/{len(results) + len(batch)}")
             for i, s in enumerate(seeds):
                 results.append({"seed": s, "success": success[i], "steps": steps[i]})
                 if frames[i]:
                     _write_video(out / "videos" / f"rollout_{s}.mp4", frames[i], envs[0].config.fps)
     finally:
+        bar.close()
         for env in envs:
             env.close()
     n_success = sum(r["success"] for r in results)
