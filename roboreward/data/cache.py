@@ -103,3 +103,30 @@ def cache_embeddings(
         bar.update(end - start)
     bar.close()
     return cache_key
+
+
+def ensure_features(
+    store_path,
+    feature_key: str | None,
+    encoder: Callable[[np.ndarray], torch.Tensor] | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> bool:
+    """Make sure the store has the complete feature cache ``feature_key`` (None: nothing to do),
+    encoding only the missing frames. ``encoder`` defaults to the one the key names
+    (``encoder_for_cache_key``: same architecture, weights hash and input size), built only when
+    something is missing. Returns whether anything was encoded."""
+    if feature_key is None:
+        return False
+    store = store_path if isinstance(store_path, EpisodeStore) else EpisodeStore(store_path)
+    status = cache_status(store).get(feature_key)
+    if status is not None and not status["error"] and status["done"] >= store.n_frames:
+        return False
+    if encoder is None:
+        from ..encoders.image import encoder_for_cache_key
+
+        encoder = encoder_for_cache_key(feature_key)
+    config = getattr(encoder, "config", None)
+    info = {"name": config.name, "weights": encoder.weights_path.name, "image_size": config.image_size} if config else None
+    cache_embeddings(store.path, encoder, feature_key, batch_size=batch_size, progress=progress, encoder_info=info)
+    return True

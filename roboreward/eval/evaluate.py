@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..data.cache import ensure_features
 from ..data.schema import StoreError
 from ..data.store import EpisodeStore
 from ..errors import RoborewardError
 from ..rewards.annotate import (
     BATCH_FRAMES,
     _episode_list,
-    ensure_feature_cache,
     episode_progress,
     episode_stage_probs,
     model_levels,
@@ -130,7 +130,7 @@ def evaluate_reward(
     out_dir.mkdir(parents=True, exist_ok=True)
     store = EpisodeStore(store_path)
     config = getattr(model, "config", None)
-    built_cache = ensure_feature_cache(store, getattr(config, "feature_key", None), encoder)
+    built_cache = ensure_features(store, getattr(config, "feature_key", None), encoder)
     store = EpisodeStore(store_path)
     eps = _episode_list(store, episodes)
     levels = [level] if level is not None else model_levels(model)

@@ -18,7 +18,7 @@ import numpy as np
 from ..config import ConfigError
 from ..data import EpisodeStore
 from ..data.sampler import split_episodes
-from ..rewards.train import RewardDataConfig, ensure_feature_cache
+from ..rewards.train import RewardDataConfig, cache_for_training
 from ..training import TrainConfig, fit, write_atomic_text
 from .base import make_policy, policy_class
 from .rabc import KAPPA, weights_for_store
@@ -64,7 +64,7 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
     """Train the policy on ``dataset`` into ``out`` (resumes from its checkpoints); returns model/."""
     dataset, out = Path(dataset), Path(out)
     store = EpisodeStore(dataset)
-    feature_key = ensure_feature_cache(dataset, config.data, progress=progress)
+    feature_key = cache_for_training(dataset, config.data, progress=progress)
     train_eps, val_eps = split_episodes(store.n_episodes, config.data.val_fraction, config.data.split_seed)
     cls = policy_class(str(config.policy["type"]))
     overrides = {k: v for k, v in config.policy.items() if k != "type"}

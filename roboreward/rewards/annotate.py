@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import zarr
 
-from ..data.cache import cache_embeddings, cached_features
+from ..data.cache import ensure_features
 from ..data.schema import StoreError
 from ..data.store import LOWDIM_CHUNK_FRAMES, EpisodeStore, lowdim_codec
 from ..errors import RoborewardError
@@ -49,33 +49,6 @@ def model_levels(model) -> list[str | None]:
 
 def _call_progress(model, batch: dict, level: str | None) -> torch.Tensor:
     return model.progress(batch) if level is None else model.progress(batch, level=level)
-
-
-def ensure_feature_cache(
-    store: EpisodeStore | str | os.PathLike,
-    feature_key: str | None,
-    encoder: Callable[[np.ndarray], torch.Tensor] | None = None,
-    batch_size: int = 64,
-    progress: bool = False,
-) -> bool:
-    """Make sure ``store`` has the complete feature cache ``feature_key`` (None: nothing to do).
-    Missing or partial caches are (re)built with ``encoder``, by default the encoder named by the
-    key (``encoder_for_cache_key``: same architecture, weights hash and input size). Returns
-    whether anything was encoded."""
-    if feature_key is None:
-        return False
-    store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
-    try:
-        cached_features(store, feature_key)
-        return False
-    except StoreError:
-        pass
-    if encoder is None:
-        from ..encoders.image import encoder_for_cache_key
-
-        encoder = encoder_for_cache_key(feature_key)
-    cache_embeddings(store.path, encoder, feature_key, batch_size=batch_size, progress=progress)
-    return True
 
 
 def _episode_list(store: EpisodeStore, episodes: Sequence[int] | None) -> list[int]:
@@ -223,7 +196,7 @@ def annotate(
     store = EpisodeStore(store_path)
     if store.n_episodes == 0:
         raise StoreError(f"{store_path}: has no episodes to annotate")
-    ensure_feature_cache(store, getattr(getattr(model, "config", None), "feature_key", None), encoder)
+    ensure_features(store, getattr(getattr(model, "config", None), "feature_key", None), encoder)
     store = EpisodeStore(store_path)  # re-read: the cache may be new
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):

@@ -161,21 +161,17 @@ class RewardValidator:
         return metrics
 
 
-def ensure_feature_cache(dataset: Path, data: RewardDataConfig, progress: bool = True) -> str:
-    """The feature-cache key for ``data``'s encoder, encoding whatever frames are not cached yet
+def cache_for_training(dataset: Path, data: RewardDataConfig, progress: bool = True) -> str:
+    """The feature-cache key of ``data``'s encoder, with every frame of ``dataset`` cached
     (resumable). Under ``accelerate launch`` the main process encodes while the others wait."""
-    from ..data.cache import cache_embeddings
+    from ..data.cache import ensure_features
     from ..encoders import make_image_encoder
 
     state = process_state()
     encoder = make_image_encoder(data.encoder, data.encoder_weights, data.image_size)
     with state.main_process_first():
         if state.is_main_process:
-            encoder = encoder.to(state.device)
-            cache_embeddings(
-                dataset, encoder, encoder.cache_key, batch_size=data.encode_batch_size, progress=progress,
-                encoder_info={"name": data.encoder, "weights": encoder.weights_path.name, "image_size": data.image_size},
-            )
+            ensure_features(dataset, encoder.cache_key, encoder.to(state.device), data.encode_batch_size, progress)
     return encoder.cache_key
 
 
@@ -198,7 +194,7 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
     # Refuse a mismatched resume before spending minutes on the feature cache.
     check_resume_config(out, run_config)
 
-    feature_key = ensure_feature_cache(dataset, config.data, progress=progress)
+    feature_key = cache_for_training(dataset, config.data, progress=progress)
     store = EpisodeStore(dataset)  # re-open: the cache group is new
     from ..data.sampler import split_episodes
 
@@ -237,5 +233,5 @@ def load_split(run: str | os.PathLike) -> tuple[list[int], list[int]]:
 
 __all__ = [
     "REWARD_TRAINERS", "RewardDataConfig", "RewardTrainConfig", "RewardTrainer", "RewardValidator",
-    "ensure_feature_cache", "load_split", "register_reward_trainer", "train_reward",
+    "cache_for_training", "load_split", "register_reward_trainer", "train_reward",
 ]
