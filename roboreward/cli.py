@@ -273,6 +273,7 @@ def _reward_annotate(args):
 @arg("--config", type=_existing_path, default=None, help="YAML with policy/train/data/weights sections")
 @arg("--weights", choices=("none", "soft", "hard"), default=None, help="RA-BC weighting (overrides weights.mode)")
 @arg("--progress", default=None, help="gt.progress, a progress annotation name in the store, or a sarm_progress.parquet")
+@arg("--qualities", nargs="+", default=None, help="train only on episodes with these quality labels (e.g. expert)")
 @arg("--steps", type=int, default=None, help="override train.steps")
 def _bc_train(args):
     from .config import load_config
@@ -286,12 +287,16 @@ def _bc_train(args):
         )
     if args.steps is not None:
         config.train = dataclasses.replace(config.train, steps=args.steps)
+    if args.qualities is not None:
+        config.qualities = list(args.qualities)
     print(f"model: {train_bc(config, args.dataset, args.out)}")
 
 
 @command("sim", "eval", "roll a policy out in a sim task: success rate with a 95% interval, videos")
 @arg("--policy", required=True, type=_existing_path, help="policy checkpoint folder (roboreward bc train's model/)")
-@arg("--task", required=True, help="pick_place, stack or drawer")
+@arg("--task", default=None, help="pick_place, stack or drawer (default: the --recipe's task)")
+@arg("--recipe", type=_existing_path, default=None,
+     help="dataset recipe (datasets/*.yaml): roll out in its task and object randomisation (task_config)")
 @arg("--episodes", type=int, default=20)
 @arg("--out", type=Path, default=None, help="output folder (default <policy>/sim_eval_<task>)")
 @arg("--envs", type=int, default=4, help="environments stepped in lockstep (one batch per step)")
@@ -303,11 +308,25 @@ def _sim_eval(args):
     from .policies.evaluate import evaluate_policy
     from .sim.scripted import PLANS
 
+    task_config = None
+    if args.recipe is not None:
+        from .data.generate import Recipe
+
+        recipe = Recipe.from_yaml(args.recipe)
+        if args.task is not None and args.task != recipe.task:
+            raise RoborewardError(f"--task {args.task} differs from the recipe's task {recipe.task}; give one of them")
+        args.task, task_config = recipe.task, recipe.task_config
+    if args.task is None:
+        raise RoborewardError("give --task (pick_place, stack, drawer) or --recipe datasets/<name>.yaml")
     if args.task not in PLANS:
         raise RoborewardError(f"unknown task {args.task!r}; available: {sorted(PLANS)}")
+    if task_config:
+        from .sim.tasks import make_task_config
+
+        make_task_config(args.task, task_config)
     out = args.out or args.policy / f"sim_eval_{args.task}"
     r = evaluate_policy(args.policy, args.task, args.episodes, out, image_size=args.image_size, n_envs=args.envs,
-                        execute=args.execute, max_steps=args.max_steps, videos=args.videos)
+                        execute=args.execute, max_steps=args.max_steps, videos=args.videos, task_config=task_config)
     print(f"{args.task}: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
           f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}); {out / 'sim_eval.json'}")
 

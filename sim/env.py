@@ -4,6 +4,8 @@ Observation (``gymnasium.spaces.Dict``, LeRobot feature keys):
   ``observation.state``          (6,) float32, degrees x5 + gripper 0..100
   ``observation.images.front``   (H, W, 3) uint8, fixed scene camera
   ``observation.images.wrist``   (H, W, 3) uint8, camera on the gripper
+  ``observation.environment_state`` (5 * objects,) float32, the task's object poses (privileged,
+                                 like LeRobot's sim datasets; off with ``environment_state=False``)
 Action: (6,) float32 joint position targets in the same units, clipped to the joint limits.
 One ``step`` is one control period (30 Hz by default) made of ``substeps`` physics steps.
 ``info``: stage, stage_name, stage_progress, progress, success, plus the task's named terms
@@ -45,9 +47,11 @@ class EnvConfig:
     terminate_on_success: bool = False
     """End the episode when the task succeeds. Off by default so demos can show the finished state."""
     task_config: object | None = None
-    """Task config dataclass; None uses the task's ``default_config()``."""
+    """Task config dataclass, or a dict of overrides of it; None uses the task's ``default_config()``."""
     settle_steps: int = 50
     """Physics steps run at reset so objects come to rest on the table before the first frame."""
+    environment_state: bool = True
+    """Add ``observation.environment_state`` (the task objects' poses) to the observation."""
 
     def __post_init__(self):
         unknown = set(self.cameras) - set(CAMERAS)
@@ -90,6 +94,9 @@ class SO101Env(gym.Env):
         spaces = {"observation.state": gym.spaces.Box(LOW, HIGH, dtype=np.float32)}
         for cam in config.cameras:
             spaces[f"observation.images.{cam}"] = gym.spaces.Box(0, 255, (size, size, 3), dtype=np.uint8)
+        if config.environment_state:
+            n = 5 * len(self.task.objects)
+            spaces["observation.environment_state"] = gym.spaces.Box(-np.inf, np.inf, (n,), dtype=np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
         self.action_space = gym.spaces.Box(LOW, HIGH, dtype=np.float32)
         self.feature_names = FEATURE_NAMES
@@ -131,6 +138,8 @@ class SO101Env(gym.Env):
         obs = {"observation.state": self.joint_state()}
         for cam in self.config.cameras:
             obs[f"observation.images.{cam}"] = self.render_camera(cam)
+        if self.config.environment_state:
+            obs["observation.environment_state"] = self.task.environment_state()
         return obs
 
     @staticmethod

@@ -30,6 +30,7 @@ from roboreward.data.schema import Episode, FeatureSpec, Subtask
 from .env import CAMERAS, EnvConfig, SO101Env
 from .ik import ArmIK, slerp_rotation, topdown_rotation
 from .robot import FEATURE_NAMES
+from .tasks import TASKS
 
 OPEN = 73.0  # jaw ~70 deg: a 2.5 cm cube fits between the pads with room to spare
 CLOSED = 0.0  # servo target fully shut; the cube stops the jaw and the servo squeezes it
@@ -330,6 +331,8 @@ def _execute(env: SO101Env, ik: ArmIK, phases: list[Phase], rng: np.random.Gener
                                "gt.stage_progress": [], "gt.success": []}
     for cam in env.config.cameras:
         frames[f"observation.images.{cam}"] = []
+    if env.config.environment_state:
+        frames["observation.environment_state"] = []
     labels: list[tuple[str, str, int, int]] = []
     obs, info = env._last_obs, env._last_info
     q = np.radians(obs["observation.state"][:5].astype(float))
@@ -402,12 +405,13 @@ def _annotations(labels: list[tuple[str, str, int, int]], gt_stage: np.ndarray,
 
 
 def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, failure_mode: str | None = None,
-                     render: bool = True) -> Episode:
+                     render: bool = True, task_config: dict | None = None) -> Episode:
     """Run one scripted demonstration and return it as an ``Episode``.
 
     ``quality``: ``expert`` | ``suboptimal`` | ``failure``; ``failure_mode`` picks one of
     ``FAILURE_MODES[task]`` (default: drawn from the seed). ``render=False`` skips the cameras
-    (state, action and ground truth only), for fast success-rate checks.
+    (state, action and ground truth only), for fast success-rate checks. ``task_config``: overrides
+    of the task's default config (e.g. narrower object randomisation).
     """
     if task not in PLANS:
         raise ValueError(f"task {task!r} has no scripted demonstrator; choose from {sorted(PLANS)}")
@@ -417,7 +421,7 @@ def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, 
         raise ValueError("failure_mode is only meaningful with quality='failure'")
     rng = np.random.default_rng(seed)
     env = SO101Env(EnvConfig(task=task, image_size=image_size, cameras=CAMERAS if render else (),
-                             max_episode_steps=10_000))
+                             max_episode_steps=10_000, task_config=task_config or None))
     try:
         env._last_obs, env._last_info = env.reset(seed=seed)
         ik = ArmIK(env.model)
@@ -438,6 +442,7 @@ def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, 
     data = {k: np.asarray(v) for k, v in frames.items()}
     data["observation.state"] = data["observation.state"].astype(np.float32)
     data["action"] = data["action"].astype(np.float32)
+    data["observation.environment_state"] = data["observation.environment_state"].astype(np.float32)
     data["gt.progress"] = data["gt.progress"].astype(np.float32)
     data["gt.stage"] = data["gt.stage"].astype(np.int64)
     data["gt.stage_progress"] = data["gt.stage_progress"].astype(np.float32)
@@ -461,6 +466,8 @@ def feature_specs(task: str, image_size: int = 128) -> dict[str, FeatureSpec]:
     }
     for cam in CAMERAS:
         specs[f"observation.images.{cam}"] = FeatureSpec((image_size, image_size, 3), "uint8", "rgb")
+    names = TASKS[task].environment_state_names()
+    specs["observation.environment_state"] = FeatureSpec((len(names),), "float32", "low_dim", names)
     specs["gt.progress"] = FeatureSpec((), "float32", "target")
     specs["gt.stage"] = FeatureSpec((), "int64", "target")
     specs["gt.stage_progress"] = FeatureSpec((), "float32", "target")

@@ -67,12 +67,17 @@ class Recipe:
     """Square camera resolution."""
     seed: int = 0
     """Episode i uses seed + i."""
+    task_config: dict = field(default_factory=dict)
+    """Overrides of the task's default config (``roboreward.sim.tasks``), e.g. narrower object
+    randomisation; empty = the task's defaults."""
     name: str = ""
     """Dataset name (recipes in datasets/)."""
     description: str = ""
 
     def __post_init__(self):
         self.mix = parse_mix(self.mix)
+        if not isinstance(self.task_config, dict):
+            raise StoreError(f"task_config must be a mapping of task config fields, got {self.task_config!r}")
         if self.episodes < 1:
             raise StoreError(f"episodes must be >= 1, got {self.episodes}")
         if not 16 <= self.image_size <= 512:
@@ -85,15 +90,19 @@ class Recipe:
         return load_config(cls, path)
 
     def identity(self) -> dict:
-        """The fields that decide the data (name and description do not)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
+        """The fields that decide the data (name and description do not; an empty task_config is
+        left out, so stores written before the field existed still resume)."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
+        if not out["task_config"]:
+            del out["task_config"]
+        return out
 
 
 def _episode(args):
     from roboreward.sim.scripted import generate_episode
 
-    task, quality, seed, image_size = args
-    return generate_episode(task, quality, seed, image_size=image_size)
+    task, quality, seed, image_size, task_config = args
+    return generate_episode(task, quality, seed, image_size=image_size, task_config=task_config)
 
 
 def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = False, progress: bool = True) -> EpisodeStore:
@@ -115,7 +124,11 @@ def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = Fal
         )
         store.set_attr("recipe", recipe_json)
     plan = quality_plan(recipe.episodes, recipe.mix)
-    todo = [(recipe.task, plan[i], recipe.seed + i, recipe.image_size) for i in range(store.n_episodes, recipe.episodes)]
+    if recipe.task_config:
+        from roboreward.sim.tasks import make_task_config
+
+        make_task_config(recipe.task, recipe.task_config)  # bad keys fail now, in one line
+    todo = [(recipe.task, plan[i], recipe.seed + i, recipe.image_size, recipe.task_config) for i in range(store.n_episodes, recipe.episodes)]
     workers = workers or min(len(todo), os.cpu_count() or 1)
     bar = tqdm(total=recipe.episodes, initial=store.n_episodes, unit="ep", desc=f"generate {recipe.task}", disable=not progress)
     if workers <= 1 or len(todo) <= 1:

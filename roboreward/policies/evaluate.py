@@ -51,10 +51,12 @@ def evaluate_policy(
     max_steps: int = 300,
     seed: int = 100_000,
     videos: int = 2,
+    task_config: dict | None = None,
 ) -> dict[str, Any]:
     """Success rate of ``policy`` (a Policy or a checkpoint folder) on ``episodes`` rollouts of
     ``task``; seeds start at ``seed`` (far from the demonstration seeds 0..N). Writes
-    ``<out>/sim_eval.json`` and up to ``videos`` mp4s."""
+    ``<out>/sim_eval.json`` and up to ``videos`` mp4s. ``task_config``: overrides of the task's
+    default config, to roll out in the object distribution a dataset recipe was generated with."""
     from ..encoders import encoder_for_cache_key
     from ..sim.env import CAMERAS, EnvConfig, SO101Env
     from .base import Policy
@@ -73,8 +75,9 @@ def evaluate_policy(
     offsets = np.arange(-(cfg.window - 1), 1) * cfg.frame_gap + history - 1  # window positions in the history
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    envs = [SO101Env(EnvConfig(task=task, image_size=image_size, cameras=CAMERAS,
-                               max_episode_steps=max_steps, terminate_on_success=True)) for _ in range(min(n_envs, episodes))]
+    # A policy without cameras steps physics only; video frames are then rendered on demand.
+    envs = [SO101Env(EnvConfig(task=task, image_size=image_size, cameras=CAMERAS if encoder is not None else (),
+                               max_episode_steps=max_steps, terminate_on_success=True, task_config=task_config or None)) for _ in range(min(n_envs, episodes))]
     results: list[dict] = []
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
@@ -88,6 +91,8 @@ def evaluate_policy(
             next_seed += len(batch)
             obs = [env.reset(seed=s)[0] for env, s in zip(batch, seeds)]
             hist_state = [[o["observation.state"]] * history for o in obs]
+            env_key = getattr(cfg, "env_state_key", None)
+            hist_env = [[o[env_key]] * history for o in obs] if env_key else None
             hist_feat = {c: [None] * len(batch) for c in cfg.cameras}
             frames = [[] for _ in batch]
             done = [False] * len(batch)
@@ -114,17 +119,22 @@ def evaluate_policy(
                     state = torch.as_tensor(np.stack([np.stack(hist_state[i])[offsets] for i in need]))
                     feats = {cam: torch.as_tensor(np.stack([np.stack(hist_feat[cam][i])[offsets] for i in need]))
                              for cam in cfg.cameras}
+                    env_state = (torch.as_tensor(np.stack([np.stack(hist_env[i])[offsets] for i in need]))
+                                 if env_key else None)
                     with torch.no_grad():
-                        chunk = policy.select_action(feats or None, state).cpu().numpy()
+                        chunk = policy.select_action(feats or None, state, env_state).cpu().numpy()
                     for row, i in enumerate(need):
                         plan[i] = list(chunk[row, :execute])
                 for i in live:
                     if len(frames[i]) < 2000 and len(results) + i < videos:
-                        frames[i].append(np.concatenate([obs[i][f"observation.images.{c}"] for c in CAMERAS], axis=1))
+                        frames[i].append(np.concatenate([obs[i].get(f"observation.images.{c}") if encoder is not None
+                                                         else batch[i].render_camera(c) for c in CAMERAS], axis=1))
                     obs[i], _, terminated, truncated, info = batch[i].step(plan[i].pop(0))
                     steps[i] += 1
                     success[i] |= bool(info["success"])
                     hist_state[i] = (hist_state[i] + [obs[i]["observation.state"]])[-history:]
+                    if env_key:
+                        hist_env[i] = (hist_env[i] + [obs[i][env_key]])[-history:]
                     if terminated or truncated:
                         done[i] = True
                 if encoder is not None:
@@ -143,7 +153,7 @@ def evaluate_policy(
     low, high = wilson_interval(n_success, len(results))
     report = {
         "task": task, "episodes": len(results), "successes": n_success, "success_rate": n_success / len(results),
-        "ci95": [low, high], "execute": execute, "image_size": image_size, "max_steps": max_steps,
+        "ci95": [low, high], "task_config": task_config or {}, "execute": execute, "image_size": image_size, "max_steps": max_steps,
         "seconds": time.perf_counter() - t0, "rollouts": results,
     }
     (out / "sim_eval.json").write_text(json.dumps(report, indent=2))

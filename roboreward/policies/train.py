@@ -53,8 +53,13 @@ class BCTrainConfig:
     """Encoder of the feature cache and the episode split (same fields as reward-model training)."""
     weights: WeightConfig = field(default_factory=WeightConfig)
     """RA-BC weighting."""
+    qualities: list[str] | None = None
+    """Train only on episodes with these quality labels (e.g. ``[expert]``: the oracle filter RA-BC is
+    compared with); None = all. The validation split is drawn before filtering, so it is unchanged."""
 
     def __post_init__(self):
+        if self.qualities is not None and (not isinstance(self.qualities, list) or not self.qualities):
+            raise ConfigError(f"qualities must be a non-empty list of quality labels or null, got {self.qualities!r}")
         if not isinstance(self.policy, dict) or not self.policy.get("type"):
             raise ConfigError("policy needs a `type` naming a policy (e.g. policy: {type: bc})")
         policy_class(str(self.policy["type"]))
@@ -64,8 +69,18 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
     """Train the policy on ``dataset`` into ``out`` (resumes from its checkpoints); returns model/."""
     dataset, out = Path(dataset), Path(out)
     store = EpisodeStore(dataset)
-    feature_key = cache_for_training(dataset, config.data, progress=progress)
+    # A policy given ``cameras: []`` reads no image features, so no feature cache is needed.
+    images = config.policy.get("cameras", None) != []
+    feature_key = cache_for_training(dataset, config.data, progress=progress) if images else None
     train_eps, val_eps = split_episodes(store.n_episodes, config.data.val_fraction, config.data.split_seed)
+    if config.qualities is not None:
+        labels = sorted({e.quality for e in store.episodes})
+        unknown = sorted(set(config.qualities) - set(labels))
+        if unknown:
+            raise ConfigError(f"qualities {unknown} match no episode of {dataset}; its labels are {labels}")
+        train_eps = [e for e in train_eps if store.episodes[e].quality in config.qualities]
+        if not train_eps:
+            raise ConfigError(f"no training episode has quality in {config.qualities}; lower data.val_fraction or add episodes")
     cls = policy_class(str(config.policy["type"]))
     overrides = {k: v for k, v in config.policy.items() if k != "type"}
     policy_config = cls.config_class.from_store(store, feature_key, episodes=train_eps, **overrides)
@@ -88,5 +103,5 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
     data = BCDataset(store, policy_config, train_eps, weights=weights)
     model = make_policy(policy_config)
     run_config = {"policy": config.policy, "train": asdict(config.train), "data": asdict(config.data),
-                  "weights": asdict(config.weights), "dataset": str(dataset.resolve())}
+                  "weights": asdict(config.weights), "qualities": config.qualities, "dataset": str(dataset.resolve())}
     return fit(model, data, config.train, out, run_config=run_config, progress=progress)

@@ -31,11 +31,28 @@ def register_task(cls: type["Task"]) -> type["Task"]:
 
 
 def make_task(name: str, config=None) -> "Task":
-    """Build a registered task by name, with its ``default_config()`` unless a config is given."""
+    """Build a registered task by name, with its ``default_config()`` unless a config is given
+    (a config dataclass, or a dict of overrides of the default config)."""
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}")
     cls = TASKS[name]
+    if isinstance(config, dict):
+        config = make_task_config(name, config)
     return cls(config if config is not None else cls.default_config())
+
+
+def make_task_config(name: str, overrides: dict | None = None):
+    """The task's default config with ``overrides`` (from YAML: unknown keys and bad values raise
+    one-line ConfigErrors naming the field)."""
+    from roboreward.config import ConfigError, from_dict
+
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; registered tasks: {sorted(TASKS)}")
+    config_cls = type(TASKS[name].default_config())
+    try:
+        return from_dict(config_cls, overrides or {}, where=f"task_config ({name})")
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"task_config ({name}): {exc}") from None
 
 
 @dataclass
@@ -59,6 +76,9 @@ class Task:
     stages: ClassVar[tuple[str, ...]]
     instruction: ClassVar[str]
     """The natural-language task string stored with each episode."""
+    objects: ClassVar[tuple[str, ...]] = ()
+    """Bodies whose poses make up ``observation.environment_state`` (LeRobot's name for the
+    privileged object state of sim datasets), each as x, y, z (m) and cos, sin of its yaw."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -108,6 +128,20 @@ class Task:
 
     def _reset_tracking(self) -> None:
         self._stage, self._best, self._entry, self._held = 0, 0.0, {}, False
+
+    def environment_state(self) -> np.ndarray:
+        """Pose of each body in ``objects``: (5 * len(objects),) float32, x y z cos(yaw) sin(yaw)."""
+        parts = []
+        for body in self.objects:
+            b = self.data.body(body)
+            m = b.xmat.reshape(3, 3)
+            yaw = np.arctan2(m[1, 0], m[0, 0])
+            parts.append([*b.xpos, np.cos(yaw), np.sin(yaw)])
+        return np.asarray(parts, dtype=np.float32).reshape(-1)
+
+    @classmethod
+    def environment_state_names(cls) -> list[str]:
+        return [f"{body}.{axis}" for body in cls.objects for axis in ("x", "y", "z", "cos_yaw", "sin_yaw")]
 
     # -- ground truth --------------------------------------------------------------------------
     def _measure(self) -> tuple[int, float, bool, dict[str, float]]:
@@ -175,15 +209,24 @@ def set_free_pose(data: mujoco.MjData, joint: str, pos, yaw: float = 0.0) -> Non
     j.qvel[:] = 0.0
 
 
+def check_ranges(config, *names: str) -> None:
+    """Each named config field is None or a (low, high) pair with low <= high."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and (len(value) != 2 or value[0] > value[1]):
+            raise ValueError(f"{name}={value} must be a (low, high) pair with low <= high")
+
+
 def xy_dist(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(a)[:2] - np.asarray(b)[:2]))
 
 
 def sample_apart(rng: np.random.Generator, sample, min_dist: float, n: int, tries: int = 100) -> list:
-    """Draw ``n`` xy points from ``sample(rng)`` at least ``min_dist`` apart (rejection sampling)."""
+    """Draw ``n`` xy points at least ``min_dist`` apart (rejection sampling); ``sample(rng)`` draws
+    one point, or ``sample`` is a list of ``n`` such functions, one per object in order."""
     points: list = []
     for _ in range(tries):
-        p = np.asarray(sample(rng))
+        p = np.asarray(sample[len(points)](rng) if isinstance(sample, (list, tuple)) else sample(rng))
         if all(np.linalg.norm(p - q) >= min_dist for q in points):
             points.append(p)
             if len(points) == n:

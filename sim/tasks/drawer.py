@@ -68,6 +68,7 @@ def _box(name, pos, size, rgba):
 class DrawerTask(Task):
     name = "drawer"
     stages = ("reach_handle", "open_drawer", "grasp_cube", "transport", "place")
+    objects = ("drawer", "cube")
     instruction = "Open the drawer, then put the red cube inside it."
 
     @staticmethod

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Task, register_task, sample_apart, set_free_pose, xy_dist
+from .base import Task, check_ranges, register_task, sample_apart, set_free_pose, xy_dist
 
 __all__ = ["PickPlaceConfig", "PickPlaceTask", "bowl_geoms", "cube_body"]
 
@@ -33,12 +33,22 @@ class PickPlaceConfig:
     """Sideways range (m) for cube and bowl centres."""
     min_separation: float = 0.11
     """Minimum distance (m) between cube and bowl centres, so the cube never starts in the bowl."""
+    cube_yaw_deg: float = 45.0
+    """The cube's yaw is drawn from +-this (deg)."""
+    cube_y_range: tuple[float, float] | None = None
+    """Sideways range (m) of the cube alone; None = ``y_range``. With ``bowl_y_range`` it keeps the two
+    on fixed sides, a narrower task family (the scripted grasp's wrist roll then varies smoothly)."""
+    bowl_y_range: tuple[float, float] | None = None
+    """Sideways range (m) of the bowl alone; None = ``y_range``."""
 
     def __post_init__(self):
         if not 0.015 <= self.cube_size <= 0.04:
             raise ValueError(f"cube_size={self.cube_size} must be in [0.015, 0.04] m (the jaw's span)")
         if self.bowl_inner_radius <= self.cube_size:
             raise ValueError("bowl_inner_radius must exceed cube_size so the cube fits")
+        if not 0.0 <= self.cube_yaw_deg <= 45.0:
+            raise ValueError(f"cube_yaw_deg={self.cube_yaw_deg} must be in [0, 45]")
+        check_ranges(self, "x_range", "y_range", "cube_y_range", "bowl_y_range")
 
 
 def bowl_geoms(radius: float, height: float, rgba: str, segments: int = 16) -> str:
@@ -72,6 +82,7 @@ def cube_body(name: str, size: float, mass: float, rgba: str) -> str:
 class PickPlaceTask(Task):
     name = "pick_place"
     stages = ("reach", "grasp", "transport", "place")
+    objects = ("cube", "bowl")
     instruction = "Pick up the red cube and place it in the bowl."
 
     @staticmethod
@@ -88,9 +99,11 @@ class PickPlaceTask(Task):
     def reset(self, rng: np.random.Generator) -> None:
         c = self.config
         cube_xy, bowl_xy = sample_apart(
-            rng, lambda r: [r.uniform(*c.x_range), r.uniform(*c.y_range)], c.min_separation, 2
+            rng, [lambda r, y=y: [r.uniform(*c.x_range), r.uniform(*y)] for y in
+                  (c.cube_y_range or c.y_range, c.bowl_y_range or c.y_range)], c.min_separation, 2
         )
-        set_free_pose(self.data, "cube_joint", [*cube_xy, c.cube_size / 2], rng.uniform(-np.pi / 4, np.pi / 4))
+        yaw = np.radians(c.cube_yaw_deg)
+        set_free_pose(self.data, "cube_joint", [*cube_xy, c.cube_size / 2], rng.uniform(-yaw, yaw))
         self.model.body("bowl").pos[:2] = bowl_xy
         self._reset_tracking()
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Task, register_task, sample_apart, set_free_pose, xy_dist
+from .base import Task, check_ranges, register_task, sample_apart, set_free_pose, xy_dist
 from .pick_place import cube_body
 
 
@@ -30,17 +30,27 @@ class StackConfig:
     """Sideways range (m) for both cubes' centres."""
     min_separation: float = 0.08
     """Minimum distance (m) between the cubes, so the jaw never disturbs B while grasping A."""
+    cube_yaw_deg: float = 45.0
+    """Each cube's yaw is drawn from +-this (deg)."""
+    cube_a_y_range: tuple[float, float] | None = None
+    """Sideways range (m) of cube A alone; None = ``y_range`` (see PickPlaceConfig.cube_y_range)."""
+    cube_b_y_range: tuple[float, float] | None = None
+    """Sideways range (m) of cube B alone; None = ``y_range``."""
 
     def __post_init__(self):
         for name in ("cube_a_size", "cube_b_size"):
             if not 0.015 <= getattr(self, name) <= 0.04:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0.015, 0.04] m")
+        if not 0.0 <= self.cube_yaw_deg <= 45.0:
+            raise ValueError(f"cube_yaw_deg={self.cube_yaw_deg} must be in [0, 45]")
+        check_ranges(self, "x_range", "y_range", "cube_a_y_range", "cube_b_y_range")
 
 
 @register_task
 class StackTask(Task):
     name = "stack"
     stages = ("reach", "grasp", "transport", "place")
+    objects = ("cube_a", "cube_b")
     instruction = "Stack the red cube on top of the blue cube."
 
     @staticmethod
@@ -55,9 +65,13 @@ class StackTask(Task):
 
     def reset(self, rng: np.random.Generator) -> None:
         c = self.config
-        a_xy, b_xy = sample_apart(rng, lambda r: [r.uniform(*c.x_range), r.uniform(*c.y_range)], c.min_separation, 2)
-        set_free_pose(self.data, "cube_a_joint", [*a_xy, c.cube_a_size / 2], rng.uniform(-np.pi / 4, np.pi / 4))
-        set_free_pose(self.data, "cube_b_joint", [*b_xy, c.cube_b_size / 2], rng.uniform(-np.pi / 4, np.pi / 4))
+        a_xy, b_xy = sample_apart(
+            rng, [lambda r, y=y: [r.uniform(*c.x_range), r.uniform(*y)] for y in
+                  (c.cube_a_y_range or c.y_range, c.cube_b_y_range or c.y_range)], c.min_separation, 2
+        )
+        yaw = np.radians(c.cube_yaw_deg)
+        set_free_pose(self.data, "cube_a_joint", [*a_xy, c.cube_a_size / 2], rng.uniform(-yaw, yaw))
+        set_free_pose(self.data, "cube_b_joint", [*b_xy, c.cube_b_size / 2], rng.uniform(-yaw, yaw))
         self._reset_tracking()
 
     def keep_out_xy(self) -> list[np.ndarray]:

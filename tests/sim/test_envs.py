@@ -21,7 +21,8 @@ def test_env_smoke(env_id):
     try:
         obs, info = env.reset(seed=0)
         space = env.observation_space
-        assert set(obs) == {"observation.state", "observation.images.front", "observation.images.wrist"}
+        assert set(obs) == {"observation.state", "observation.images.front", "observation.images.wrist",
+                            "observation.environment_state"}
         for _ in range(5):
             action = env.action_space.sample()
             obs, reward, terminated, truncated, info = env.step(action)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,6 +37,11 @@ class BCConfig(PolicyConfig):
     """Proprioceptive input key of the store."""
     state_dim: int = 6
     """Size of the state vector."""
+    env_state_key: str | None = None
+    """Optional privileged object state (``observation.environment_state`` in sim stores, as in
+    LeRobot's sim datasets); None = not an input. Real arms have no such feature."""
+    env_state_dim: int = 0
+    """Size of the environment state (filled by ``from_store``); 0 exactly when env_state_key is None."""
     window: int = 1
     """Observation frames per sample (causal, ending at t; 1 = the current frame only)."""
     frame_gap: int = 1
@@ -69,6 +74,10 @@ class BCConfig(PolicyConfig):
     """Per-dimension mean of the actions over the training episodes."""
     action_std: list[float] = field(default_factory=list)
     """Per-dimension std of the actions (floored at STD_FLOOR)."""
+    env_state_mean: list[float] = field(default_factory=list)
+    """Per-dimension mean of the environment state (empty without one)."""
+    env_state_std: list[float] = field(default_factory=list)
+    """Per-dimension std of the environment state (floored at STD_FLOOR)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -83,6 +92,8 @@ class BCConfig(PolicyConfig):
                 "feature_key, cameras and feature_dim go together: all set (image features) or "
                 "None/[]/0 (state only)"
             )
+        if (self.env_state_key is None) != (self.env_state_dim == 0):
+            raise ConfigError("env_state_key and env_state_dim go together: build the config with BCConfig.from_store")
         if len(set(self.cameras)) != len(self.cameras):
             raise ConfigError(f"cameras must be distinct, got {self.cameras}")
         if self.loss not in LOSSES:
@@ -90,7 +101,8 @@ class BCConfig(PolicyConfig):
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         for name, dim in (("state_mean", self.state_dim), ("state_std", self.state_dim),
-                          ("action_mean", self.action_dim), ("action_std", self.action_dim)):
+                          ("action_mean", self.action_dim), ("action_std", self.action_dim),
+                          ("env_state_mean", self.env_state_dim), ("env_state_std", self.env_state_dim)):
             values = [float(v) for v in getattr(self, name)]
             setattr(self, name, values)
             if values and (len(values) != dim or not all(math.isfinite(v) for v in values)):
@@ -100,7 +112,9 @@ class BCConfig(PolicyConfig):
 
     def check_ready(self) -> None:
         """The dataset statistics a policy needs; filled by ``from_store``."""
-        for name in ("state_mean", "state_std", "action_mean", "action_std"):
+        names = ["state_mean", "state_std", "action_mean", "action_std"]
+        names += ["env_state_mean", "env_state_std"] if self.env_state_key else []
+        for name in names:
             if not getattr(self, name):
                 raise ConfigError(f"{name} is empty; build the config with BCConfig.from_store(store, ...)")
 
@@ -114,22 +128,25 @@ class BCConfig(PolicyConfig):
     ) -> "BCConfig":
         """A config whose data fields (cameras, feature_dim, state/action dims and statistics) come
         from ``store`` and its feature cache ``feature_key`` (None: state only); statistics over
-        ``episodes`` (the training split; default all). ``overrides`` set any other field."""
+        ``episodes`` (the training split; default all). ``overrides`` set any other field;
+        ``cameras=[]`` makes a policy without image inputs even when ``feature_key`` is given."""
         from ...data.cache import cached_features
 
         state_key = overrides.get("state_key", "observation.state")
         action_key = overrides.get("action_key", "action")
+        env_key = overrides.get("env_state_key")
         eps = list(range(store.n_episodes)) if episodes is None else [int(e) for e in episodes]
         fields: dict[str, Any] = {}
-        for prefix, key in (("state", state_key), ("action", action_key)):
+        sources = [("state", state_key), ("action", action_key)] + ([("env_state", env_key)] if env_key else [])
+        for prefix, key in sources:
             arr = store.array(key)  # raises naming the store's features
             values = np.concatenate([np.asarray(arr[slice(*store.episode_range(e))], np.float64) for e in eps])
             values = values.reshape(len(values), -1)
             fields[f"{prefix}_dim"] = int(values.shape[1])
             fields[f"{prefix}_mean"] = values.mean(0).tolist()
             fields[f"{prefix}_std"] = np.maximum(values.std(0), STD_FLOOR).tolist()
-        if feature_key is not None:
+        if feature_key is not None and overrides.get("cameras", None) != []:
             feats = cached_features(store, feature_key)
-            cameras = list(overrides.pop("cameras", store.cameras))
+            cameras = list(overrides.pop("cameras", None) or store.cameras)
             fields.update(feature_key=feature_key, cameras=cameras, feature_dim=int(feats[cameras[0]].shape[1]))
-        return replace(cls(**{k: v for k, v in overrides.items()}), **fields)
+        return cls(**{**overrides, **fields})

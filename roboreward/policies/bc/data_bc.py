@@ -20,6 +20,7 @@ from .configuration_bc import BCConfig
 
 class BCDataset(Dataset):
     """Items: ``features.<camera>`` (window, D) float32 per camera, ``<state_key>`` (window, S),
+    ``<env_state_key>`` (window, E) when the policy reads one,
     ``action`` (horizon, A), ``action_is_pad`` (horizon,) bool, ``weight`` () float32 (1 without
     weights), ``index`` (global frame), ``episode_index``.
 
@@ -31,7 +32,8 @@ class BCDataset(Dataset):
         self.store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
         self.config = config
         clip = ClipConfig(window=config.window, frame_gap=config.frame_gap, cameras=list(config.cameras),
-                          low_dim=(config.state_key,), features=config.feature_key, targets=False,
+                          low_dim=(config.state_key,) + ((config.env_state_key,) if config.env_state_key else ()),
+                          features=config.feature_key if config.cameras else None, targets=False,
                           features_in_memory=True)
         self.clips = ClipDataset(self.store, clip, episodes)
         starts = self.store.episode_starts[self.clips.episodes]
@@ -65,8 +67,10 @@ class BCDataset(Dataset):
         clip = self.clips[i]
         t, end = int(self._frames[i]), int(self._end_of[i])
         raw = t + np.arange(self.config.horizon)
-        item = {k: v for k, v in clip.items() if k.startswith("features.") or k == self.config.state_key}
-        item[self.config.state_key] = item[self.config.state_key].float()
+        low_dim = [k for k in (self.config.state_key, self.config.env_state_key) if k]
+        item = {k: v for k, v in clip.items() if k.startswith("features.") or k in low_dim}
+        for k in low_dim:
+            item[k] = item[k].float()
         item["action"] = torch.from_numpy(self._actions[np.minimum(raw, end - 1)])
         item["action_is_pad"] = torch.from_numpy(raw >= end)
         item["weight"] = torch.tensor(1.0 if self.weights is None else float(self.weights[t]), dtype=torch.float32)

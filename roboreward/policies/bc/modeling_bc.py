@@ -28,10 +28,12 @@ class BCPolicy(Policy):
         self.register_buffer("state_std", torch.tensor(c.state_std, dtype=torch.float32), persistent=False)
         self.register_buffer("action_mean", torch.tensor(c.action_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("action_std", torch.tensor(c.action_std, dtype=torch.float32), persistent=False)
+        self.register_buffer("env_state_mean", torch.tensor(c.env_state_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("env_state_std", torch.tensor(c.env_state_std, dtype=torch.float32), persistent=False)
         # Cached features have no dataset statistics in the config (1280-d per camera); a
         # parameter-free LayerNorm puts them on the state's scale instead.
         self.feature_norm = nn.LayerNorm(c.feature_dim, elementwise_affine=False) if c.cameras else None
-        in_dim = c.window * (c.state_dim + len(c.cameras) * c.feature_dim)
+        in_dim = c.window * (c.state_dim + c.env_state_dim + len(c.cameras) * c.feature_dim)
         layers: list[nn.Module] = []
         for i in range(c.n_layers):
             layers += [nn.Linear(in_dim if i == 0 else c.hidden_dim, c.hidden_dim), nn.GELU()]
@@ -41,9 +43,14 @@ class BCPolicy(Policy):
         self.net = nn.Sequential(*layers)
 
     # ------------------------------------------------------------------ forward
-    def _inputs(self, features: dict[str, torch.Tensor], state: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, features: dict[str, torch.Tensor], state: torch.Tensor,
+                env_state: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
         parts = [(state.float() - self.state_mean) / self.state_std]
+        if c.env_state_key:
+            if env_state is None:
+                raise RoborewardError(f"BC policy needs {c.env_state_key} (it was trained with it); pass env_state")
+            parts.append((env_state.float() - self.env_state_mean) / self.env_state_std)
         for cam in c.cameras:
             if cam not in features:
                 raise KeyError(f"BC policy needs features of camera {cam!r}; got {sorted(features)}")
@@ -53,14 +60,16 @@ class BCPolicy(Policy):
             raise RoborewardError(f"BC policy needs inputs (B, window={c.window}, dim), got {tuple(x.shape)}")
         return x.reshape(x.shape[0], -1)
 
-    def forward(self, features: dict[str, torch.Tensor], state: torch.Tensor) -> torch.Tensor:
-        """Normalised action chunk (B, horizon, A) from features {cam: (B, window, D)} and state (B, window, S)."""
-        return self.net(self._inputs(features, state)).reshape(-1, self.config.horizon, self.config.action_dim)
+    def forward(self, features: dict[str, torch.Tensor], state: torch.Tensor,
+                env_state: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised action chunk (B, horizon, A) from features {cam: (B, window, D)}, state (B, window, S)
+        and, for a policy with ``env_state_key``, the environment state (B, window, E)."""
+        return self.net(self._inputs(features, state, env_state)).reshape(-1, self.config.horizon, self.config.action_dim)
 
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         c = self.config
         features = {cam: batch[f"features.{cam}"] for cam in c.cameras}
-        pred = self(features, batch[c.state_key])
+        pred = self(features, batch[c.state_key], batch[c.env_state_key] if c.env_state_key else None)
         target = (batch["action"].float() - self.action_mean) / self.action_std
         err = (pred - target).abs() if c.loss == "l1" else (pred - target) ** 2
         # Padded steps (past the episode end) repeat the last action; they are excluded like
@@ -75,10 +84,12 @@ class BCPolicy(Policy):
         return out
 
     @torch.no_grad()
-    def select_action(self, obs_features: dict[str, torch.Tensor] | None, state: torch.Tensor) -> torch.Tensor:
-        """Action chunk (B, horizon, A) in dataset units from ``state`` (B, window, S) and
-        ``obs_features`` {camera: (B, window, D)} (None for a state-only policy). With window 1 the
-        window axis may be left out ((B, S), (B, D)), and a single sample may be given unbatched
+    def select_action(self, obs_features: dict[str, torch.Tensor] | None, state: torch.Tensor,
+                      env_state: torch.Tensor | None = None) -> torch.Tensor:
+        """Action chunk (B, horizon, A) in dataset units from ``state`` (B, window, S),
+        ``obs_features`` {camera: (B, window, D)} (None for a policy without cameras) and
+        ``env_state`` (B, window, E) for a policy with ``env_state_key``. With window 1 the window
+        axis may be left out ((B, S), (B, D)), and a single sample may be given unbatched
         ((S,), (D,)), which returns (horizon, A)."""
         state = torch.as_tensor(state, device=self.device)
         unbatched = state.dim() == 1
@@ -90,5 +101,6 @@ class BCPolicy(Policy):
             return x.unsqueeze(1) if x.dim() == 2 else x
 
         features = {cam: shape(v) for cam, v in (obs_features or {}).items()}
-        actions = self(features, shape(state)) * self.action_std + self.action_mean
+        env = shape(env_state) if env_state is not None else None
+        actions = self(features, shape(state), env) * self.action_std + self.action_mean
         return actions[0] if unbatched else actions
