@@ -92,6 +92,33 @@ def quality_table(d):
     print(f"| goal | >= {d['goals']['voc']} | >= {d['goals']['auroc']} | >= {d['goals']['stage_accuracy']} | | |\n")
 
 
+def rabc_table(d):
+    seeds, n = len(d["seeds"]), d["episodes"]
+    print(f"**RA-BC in simulation** (`bench_rabc.py`, {d['date']}, {d['machine']['cpu_count']} CPU cores"
+          f"{', quick' if d['quick'] else ''}): the BC policy of `{d['policy_config']}` trained on each task's "
+          f"RA-BC dataset (`datasets/<task>_rabc.yaml`: 100 episodes, 50 expert / 30 suboptimal / 20 failure, "
+          f"80 for training) under each condition, {seeds} training seeds, {n} rollouts per policy from the same "
+          "initial states. Success in % (mean and std over seeds; pooled 95% Wilson interval).\n")
+    conds = list(d["conditions"])
+    print("| task | " + " | ".join(d["conditions"][c] for c in conds) + " | RA-BC (SARM) gain over plain | gap to oracle |")
+    print("|---" * (len(conds) + 3) + "|")
+    for task, t in d["tasks"].items():
+        cells = []
+        for c in conds:
+            v = t["conditions"][c]
+            cells.append(f"{100 * v['mean']:.0f} ± {100 * v['std']:.0f} ({100 * v['ci95_pooled'][0]:.0f}-{100 * v['ci95_pooled'][1]:.0f})")
+        met = t["goals_met"]
+        gain = f"{100 * t['gain_over_plain']:+.0f}" + ("" if met["gain_over_plain"] else " (goal not met)")
+        gap = f"{100 * t['gap_to_oracle']:.0f}" + ("" if met["gap_to_oracle"] else " (goal not met)")
+        print(f"| {task} | " + " | ".join(cells) + f" | {gain} | {gap} |")
+    g = d["goals"]
+    print(f"| goal | | | | | >= +{100 * g['gain_over_plain']:.0f} | <= {100 * g['gap_to_oracle']:.0f} |\n")
+    weights = {task: t["conditions"]["rabc_sarm"]["mean_weight"] for task, t in d["tasks"].items()}
+    print("Mean RA-BC weight per demonstration quality (SARM progress): " + "; ".join(
+        f"{task} " + ", ".join(f"{q} {w:.2f}" for q, w in (m or {}).items()) for task, m in weights.items()) + ".\n")
+    print("![RA-BC success rates](benchmarks/results/bench_rabc.png)\n")
+
+
 def main():
     import sys
 
@@ -109,7 +136,7 @@ def main():
 
 
 def _print_tables():
-    for name, fn in (("bench_reward_quality", quality_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
+    for name, fn in (("bench_rabc", rabc_table), ("bench_reward_quality", quality_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
         if d is None:

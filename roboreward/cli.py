@@ -275,6 +275,7 @@ def _reward_annotate(args):
 @arg("--progress", default=None, help="gt.progress, a progress annotation name in the store, or a sarm_progress.parquet")
 @arg("--qualities", nargs="+", default=None, help="train only on episodes with these quality labels (e.g. expert)")
 @arg("--steps", type=int, default=None, help="override train.steps")
+@arg("--seed", type=int, default=None, help="override train.seed (initialisation and batch order)")
 def _bc_train(args):
     from .config import load_config
     from .policies.train import BCTrainConfig, train_bc
@@ -285,8 +286,9 @@ def _bc_train(args):
             config.weights,
             **{k: v for k, v in (("mode", args.weights), ("source", args.progress)) if v is not None},
         )
-    if args.steps is not None:
-        config.train = dataclasses.replace(config.train, steps=args.steps)
+    for name in ("steps", "seed"):
+        if getattr(args, name) is not None:
+            config.train = dataclasses.replace(config.train, **{name: getattr(args, name)})
     if args.qualities is not None:
         config.qualities = list(args.qualities)
     print(f"model: {train_bc(config, args.dataset, args.out)}")

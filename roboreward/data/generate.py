@@ -111,6 +111,10 @@ def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = Fal
 
     if recipe.task not in PLANS:
         raise StoreError(f"unknown task {recipe.task!r}; available: {sorted(PLANS)}")
+    if recipe.task_config:
+        from roboreward.sim.tasks import make_task_config
+
+        make_task_config(recipe.task, recipe.task_config)  # bad keys fail now, in one line, before any write
     path = Path(path)
     recipe_json = recipe.identity()
     if path.exists() and not overwrite:
@@ -124,10 +128,6 @@ def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = Fal
         )
         store.set_attr("recipe", recipe_json)
     plan = quality_plan(recipe.episodes, recipe.mix)
-    if recipe.task_config:
-        from roboreward.sim.tasks import make_task_config
-
-        make_task_config(recipe.task, recipe.task_config)  # bad keys fail now, in one line
     todo = [(recipe.task, plan[i], recipe.seed + i, recipe.image_size, recipe.task_config) for i in range(store.n_episodes, recipe.episodes)]
     workers = workers or min(len(todo), os.cpu_count() or 1)
     bar = tqdm(total=recipe.episodes, initial=store.n_episodes, unit="ep", desc=f"generate {recipe.task}", disable=not progress)

@@ -77,3 +77,65 @@ def test_wilson_interval_by_hand():
     assert low == 0.0 and abs(high - 0.2775) < 1e-3
     low, high = wilson_interval(5, 10)
     assert abs(low - 0.2366) < 1e-3 and abs(high - 0.7634) < 1e-3
+
+
+STATE_CONFIG = """\
+policy: {type: bc, horizon: 4, hidden_dim: 32, n_layers: 2, cameras: [], env_state_key: observation.environment_state}
+train: {steps: 12, batch_size: 16, warmup_steps: 2, val_every: 100, ckpt_every: 10}
+data: {val_fraction: 0.25}
+"""
+
+
+def test_env_state_policy_expert_filter_and_recipe_rollout(store, tmp_path):
+    import numpy as np
+    import torch
+
+    from roboreward.data import EpisodeStore
+    from roboreward.errors import RoborewardError
+
+    (tmp_path / "bc.yaml").write_text(STATE_CONFIG)
+    proc = run("--dataset", store, "--out", tmp_path / "run", "--config", tmp_path / "bc.yaml", "--qualities", "expert")
+    assert proc.returncode == 0, proc.stderr
+    episodes = EpisodeStore(store).episodes
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["train"] and all(episodes[e].quality == "expert" for e in split["train"])
+    assert split["feature_key"] is None  # no cameras: no feature cache needed
+    policy = Policy.from_pretrained(tmp_path / "run" / "model").eval()
+    assert policy.config.env_state_dim == 10 and policy.config.cameras == []
+    state = torch.zeros(2, 6)
+    assert policy.select_action(None, state, torch.zeros(2, 10)).shape == (2, 4, 6)
+    with pytest.raises(RoborewardError, match="needs observation.environment_state"):
+        policy.select_action(None, state)
+
+    recipe = tmp_path / "narrow.yaml"
+    recipe.write_text("task: pick_place\ntask_config: {cube_yaw_deg: 5, cube_y_range: [0.02, 0.07], "
+                      "bowl_y_range: [-0.13, -0.03]}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "roboreward.cli", "sim", "eval", "--policy", str(tmp_path / "run" / "model"), "--recipe",
+         str(recipe), "--episodes", "2", "--envs", "2", "--max-steps", "6", "--videos", "1", "--image-size", "32",
+         "--out", str(tmp_path / "eval")], capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "eval" / "sim_eval.json").read_text())
+    assert report["task"] == "pick_place" and report["task_config"]["cube_yaw_deg"] == 5
+    assert len(list((tmp_path / "eval" / "videos").glob("*.mp4"))) == 1  # rendered on demand: the policy has no cameras
+    assert np.isfinite(report["success_rate"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--qualities", "perfect"], "qualities ['perfect'] match no episode"),
+])
+def test_bc_train_bad_quality_is_one_line(store, tmp_path, args, message):
+    (tmp_path / "bc.yaml").write_text(STATE_CONFIG)
+    bad = run("--dataset", store, "--out", tmp_path / "x", "--config", tmp_path / "bc.yaml", *args)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert message in bad.stderr
+
+
+def test_sim_eval_recipe_and_task_must_agree(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: stack\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "roboreward.cli", "sim", "eval", "--policy", str(tmp_path), "--recipe", str(recipe),
+         "--task", "pick_place"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 2 and "differs from the recipe's task stack" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,197 @@
+"""RA-BC in simulation: does weighting demonstrations by learned progress recover what filtering
+out the bad ones by hand (the oracle) gives, starting from plain BC on mixed-quality data?
+
+Per task: generate the RA-BC dataset from its recipe (datasets/<task>_rabc.yaml: the standard
+50/30/20 expert/suboptimal/failure mix in a narrower object layout), train SARM on it
+(configs/reward/sarm.yaml) and annotate every frame with its progress, then train the BC policy
+(configs/bc/bc_state.yaml) under each condition and seed, and roll each out in the same layout:
+
+- ``plain``: every frame weight 1;
+- ``rabc_sarm``: soft RA-BC weights from SARM's progress (LeRobot's formula, kappa 0.01);
+- ``rabc_gt``: soft RA-BC weights from the simulator's ground-truth progress;
+- ``expert_only``: only the expert-labelled episodes (the oracle filter).
+
+All policies of a task are rolled out from the same initial states (seeds 100000..). Prints
+success per condition (mean and std over the training seeds, pooled 95% Wilson interval), the
+gain over plain BC and the gap to the oracle next to the goals (gain >= 25 points, gap <= 10),
+and writes benchmarks/results/bench_rabc.json and bench_rabc.png. Every step resumes: finished
+stores, runs and evaluations are reused.
+
+    python benchmarks/bench_rabc.py [--quick] [--tasks pick_place,stack] [--seeds 0,1,2] [--episodes 50]
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDITIONS = {
+    "plain": {"weights": {"mode": "none"}},
+    "rabc_sarm": {"weights": {"mode": "soft", "source": "sarm"}},
+    "rabc_gt": {"weights": {"mode": "soft", "source": "gt.progress"}},
+    "expert_only": {"qualities": ["expert"]},
+}
+LABELS = {"plain": "plain BC", "rabc_sarm": "RA-BC (SARM)", "rabc_gt": "RA-BC (sim progress)",
+          "expert_only": "expert only (oracle)"}
+GOALS = {"gain_over_plain": 0.25, "gap_to_oracle": 0.10}
+
+
+def prepare(task: str, work: Path, quick: bool) -> tuple[Path, dict]:
+    """The task's store, annotated with SARM progress under ``progress/sarm``; SARM's held-out metrics."""
+    from roboreward.config import load_config
+    from roboreward.data.generate import Recipe, generate_store
+    from roboreward.eval.evaluate import evaluate_reward
+    from roboreward.rewards.annotate import annotate
+    from roboreward.rewards.base import RewardModel
+    from roboreward.rewards.train import RewardTrainConfig, train_reward
+
+    recipe = Recipe.from_yaml(ROOT / f"datasets/{task}_rabc.yaml")
+    if quick:
+        recipe.episodes, recipe.image_size = 16, 64
+    store = work / f"{task}_rabc.zarr"
+    generate_store(store, recipe, workers=0)
+    config = load_config(RewardTrainConfig, ROOT / "configs/reward/sarm.yaml")
+    if quick:
+        config.train.steps, config.train.val_every, config.data.image_size = 150, 150, 64
+    run = work / f"sarm_{task}"
+    model_dir = train_reward(config, store, run)
+    metrics_path = run / "eval" / "metrics.json"
+    if not metrics_path.exists():
+        val = json.loads((run / "split.json").read_text())["val"]
+        evaluate_reward(RewardModel.from_pretrained(model_dir), store, run / "eval", episodes=val, videos=0, plots=2)
+    done = run / "annotated"
+    if not done.exists():
+        annotate(RewardModel.from_pretrained(model_dir), store, name="sarm", parquet_path=run / "sarm_progress.parquet")
+        done.write_text("progress/sarm\n")
+    m = json.loads(metrics_path.read_text())
+    return store, {k: m.get(k) for k in ("voc", "auroc", "stage_accuracy", "mae")}
+
+
+def run_condition(task: str, store: Path, condition: str, seed: int, work: Path, episodes: int, quick: bool) -> dict:
+    """Train one policy and roll it out; cached in <run>/result.json."""
+    from roboreward.config import from_dict, load_config
+    from roboreward.policies.evaluate import evaluate_policy
+    from roboreward.policies.train import BCTrainConfig, WeightConfig, train_bc
+    from roboreward.data.generate import Recipe
+
+    run = work / f"bc_{task}_{condition}_s{seed}"
+    result_path = run / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    config = load_config(BCTrainConfig, ROOT / "configs/bc/bc_state.yaml")
+    spec = CONDITIONS[condition]
+    if "weights" in spec:
+        config.weights = from_dict(WeightConfig, spec["weights"], where=f"{condition}.weights")
+    config.qualities = spec.get("qualities")
+    config.train.seed = seed
+    if quick:
+        config.train.steps, config.train.val_every, config.train.ckpt_every = 600, 600, 600
+    t0 = time.perf_counter()
+    model_dir = train_bc(config, store, run, progress=False)
+    train_s = time.perf_counter() - t0
+    recipe = Recipe.from_yaml(ROOT / f"datasets/{task}_rabc.yaml")
+    report = evaluate_policy(model_dir, task, episodes, run / "eval", n_envs=4, videos=1 if seed == 0 else 0,
+                             task_config=recipe.task_config)
+    weights = json.loads((run / "weights.json").read_text())
+    result = {"task": task, "condition": condition, "seed": seed, "successes": report["successes"],
+              "episodes": report["episodes"], "success_rate": report["success_rate"], "ci95": report["ci95"],
+              "mean_weight": weights.get("mean_weight"), "train_seconds": train_s, "eval_seconds": report["seconds"]}
+    result_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def summarise(results: list[dict]) -> dict:
+    from roboreward.policies.evaluate import wilson_interval
+
+    rates = [r["success_rate"] for r in results]
+    k, n = sum(r["successes"] for r in results), sum(r["episodes"] for r in results)
+    return {"mean": float(np.mean(rates)), "std": float(np.std(rates)), "per_seed": rates, "successes": k,
+            "episodes": n, "ci95_pooled": list(wilson_interval(k, n)), "mean_weight": results[0]["mean_weight"]}
+
+
+def chart(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks, conds = list(record["tasks"]), list(CONDITIONS)
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=120)
+    width = 0.8 / len(conds)
+    colors = ["#9e9e9e", "#1f77b4", "#2ca02c", "#ff7f0e"]
+    for j, cond in enumerate(conds):
+        xs = np.arange(len(tasks)) + (j - (len(conds) - 1) / 2) * width
+        s = [record["tasks"][t]["conditions"][cond] for t in tasks]
+        ax.bar(xs, [100 * v["mean"] for v in s], width * 0.92, yerr=[100 * v["std"] for v in s], capsize=3,
+               color=colors[j], label=LABELS[cond])
+        for x, v in zip(xs, s):
+            ax.scatter([x] * len(v["per_seed"]), [100 * r for r in v["per_seed"]], s=8, color="black", zorder=3)
+    ax.set_xticks(np.arange(len(tasks)), tasks)
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(0, 105)
+    seeds = len(record["seeds"])
+    ax.set_title(f"BC on mixed-quality demos: {seeds} training seed{'s' if seeds != 1 else ''} x {record['episodes']} rollouts"
+                 f"{' (quick)' if record['quick'] else ''}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main():
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="pick_place,stack")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--episodes", type=int, default=50, help="rollouts per policy")
+    args = p.parse_args()
+    tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
+    if args.quick:
+        tasks, seeds, args.episodes = tasks[:1], seeds[:1], 8
+    work = Path(args.workdir or ROOT / "outputs" / ("bench_rabc_quick" if args.quick else "bench_rabc"))
+    work.mkdir(parents=True, exist_ok=True)
+    record = {"quick": args.quick, "seeds": seeds, "episodes": args.episodes, "goals": GOALS,
+              "policy_config": "configs/bc/bc_state.yaml", "reward_config": "configs/reward/sarm.yaml",
+              "conditions": {c: LABELS[c] for c in CONDITIONS}, "tasks": {}}
+    rows = []
+    t_start = time.perf_counter()
+    for task in tasks:
+        t0 = time.perf_counter()
+        store, sarm = prepare(task, work, args.quick)
+        runs = {c: [run_condition(task, store, c, s, work, args.episodes, args.quick) for s in seeds] for c in CONDITIONS}
+        conds = {c: summarise(r) for c, r in runs.items()}
+        gain = conds["rabc_sarm"]["mean"] - conds["plain"]["mean"]
+        gap = conds["expert_only"]["mean"] - conds["rabc_sarm"]["mean"]
+        record["tasks"][task] = {
+            "recipe": f"datasets/{task}_rabc.yaml", "sarm_heldout": sarm, "conditions": conds,
+            "gain_over_plain": gain, "gap_to_oracle": gap,
+            "goals_met": {"gain_over_plain": gain >= GOALS["gain_over_plain"], "gap_to_oracle": gap <= GOALS["gap_to_oracle"]},
+            "runs": [r for rs in runs.values() for r in rs], "wall_seconds": time.perf_counter() - t0,
+        }
+        for c, v in conds.items():
+            rows.append([task, LABELS[c], f"{100 * v['mean']:.0f} +- {100 * v['std']:.0f}",
+                         " ".join(f"{100 * r:.0f}" for r in v["per_seed"]),
+                         f"{100 * v['ci95_pooled'][0]:.0f}-{100 * v['ci95_pooled'][1]:.0f}",
+                         f"{100 * (v['mean'] - conds['plain']['mean']):+.0f}"])
+    record["wall_seconds"] = time.perf_counter() - t_start
+    print(common.table(rows, ["task", "condition", "success % (mean +- std)", "per seed", "pooled 95% CI", "vs plain"]))
+    for task, t in record["tasks"].items():
+        print(f"{task}: RA-BC (SARM) gain over plain {100 * t['gain_over_plain']:+.0f} points (goal >= +25), "
+              f"gap to oracle {100 * t['gap_to_oracle']:.0f} points (goal <= 10); SARM held-out VOC "
+              f"{t['sarm_heldout']['voc']:.3f}, AUROC {t['sarm_heldout']['auroc']:.3f}")
+    path = common.write("bench_rabc", record, args.out)
+    chart(record, path.with_suffix(".png"))
+    print(f"wrote {path.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

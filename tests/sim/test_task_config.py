@@ -1,0 +1,93 @@
+"""Object poses in the observation (``observation.environment_state``) and task-config overrides
+(narrower object layouts) through the env, the scripted generator and dataset recipes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from roboreward.config import ConfigError
+from roboreward.data.generate import Recipe, generate_store
+from roboreward.data.schema import StoreError
+from roboreward.data.store import EpisodeStore
+from roboreward.sim.env import EnvConfig, SO101Env
+from roboreward.sim.tasks import TASKS, make_task_config
+
+NARROW = {
+    "pick_place": {"cube_yaw_deg": 10, "cube_y_range": [0.02, 0.07], "bowl_y_range": [-0.13, -0.03]},
+    "stack": {"cube_yaw_deg": 10, "cube_a_y_range": [0.02, 0.07], "cube_b_y_range": [-0.13, -0.03]},
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_environment_state_is_the_objects_poses(task):
+    env = SO101Env(EnvConfig(task=task, cameras=()))
+    try:
+        obs, _ = env.reset(seed=3)
+        state = obs["observation.environment_state"]
+        names = TASKS[task].environment_state_names()
+        assert state.shape == (len(names),) == env.observation_space["observation.environment_state"].shape
+        for i, body in enumerate(TASKS[task].objects):
+            np.testing.assert_allclose(state[5 * i: 5 * i + 3], env.data.body(body).xpos, atol=1e-6)
+            np.testing.assert_allclose(np.hypot(state[5 * i + 3], state[5 * i + 4]), 1.0, atol=1e-5)
+        cube = TASKS[task].objects.index("cube_a" if task == "stack" else "cube")
+        before = state[5 * cube: 5 * cube + 3].copy()
+        env.data.joint(f"{TASKS[task].objects[cube]}_joint").qpos[:3] += [0.01, 0.0, 0.0]
+        obs, *_ = env.step(obs["observation.state"])
+        assert obs["observation.environment_state"][5 * cube] > before[0] + 0.005  # it tracks the moved cube
+    finally:
+        env.close()
+    assert "observation.environment_state" not in SO101Env(EnvConfig(task=task, cameras=(), environment_state=False)).reset(seed=0)[0]
+
+
+@pytest.mark.parametrize("task", sorted(NARROW))
+def test_narrow_layout_keeps_objects_in_their_ranges(task):
+    overrides = NARROW[task]
+    env = SO101Env(EnvConfig(task=task, cameras=(), task_config=overrides))
+    ys, yaws = [], []
+    try:
+        for seed in range(12):
+            s = env.reset(seed=seed)[0]["observation.environment_state"]
+            ys.append((s[1], s[6]))
+            yaws.append(np.degrees(np.arctan2(s[4], s[3])))
+    finally:
+        env.close()
+    ys = np.array(ys)
+    first, second = [v for k, v in overrides.items() if k.endswith("y_range")]
+    assert (ys[:, 0] >= first[0] - 1e-3).all() and (ys[:, 0] <= first[1] + 1e-3).all()
+    assert (ys[:, 1] >= second[0] - 1e-3).all() and (ys[:, 1] <= second[1] + 1e-3).all()
+    assert np.abs(yaws).max() <= 10.5
+    # The default layout is wider: the same seeds put the first object on both sides.
+    default = SO101Env(EnvConfig(task=task, cameras=()))
+    try:
+        sides = {np.sign(default.reset(seed=seed)[0]["observation.environment_state"][1]) for seed in range(12)}
+    finally:
+        default.close()
+    assert sides == {-1.0, 1.0}
+
+
+def test_bad_task_config_is_one_line():
+    with pytest.raises(ConfigError, match="unknown key 'cube_yaw'; allowed: .*cube_yaw_deg"):
+        make_task_config("pick_place", {"cube_yaw": 3})
+    with pytest.raises(ConfigError, match=r"cube_yaw_deg=90.0 must be in \[0, 45\]"):
+        make_task_config("pick_place", {"cube_yaw_deg": 90})
+    with pytest.raises(ConfigError, match="bowl_y_range=.* must be a \\(low, high\\) pair"):
+        make_task_config("pick_place", {"bowl_y_range": [0.1, -0.1]})
+
+
+def test_recipe_task_config_is_generated_recorded_and_checked(tmp_path):
+    recipe = Recipe(task="pick_place", episodes=2, mix={"expert": 1.0}, image_size=32, task_config=NARROW["pick_place"])
+    store = generate_store(tmp_path / "n.zarr", recipe, workers=1, progress=False)
+    assert store.root.attrs["extra"]["recipe"]["task_config"] == NARROW["pick_place"]
+    env_state = np.asarray(store.array("observation.environment_state")[:])
+    first = env_state[store.episode_starts]
+    assert (first[:, 1] > 0.0).all() and (env_state[:, 6] < 0.0).all()  # cube starts left; the bowl stays right
+    assert all(e.success for e in store.episodes)
+    other = Recipe(task="pick_place", episodes=3, mix={"expert": 1.0}, image_size=32)
+    with pytest.raises(StoreError, match="exists with a different recipe"):
+        generate_store(tmp_path / "n.zarr", other, workers=1, progress=False)
+    # A recipe without task_config keeps the identity stores written before the field existed.
+    assert "task_config" not in other.identity()
+    with pytest.raises(ConfigError, match="unknown key 'bowl_radius'"):
+        generate_store(tmp_path / "bad.zarr", Recipe(task="pick_place", episodes=1, task_config={"bowl_radius": 1}),
+                       workers=1, progress=False)
+    assert EpisodeStore(tmp_path / "n.zarr").n_episodes == 2
