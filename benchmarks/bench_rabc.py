@@ -11,13 +11,17 @@ Per task: generate the RA-BC dataset from its recipe (datasets/<task>_rabc.yaml:
 - ``rabc_gt``: soft RA-BC weights from the simulator's ground-truth progress;
 - ``expert_only``: only the expert-labelled episodes (the oracle filter).
 
+Each task runs on two quality mixes: ``standard`` (the recipe's 50/30/20) and ``failure_heavy``
+(20/30/50, closer to raw teleoperation logs), to show how the gain depends on the share of bad demos.
 All policies of a task are rolled out from the same initial states (seeds 100000..). Prints
 success per condition (mean and std over the training seeds, pooled 95% Wilson interval), the
-gain over plain BC and the gap to the oracle next to the goals (gain >= 25 points, gap <= 10),
+gain over plain BC and the gap to the oracle next to the goals (on the standard mix: gain >= 25
+points, gap <= 10),
 and writes benchmarks/results/bench_rabc.json and bench_rabc.png. Every step resumes: finished
 stores, runs and evaluations are reused.
 
-    python benchmarks/bench_rabc.py [--quick] [--tasks pick_place,stack] [--seeds 0,1,2] [--episodes 50]
+    python benchmarks/bench_rabc.py [--quick] [--tasks pick_place,stack] [--mixes standard,failure_heavy]
+                                    [--seeds 0,1,2] [--episodes 50]
 """
 from __future__ import annotations
 
@@ -43,9 +47,15 @@ CONDITIONS = {
 LABELS = {"plain": "plain BC", "rabc_sarm": "RA-BC (SARM)", "rabc_gt": "RA-BC (sim progress)",
           "expert_only": "expert only (oracle)"}
 GOALS = {"gain_over_plain": 0.25, "gap_to_oracle": 0.10}
+MIXES = {"standard": None, "failure_heavy": {"expert": 0.2, "suboptimal": 0.3, "failure": 0.5}}
+"""Quality mixes; None = the recipe's own (the standard 50/30/20)."""
 
 
-def prepare(task: str, work: Path, quick: bool) -> tuple[Path, dict]:
+def tag(task: str, mix: str) -> str:
+    return task if mix == "standard" else f"{task}_{mix}"
+
+
+def prepare(task: str, mix: str, work: Path, quick: bool) -> tuple[Path, dict]:
     """The task's store, annotated with SARM progress under ``progress/sarm``; SARM's held-out metrics."""
     from roboreward.config import load_config
     from roboreward.data.generate import Recipe, generate_store
@@ -55,14 +65,16 @@ def prepare(task: str, work: Path, quick: bool) -> tuple[Path, dict]:
     from roboreward.rewards.train import RewardTrainConfig, train_reward
 
     recipe = Recipe.from_yaml(ROOT / f"datasets/{task}_rabc.yaml")
+    if MIXES[mix] is not None:
+        recipe = Recipe(**{**recipe.__dict__, "mix": MIXES[mix]})
     if quick:
         recipe.episodes, recipe.image_size = 16, 64
-    store = work / f"{task}_rabc.zarr"
+    store = work / f"{tag(task, mix)}_rabc.zarr"
     generate_store(store, recipe, workers=0)
     config = load_config(RewardTrainConfig, ROOT / "configs/reward/sarm.yaml")
     if quick:
         config.train.steps, config.train.val_every, config.data.image_size = 150, 150, 64
-    run = work / f"sarm_{task}"
+    run = work / f"sarm_{tag(task, mix)}"
     model_dir = train_reward(config, store, run)
     metrics_path = run / "eval" / "metrics.json"
     if not metrics_path.exists():
@@ -76,14 +88,15 @@ def prepare(task: str, work: Path, quick: bool) -> tuple[Path, dict]:
     return store, {k: m.get(k) for k in ("voc", "auroc", "stage_accuracy", "mae")}
 
 
-def run_condition(task: str, store: Path, condition: str, seed: int, work: Path, episodes: int, quick: bool) -> dict:
+def run_condition(task: str, mix: str, store: Path, condition: str, seed: int, work: Path, episodes: int,
+                  quick: bool) -> dict:
     """Train one policy and roll it out; cached in <run>/result.json."""
     from roboreward.config import from_dict, load_config
     from roboreward.policies.evaluate import evaluate_policy
     from roboreward.policies.train import BCTrainConfig, WeightConfig, train_bc
     from roboreward.data.generate import Recipe
 
-    run = work / f"bc_{task}_{condition}_s{seed}"
+    run = work / f"bc_{tag(task, mix)}_{condition}_s{seed}"
     result_path = run / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
@@ -102,7 +115,7 @@ def run_condition(task: str, store: Path, condition: str, seed: int, work: Path,
     report = evaluate_policy(model_dir, task, episodes, run / "eval", n_envs=4, videos=1 if seed == 0 else 0,
                              task_config=recipe.task_config)
     weights = json.loads((run / "weights.json").read_text())
-    result = {"task": task, "condition": condition, "seed": seed, "successes": report["successes"],
+    result = {"task": task, "mix": mix, "condition": condition, "seed": seed, "successes": report["successes"],
               "episodes": report["episodes"], "success_rate": report["success_rate"], "ci95": report["ci95"],
               "mean_weight": weights.get("mean_weight"), "train_seconds": train_s, "eval_seconds": report["seconds"]}
     result_path.write_text(json.dumps(result, indent=1))
@@ -124,24 +137,29 @@ def chart(record: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks, conds = list(record["tasks"]), list(CONDITIONS)
-    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=120)
+    groups = [(mix, task) for mix, m in record["mixes"].items() for task in m["tasks"]]
+    conds = list(CONDITIONS)
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.2 * len(groups) + 1.5), 3.8), dpi=120)
     width = 0.8 / len(conds)
     colors = ["#9e9e9e", "#1f77b4", "#2ca02c", "#ff7f0e"]
     for j, cond in enumerate(conds):
-        xs = np.arange(len(tasks)) + (j - (len(conds) - 1) / 2) * width
-        s = [record["tasks"][t]["conditions"][cond] for t in tasks]
+        xs = np.arange(len(groups)) + (j - (len(conds) - 1) / 2) * width
+        s = [record["mixes"][mix]["tasks"][task]["conditions"][cond] for mix, task in groups]
         ax.bar(xs, [100 * v["mean"] for v in s], width * 0.92, yerr=[100 * v["std"] for v in s], capsize=3,
                color=colors[j], label=LABELS[cond])
         for x, v in zip(xs, s):
             ax.scatter([x] * len(v["per_seed"]), [100 * r for r in v["per_seed"]], s=8, color="black", zorder=3)
-    ax.set_xticks(np.arange(len(tasks)), tasks)
+    mixes = {mix: m["mix"] for mix, m in record["mixes"].items()}
+    ax.set_xticks(np.arange(len(groups)), [f"{task}\n{mix.replace('_', '-')} "
+                                            f"({'/'.join(str(round(100 * v)) for v in mixes[mix].values())})"
+                                            for mix, task in groups], fontsize=8)
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 105)
     seeds = len(record["seeds"])
-    ax.set_title(f"BC on mixed-quality demos: {seeds} training seed{'s' if seeds != 1 else ''} x {record['episodes']} rollouts"
-                 f"{' (quick)' if record['quick'] else ''}", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, frameon=False)
+    ax.set_title(f"BC on mixed-quality demos (expert/suboptimal/failure %): {seeds} training seed"
+                 f"{'s' if seeds != 1 else ''} x {record['episodes']} rollouts{' (quick)' if record['quick'] else ''}",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -151,43 +169,57 @@ def chart(record: dict, path: Path) -> None:
 def main():
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--tasks", default="pick_place,stack")
+    p.add_argument("--mixes", default=",".join(MIXES), help=f"quality mixes to run, from {list(MIXES)}")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--episodes", type=int, default=50, help="rollouts per policy")
     args = p.parse_args()
-    tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
+    tasks, mixes, seeds = args.tasks.split(","), args.mixes.split(","), [int(s) for s in args.seeds.split(",")]
+    unknown = sorted(set(mixes) - set(MIXES))
+    if unknown:
+        p.error(f"unknown mix {unknown[0]!r}; choose from {list(MIXES)}")
     if args.quick:
-        tasks, seeds, args.episodes = tasks[:1], seeds[:1], 8
+        tasks, mixes, seeds, args.episodes = tasks[:1], mixes[:1], seeds[:1], 8
     work = Path(args.workdir or ROOT / "outputs" / ("bench_rabc_quick" if args.quick else "bench_rabc"))
     work.mkdir(parents=True, exist_ok=True)
+    from roboreward.data.generate import Recipe
+
     record = {"quick": args.quick, "seeds": seeds, "episodes": args.episodes, "goals": GOALS,
-              "policy_config": "configs/bc/bc_state.yaml", "reward_config": "configs/reward/sarm.yaml",
-              "conditions": {c: LABELS[c] for c in CONDITIONS}, "tasks": {}}
+              "goals_apply_to": "standard", "policy_config": "configs/bc/bc_state.yaml",
+              "reward_config": "configs/reward/sarm.yaml", "conditions": {c: LABELS[c] for c in CONDITIONS}, "mixes": {}}
     rows = []
     t_start = time.perf_counter()
-    for task in tasks:
-        t0 = time.perf_counter()
-        store, sarm = prepare(task, work, args.quick)
-        runs = {c: [run_condition(task, store, c, s, work, args.episodes, args.quick) for s in seeds] for c in CONDITIONS}
-        conds = {c: summarise(r) for c, r in runs.items()}
-        gain = conds["rabc_sarm"]["mean"] - conds["plain"]["mean"]
-        gap = conds["expert_only"]["mean"] - conds["rabc_sarm"]["mean"]
-        record["tasks"][task] = {
-            "recipe": f"datasets/{task}_rabc.yaml", "sarm_heldout": sarm, "conditions": conds,
-            "gain_over_plain": gain, "gap_to_oracle": gap,
-            "goals_met": {"gain_over_plain": gain >= GOALS["gain_over_plain"], "gap_to_oracle": gap <= GOALS["gap_to_oracle"]},
-            "runs": [r for rs in runs.values() for r in rs], "wall_seconds": time.perf_counter() - t0,
-        }
-        for c, v in conds.items():
-            rows.append([task, LABELS[c], f"{100 * v['mean']:.0f} +- {100 * v['std']:.0f}",
-                         " ".join(f"{100 * r:.0f}" for r in v["per_seed"]),
-                         f"{100 * v['ci95_pooled'][0]:.0f}-{100 * v['ci95_pooled'][1]:.0f}",
-                         f"{100 * (v['mean'] - conds['plain']['mean']):+.0f}"])
+    for mix in mixes:
+        entry = record["mixes"][mix] = {"tasks": {}}
+        for task in tasks:
+            t0 = time.perf_counter()
+            entry["mix"] = MIXES[mix] or Recipe.from_yaml(ROOT / f"datasets/{task}_rabc.yaml").mix
+            store, sarm = prepare(task, mix, work, args.quick)
+            runs = {c: [run_condition(task, mix, store, c, s, work, args.episodes, args.quick) for s in seeds]
+                    for c in CONDITIONS}
+            conds = {c: summarise(r) for c, r in runs.items()}
+            gain = conds["rabc_sarm"]["mean"] - conds["plain"]["mean"]
+            gap = conds["expert_only"]["mean"] - conds["rabc_sarm"]["mean"]
+            entry["tasks"][task] = {
+                "recipe": f"datasets/{task}_rabc.yaml", "sarm_heldout": sarm, "conditions": conds,
+                "gain_over_plain": gain, "gap_to_oracle": gap,
+                "goals_met": {"gain_over_plain": gain >= GOALS["gain_over_plain"],
+                              "gap_to_oracle": gap <= GOALS["gap_to_oracle"]},
+                "runs": [r for rs in runs.values() for r in rs], "wall_seconds": time.perf_counter() - t0,
+            }
+            for c, v in conds.items():
+                rows.append([task, mix, LABELS[c], f"{100 * v['mean']:.0f} +- {100 * v['std']:.0f}",
+                             " ".join(f"{100 * r:.0f}" for r in v["per_seed"]),
+                             f"{100 * v['ci95_pooled'][0]:.0f}-{100 * v['ci95_pooled'][1]:.0f}",
+                             f"{100 * (v['mean'] - conds['plain']['mean']):+.0f}"])
     record["wall_seconds"] = time.perf_counter() - t_start
-    print(common.table(rows, ["task", "condition", "success % (mean +- std)", "per seed", "pooled 95% CI", "vs plain"]))
-    for task, t in record["tasks"].items():
-        print(f"{task}: RA-BC (SARM) gain over plain {100 * t['gain_over_plain']:+.0f} points (goal >= +25), "
-              f"gap to oracle {100 * t['gap_to_oracle']:.0f} points (goal <= 10); SARM held-out VOC "
-              f"{t['sarm_heldout']['voc']:.3f}, AUROC {t['sarm_heldout']['auroc']:.3f}")
+    print(common.table(rows, ["task", "mix", "condition", "success % (mean +- std)", "per seed", "pooled 95% CI",
+                              "vs plain"]))
+    for mix, entry in record["mixes"].items():
+        for task, t in entry["tasks"].items():
+            goals = " (goal >= +25)" if mix == "standard" else ""
+            print(f"{task} {mix}: RA-BC (SARM) gain over plain {100 * t['gain_over_plain']:+.0f} points{goals}, "
+                  f"gap to oracle {100 * t['gap_to_oracle']:.0f} points{' (goal <= 10)' if goals else ''}; "
+                  f"SARM held-out VOC {t['sarm_heldout']['voc']:.3f}, AUROC {t['sarm_heldout']['auroc']:.3f}")
     path = common.write("bench_rabc", record, args.out)
     chart(record, path.with_suffix(".png"))
     print(f"wrote {path.with_suffix('.png')}")

@@ -271,7 +271,8 @@ def _reward_annotate(args):
 @arg("--dataset", required=True, type=_existing_path, help="zarr store")
 @arg("--out", required=True, type=Path, help="run folder: checkpoints/, model/, split.json, weights.json, tb/")
 @arg("--config", type=_existing_path, default=None, help="YAML with policy/train/data/weights sections")
-@arg("--weights", choices=("none", "soft", "hard"), default=None, help="RA-BC weighting (overrides weights.mode)")
+@arg("--weights", choices=("none", "soft", "rabc", "hard"), default=None,
+     help="RA-BC weighting (overrides weights.mode): soft (= rabc, LeRobot's formula), hard (keep chunks with gain > kappa)")
 @arg("--progress", default=None, help="gt.progress, a progress annotation name in the store, or a sarm_progress.parquet")
 @arg("--qualities", nargs="+", default=None, help="train only on episodes with these quality labels (e.g. expert)")
 @arg("--steps", type=int, default=None, help="override train.steps")
@@ -281,6 +282,8 @@ def _bc_train(args):
     from .policies.train import BCTrainConfig, train_bc
 
     config = load_config(BCTrainConfig, args.config)
+    if args.weights == "rabc":
+        args.weights = "soft"
     if args.weights is not None or args.progress is not None:
         config.weights = dataclasses.replace(
             config.weights,

@@ -38,10 +38,10 @@ def test_bc_train_plain_and_rabc(store, tmp_path):
     policy = Policy.from_pretrained(tmp_path / "plain" / "model")
     assert policy.config.horizon == 4
     weighted = run("--dataset", store, "--out", tmp_path / "rabc", "--config", tmp_path / "bc.yaml",
-                   "--weights", "soft", "--progress", "gt.progress")
+                   "--weights", "rabc", "--progress", "gt.progress")
     assert weighted.returncode == 0, weighted.stderr
     info = json.loads((tmp_path / "rabc" / "weights.json").read_text())
-    assert info["mode"] == "soft"
+    assert info["mode"] == "soft"  # --weights rabc is LeRobot's soft weighting
     # 2 expert + 2 failure episodes, 1 held out: the training split has both.
     assert info["mean_weight"]["failure"] < info["mean_weight"]["expert"]
 
