@@ -8,6 +8,8 @@ Per task: generate the RA-BC dataset from its recipe (datasets/<task>_rabc.yaml:
 
 - ``plain``: every frame weight 1;
 - ``rabc_sarm``: soft RA-BC weights from SARM's progress (LeRobot's formula, kappa 0.01);
+- ``rabc_sarm_gate``: the same, and episodes whose SARM final progress stays below 0.5 dropped
+  (``weights.min_final_progress``; LeRobot's weights judge each chunk alone);
 - ``rabc_gt``: soft RA-BC weights from the simulator's ground-truth progress;
 - ``expert_only``: only the expert-labelled episodes (the oracle filter).
 
@@ -41,10 +43,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CONDITIONS = {
     "plain": {"weights": {"mode": "none"}},
     "rabc_sarm": {"weights": {"mode": "soft", "source": "sarm"}},
+    "rabc_sarm_gate": {"weights": {"mode": "soft", "source": "sarm", "min_final_progress": 0.5}},
     "rabc_gt": {"weights": {"mode": "soft", "source": "gt.progress"}},
     "expert_only": {"qualities": ["expert"]},
 }
-LABELS = {"plain": "plain BC", "rabc_sarm": "RA-BC (SARM)", "rabc_gt": "RA-BC (sim progress)",
+LABELS = {"plain": "plain BC", "rabc_sarm": "RA-BC (SARM)", "rabc_sarm_gate": "RA-BC (SARM) + episode gate",
+          "rabc_gt": "RA-BC (sim progress)",
           "expert_only": "expert only (oracle)"}
 GOALS = {"gain_over_plain": 0.25, "gap_to_oracle": 0.10}
 MIXES = {"standard": None, "failure_heavy": {"expert": 0.2, "suboptimal": 0.3, "failure": 0.5}}
@@ -141,7 +145,7 @@ def chart(record: dict, path: Path) -> None:
     conds = list(CONDITIONS)
     fig, ax = plt.subplots(figsize=(max(5.0, 2.2 * len(groups) + 1.5), 3.8), dpi=120)
     width = 0.8 / len(conds)
-    colors = ["#9e9e9e", "#1f77b4", "#2ca02c", "#ff7f0e"]
+    colors = ["#9e9e9e", "#1f77b4", "#17becf", "#2ca02c", "#ff7f0e"]
     for j, cond in enumerate(conds):
         xs = np.arange(len(groups)) + (j - (len(conds) - 1) / 2) * width
         s = [record["mixes"][mix]["tasks"][task]["conditions"][cond] for mix, task in groups]
@@ -159,7 +163,7 @@ def chart(record: dict, path: Path) -> None:
     ax.set_title(f"BC on mixed-quality demos (expert/suboptimal/failure %): {seeds} training seed"
                  f"{'s' if seeds != 1 else ''} x {record['episodes']} rollouts{' (quick)' if record['quick'] else ''}",
                  fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -202,6 +206,8 @@ def main():
             entry["tasks"][task] = {
                 "recipe": f"datasets/{task}_rabc.yaml", "sarm_heldout": sarm, "conditions": conds,
                 "gain_over_plain": gain, "gap_to_oracle": gap,
+                "gate_gain_over_plain": conds["rabc_sarm_gate"]["mean"] - conds["plain"]["mean"],
+                "gate_gap_to_oracle": conds["expert_only"]["mean"] - conds["rabc_sarm_gate"]["mean"],
                 "goals_met": {"gain_over_plain": gain >= GOALS["gain_over_plain"],
                               "gap_to_oracle": gap <= GOALS["gap_to_oracle"]},
                 "runs": [r for rs in runs.values() for r in rs], "wall_seconds": time.perf_counter() - t0,
@@ -218,7 +224,8 @@ def main():
         for task, t in entry["tasks"].items():
             goals = " (goal >= +25)" if mix == "standard" else ""
             print(f"{task} {mix}: RA-BC (SARM) gain over plain {100 * t['gain_over_plain']:+.0f} points{goals}, "
-                  f"gap to oracle {100 * t['gap_to_oracle']:.0f} points{' (goal <= 10)' if goals else ''}; "
+                  f"gap to oracle {100 * t['gap_to_oracle']:.0f} points{' (goal <= 10)' if goals else ''}; with the "
+                  f"episode gate {100 * t['gate_gain_over_plain']:+.0f} and {100 * t['gate_gap_to_oracle']:.0f}; "
                   f"SARM held-out VOC {t['sarm_heldout']['voc']:.3f}, AUROC {t['sarm_heldout']['auroc']:.3f}")
     path = common.write("bench_rabc", record, args.out)
     chart(record, path.with_suffix(".png"))

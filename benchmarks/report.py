@@ -102,7 +102,7 @@ def rabc_table(d):
           "points and within 10 points of the oracle.\n")
     conds = list(d["conditions"])
     print("| task | mix (expert/subopt./failure) | " + " | ".join(d["conditions"][c] for c in conds)
-          + " | RA-BC (SARM) vs plain | gap to oracle |")
+          + " | RA-BC (SARM) vs plain, without / with gate | gap to oracle, without / with gate |")
     print("|---" * (len(conds) + 4) + "|")
     weights = []
     for mix, entry in d["mixes"].items():
@@ -117,6 +117,9 @@ def rabc_table(d):
             if mix == d.get("goals_apply_to", "standard"):
                 gain += "" if t["goals_met"]["gain_over_plain"] else " (goal not met)"
                 gap += "" if t["goals_met"]["gap_to_oracle"] else " (goal not met)"
+            if "gate_gain_over_plain" in t:
+                gain += f" / {100 * t['gate_gain_over_plain']:+.0f}"
+                gap += f" / {100 * t['gate_gap_to_oracle']:.0f}"
             print(f"| {task} | {mix.replace('_', '-')} {shares} | " + " | ".join(cells) + f" | {gain} | {gap} |")
             m = t["conditions"]["rabc_sarm"]["mean_weight"] or {}
             weights.append(f"{task} {mix.replace('_', '-')}: " + ", ".join(f"{q} {w:.2f}" for q, w in m.items())

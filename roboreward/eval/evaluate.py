@@ -35,9 +35,7 @@ from ..rewards.annotate import (
     model_levels,
 )
 from . import metrics as M
-
-FINAL_K = 5
-"""Frames averaged for an episode's final progress (its success score)."""
+from .metrics import FINAL_K
 GT_KEY = "gt.progress"
 
 

@@ -12,6 +12,9 @@ from scipy.stats import rankdata
 
 from ..errors import RoborewardError
 
+FINAL_K = 5
+"""Frames averaged for an episode's final progress (its success score, what AUROC ranks)."""
+
 
 def _vector(x, name: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)

@@ -31,6 +31,7 @@ import torch
 
 from ..data.store import EpisodeStore
 from ..errors import RoborewardError
+from ..eval.metrics import FINAL_K
 from ..rewards.annotate import PARQUET_NAME, read_progress, write_progress_parquet
 
 KAPPA = 0.01
@@ -184,6 +185,20 @@ def store_progress(store: EpisodeStore, source: str | os.PathLike, level: str = 
     return values[level]
 
 
+def final_progress(progress: np.ndarray, episode_ends: np.ndarray, final_k: int = FINAL_K) -> np.ndarray:
+    """(n_episodes,) mean progress over each episode's last ``final_k`` frames: a reward model's
+    success estimate (what the evaluation's AUROC scores)."""
+    starts = np.concatenate([[0], episode_ends[:-1]])
+    return np.array([float(np.mean(progress[max(s, e - final_k):e])) for s, e in zip(starts, episode_ends)])
+
+
+def episode_gate(progress: np.ndarray, episode_ends: np.ndarray, min_final: float, final_k: int = FINAL_K) -> np.ndarray:
+    """(n_frames,) float32: 1 on the frames of episodes whose final progress reaches ``min_final``, else 0."""
+    keep = final_progress(progress, episode_ends, final_k) >= min_final
+    lengths = np.diff(np.concatenate([[0], episode_ends]))
+    return np.repeat(keep, lengths).astype(np.float32)
+
+
 def weights_for_store(
     store: EpisodeStore | str | os.PathLike,
     source: str | os.PathLike,
@@ -191,16 +206,27 @@ def weights_for_store(
     level: str = "sparse",
     kappa: float = KAPPA,
     mode: str = "soft",
+    min_final_progress: float | None = None,
 ) -> np.ndarray:
     """RA-BC weight of every frame of ``store``, (n_frames,) float32, from progress ``source`` (see
     ``store_progress``) with chunk horizon ``horizon`` (the policy's action chunk, LeRobot's chunk_size).
-    Statistics are global over the whole store, as LeRobot computes them over the whole parquet."""
+    Statistics are global over the whole store, as LeRobot computes them over the whole parquet.
+
+    ``mode`` ``none`` gives weight 1 everywhere. ``min_final_progress`` (not in LeRobot) also zeroes
+    whole episodes whose final progress stays below it: LeRobot's weights judge each chunk alone, so
+    the good-looking first half of a failed episode keeps full weight."""
     store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
     progress = store_progress(store, source, level)
-    return rabc_weights(chunk_deltas(progress, store.episode_ends, horizon), kappa=kappa, mode=mode)
+    if mode == "none":
+        weights = np.ones(store.n_frames, np.float32)
+    else:
+        weights = rabc_weights(chunk_deltas(progress, store.episode_ends, horizon), kappa=kappa, mode=mode)
+    if min_final_progress is not None:
+        weights = weights * episode_gate(progress, store.episode_ends, min_final_progress)
+    return weights
 
 
 __all__ = [
-    "EPS", "KAPPA", "MODES", "ORACLE", "PARQUET_NAME", "RABCError", "chunk_deltas", "delta_stats", "rabc_weights",
+    "EPS", "FINAL_K", "KAPPA", "MODES", "ORACLE", "episode_gate", "final_progress", "PARQUET_NAME", "RABCError", "chunk_deltas", "delta_stats", "rabc_weights",
     "read_lerobot_progress", "store_progress", "weighted_mean", "weights_for_store", "write_lerobot_progress",
 ]

@@ -37,10 +37,20 @@ class WeightConfig:
     """Annotation level of a reward model's progress (sparse or dense)."""
     kappa: float = KAPPA
     """Chunks whose progress gain exceeds kappa get full weight."""
+    min_final_progress: float | None = None
+    """Also drop whole episodes whose final progress (mean of the last 5 frames of ``source``) is
+    below this, e.g. 0.5: a learned stand-in for filtering out failed demos (not in LeRobot, whose
+    weights judge each chunk alone). None = keep every episode. Works with ``mode: none`` too."""
 
     def __post_init__(self):
         if self.mode not in WEIGHT_MODES:
             raise ConfigError(f"weights.mode {self.mode!r} is not one of {WEIGHT_MODES}")
+        if self.min_final_progress is not None and not 0.0 < self.min_final_progress <= 1.0:
+            raise ConfigError(f"weights.min_final_progress must be in (0, 1] or null, got {self.min_final_progress}")
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "none" or self.min_final_progress is not None
 
 
 @dataclass
@@ -86,14 +96,23 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
     policy_config = cls.config_class.from_store(store, feature_key, episodes=train_eps, **overrides)
     weights = None
     summary: dict[str, Any] = {"mode": config.weights.mode}
-    if config.weights.mode != "none":
+    if config.weights.active:
         weights = weights_for_store(store, config.weights.source, policy_config.horizon, level=config.weights.level,
-                                    kappa=config.weights.kappa, mode=config.weights.mode)
+                                    kappa=config.weights.kappa, mode=config.weights.mode,
+                                    min_final_progress=config.weights.min_final_progress)
         per_quality: dict[str, list[float]] = {}
         for e in train_eps:
             s, t = store.episode_range(e)
             per_quality.setdefault(store.episodes[e].quality, []).append(float(weights[s:t].mean()))
         summary.update(source=str(config.weights.source), mean_weight={q: float(np.mean(v)) for q, v in per_quality.items()})
+        if config.weights.min_final_progress is not None:
+            kept: dict[str, list[int]] = {}
+            for e in train_eps:
+                s, t = store.episode_range(e)
+                counts = kept.setdefault(store.episodes[e].quality, [0, 0])
+                counts[0] += int(weights[s:t].any())
+                counts[1] += 1
+            summary["kept_episodes"] = {q: f"{k}/{n}" for q, (k, n) in kept.items()}
     out.mkdir(parents=True, exist_ok=True)
     write_atomic_text(out / "split.json", json.dumps({"dataset": str(dataset.resolve()), "train": train_eps, "val": val_eps,
                                                       "feature_key": feature_key}, indent=1) + "\n")

@@ -15,6 +15,8 @@ from roboreward.data import StoreError
 from roboreward.policies.rabc import (
     RABCError,
     chunk_deltas,
+    episode_gate,
+    final_progress,
     rabc_weights,
     read_lerobot_progress,
     weighted_mean,
@@ -120,6 +122,24 @@ def test_failures_get_lower_weight_than_experts(store):
         assert max(failure) < min(expert) - 0.2, (mode, expert, failure)
     with pytest.raises(StoreError, match="no progress annotation 'sarm'"):
         weights_for_store(store, "sarm", horizon=3)
+
+
+def test_episode_gate_by_hand(store):
+    # Final progress = mean of the last k frames of each episode, never crossing into the previous one.
+    np.testing.assert_allclose(final_progress(PROGRESS, ENDS, final_k=2), [(0.3 + 0.6) / 2, (0.5 + 0.4) / 2])
+    np.testing.assert_allclose(final_progress(PROGRESS, ENDS, final_k=5), [np.mean(PROGRESS[:4]), np.mean(PROGRESS[4:])])
+    np.testing.assert_array_equal(episode_gate(PROGRESS, ENDS, 0.3, final_k=1), [1, 1, 1, 1, 1, 1, 1])  # finals 0.6, 0.4
+    np.testing.assert_array_equal(episode_gate(PROGRESS, ENDS, 0.5, final_k=1), [1, 1, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(episode_gate(PROGRESS, ENDS, 0.7, final_k=1), [0, 0, 0, 0, 0, 0, 0])
+    # On a store: failed episodes (final progress low) are zeroed, experts keep their chunk weights.
+    soft = weights_for_store(store, "gt.progress", horizon=3)
+    gated = weights_for_store(store, "gt.progress", horizon=3, min_final_progress=0.5)
+    only_gate = weights_for_store(store, "gt.progress", horizon=3, mode="none", min_final_progress=0.5)
+    ep = store.episode_index()
+    for e in range(store.n_episodes):
+        failed = store.episodes[e].quality == "failure"
+        np.testing.assert_array_equal(gated[ep == e], 0.0 if failed else soft[ep == e])
+        np.testing.assert_array_equal(only_gate[ep == e], 0.0 if failed else 1.0)
 
 
 def test_matches_lerobot_rabc_weights(store, tmp_path):
