@@ -274,6 +274,8 @@ def _reward_annotate(args):
 @arg("--weights", choices=("none", "soft", "rabc", "hard"), default=None,
      help="RA-BC weighting (overrides weights.mode): soft (= rabc, LeRobot's formula), hard (keep chunks with gain > kappa)")
 @arg("--progress", default=None, help="gt.progress, a progress annotation name in the store, or a sarm_progress.parquet")
+@arg("--min-final-progress", type=float, default=None,
+     help="also drop episodes whose final progress stays below this (e.g. 0.5); overrides weights.min_final_progress")
 @arg("--qualities", nargs="+", default=None, help="train only on episodes with these quality labels (e.g. expert)")
 @arg("--steps", type=int, default=None, help="override train.steps")
 @arg("--seed", type=int, default=None, help="override train.seed (initialisation and batch order)")
@@ -284,11 +286,10 @@ def _bc_train(args):
     config = load_config(BCTrainConfig, args.config)
     if args.weights == "rabc":
         args.weights = "soft"
-    if args.weights is not None or args.progress is not None:
-        config.weights = dataclasses.replace(
-            config.weights,
-            **{k: v for k, v in (("mode", args.weights), ("source", args.progress)) if v is not None},
-        )
+    changes = {k: v for k, v in (("mode", args.weights), ("source", args.progress),
+                                  ("min_final_progress", args.min_final_progress)) if v is not None}
+    if changes:
+        config.weights = dataclasses.replace(config.weights, **changes)
     for name in ("steps", "seed"):
         if getattr(args, name) is not None:
             config.train = dataclasses.replace(config.train, **{name: getattr(args, name)})

@@ -44,6 +44,12 @@ def test_bc_train_plain_and_rabc(store, tmp_path):
     assert info["mode"] == "soft"  # --weights rabc is LeRobot's soft weighting
     # 2 expert + 2 failure episodes, 1 held out: the training split has both.
     assert info["mean_weight"]["failure"] < info["mean_weight"]["expert"]
+    gated = run("--dataset", store, "--out", tmp_path / "gated", "--config", tmp_path / "bc.yaml",
+                "--progress", "gt.progress", "--min-final-progress", "0.99")  # sim progress is 1 only on success
+    assert gated.returncode == 0, gated.stderr
+    info = json.loads((tmp_path / "gated" / "weights.json").read_text())
+    assert info["mode"] == "none" and info["mean_weight"]["failure"] == 0.0 and info["mean_weight"]["expert"] == 1.0
+    assert info["kept_episodes"]["failure"].startswith("0/") and info["kept_episodes"]["expert"].split("/")[0] != "0"
 
 
 def test_bc_train_bad_progress_source_is_one_line(store, tmp_path):
