@@ -11,7 +11,9 @@ Per task: generate the RA-BC dataset from its recipe (datasets/<task>_rabc.yaml:
 - ``rabc_sarm_gate``: the same, and episodes whose SARM final progress stays below 0.5 dropped
   (``weights.min_final_progress``; LeRobot's weights judge each chunk alone);
 - ``rabc_gt``: soft RA-BC weights from the simulator's ground-truth progress;
-- ``expert_only``: only the expert-labelled episodes (the oracle filter).
+- ``expert_only``: only the expert-labelled episodes (the oracle filter);
+- ``no_failures``: expert and suboptimal episodes (a diagnostic: what removing only the failed
+  demos, all that progress can see, is worth).
 
 Each task runs on two quality mixes: ``standard`` (the recipe's 50/30/20) and ``failure_heavy``
 (20/30/50, closer to raw teleoperation logs), to show how the gain depends on the share of bad demos.
@@ -46,10 +48,11 @@ CONDITIONS = {
     "rabc_sarm_gate": {"weights": {"mode": "soft", "source": "sarm", "min_final_progress": 0.5}},
     "rabc_gt": {"weights": {"mode": "soft", "source": "gt.progress"}},
     "expert_only": {"qualities": ["expert"]},
+    "no_failures": {"qualities": ["expert", "suboptimal"]},
 }
 LABELS = {"plain": "plain BC", "rabc_sarm": "RA-BC (SARM)", "rabc_sarm_gate": "RA-BC (SARM) + episode gate",
           "rabc_gt": "RA-BC (sim progress)",
-          "expert_only": "expert only (oracle)"}
+          "expert_only": "expert only (oracle)", "no_failures": "expert + suboptimal"}
 GOALS = {"gain_over_plain": 0.25, "gap_to_oracle": 0.10}
 MIXES = {"standard": None, "failure_heavy": {"expert": 0.2, "suboptimal": 0.3, "failure": 0.5}}
 """Quality mixes; None = the recipe's own (the standard 50/30/20)."""
@@ -145,7 +148,7 @@ def chart(record: dict, path: Path) -> None:
     conds = list(CONDITIONS)
     fig, ax = plt.subplots(figsize=(max(5.0, 2.2 * len(groups) + 1.5), 3.8), dpi=120)
     width = 0.8 / len(conds)
-    colors = ["#9e9e9e", "#1f77b4", "#17becf", "#2ca02c", "#ff7f0e"]
+    colors = ["#9e9e9e", "#1f77b4", "#17becf", "#2ca02c", "#ff7f0e", "#e7ba52"]
     for j, cond in enumerate(conds):
         xs = np.arange(len(groups)) + (j - (len(conds) - 1) / 2) * width
         s = [record["mixes"][mix]["tasks"][task]["conditions"][cond] for mix, task in groups]
