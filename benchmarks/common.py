@@ -54,7 +54,9 @@ def table(rows: list[list], header: list[str]) -> str:
 
 
 def write(name: str, record: dict, out: Path | None = None) -> Path:
-    path = out or RESULTS / f"{name}.json"
+    """Write the record; a ``--quick`` run goes to ``<name>_quick.json`` (not committed) so it never
+    replaces the full-size figures the README is built from."""
+    path = out or RESULTS / (f"{name}_quick.json" if record.get("quick") else f"{name}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), **record}
     tmp = path.with_suffix(".json.tmp")
