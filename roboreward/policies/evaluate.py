@@ -72,6 +72,8 @@ def evaluate_policy(
         raise RoborewardError(f"execute must be in [1, horizon={cfg.horizon}], got {execute}")
     encoder = encoder_for_cache_key(cfg.feature_key) if cfg.feature_key else None
     history = (cfg.window - 1) * cfg.frame_gap + 1
+    state_key, env_key = cfg.state_key, getattr(cfg, "env_state_key", None)
+    low_keys = [state_key] + ([env_key] if env_key else [])
     offsets = np.arange(-(cfg.window - 1), 1) * cfg.frame_gap + history - 1  # window positions in the history
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
@@ -90,9 +92,8 @@ def evaluate_policy(
             seeds = list(range(next_seed, next_seed + len(batch)))
             next_seed += len(batch)
             obs = [env.reset(seed=s)[0] for env, s in zip(batch, seeds)]
-            hist_state = [[o["observation.state"]] * history for o in obs]
-            env_key = getattr(cfg, "env_state_key", None)
-            hist_env = [[o[env_key]] * history for o in obs] if env_key else None
+            # Low-dim inputs (state, and the object poses for a policy that reads them): a window of each.
+            hist_low = {k: [[o[k]] * history for o in obs] for k in low_keys}
             hist_feat = {c: [None] * len(batch) for c in cfg.cameras}
             frames = [[] for _ in batch]
             done = [False] * len(batch)
@@ -116,13 +117,11 @@ def evaluate_policy(
                 live = [i for i in range(len(batch)) if not done[i]]
                 need = [i for i in live if not plan[i]]
                 if need:
-                    state = torch.as_tensor(np.stack([np.stack(hist_state[i])[offsets] for i in need]))
+                    low = {k: torch.as_tensor(np.stack([np.stack(h[i])[offsets] for i in need])) for k, h in hist_low.items()}
                     feats = {cam: torch.as_tensor(np.stack([np.stack(hist_feat[cam][i])[offsets] for i in need]))
                              for cam in cfg.cameras}
-                    env_state = (torch.as_tensor(np.stack([np.stack(hist_env[i])[offsets] for i in need]))
-                                 if env_key else None)
                     with torch.no_grad():
-                        chunk = policy.select_action(feats or None, state, env_state).cpu().numpy()
+                        chunk = policy.select_action(feats or None, low[state_key], low.get(env_key)).cpu().numpy()
                     for row, i in enumerate(need):
                         plan[i] = list(chunk[row, :execute])
                 for i in live:
@@ -132,9 +131,8 @@ def evaluate_policy(
                     obs[i], _, terminated, truncated, info = batch[i].step(plan[i].pop(0))
                     steps[i] += 1
                     success[i] |= bool(info["success"])
-                    hist_state[i] = (hist_state[i] + [obs[i]["observation.state"]])[-history:]
-                    if env_key:
-                        hist_env[i] = (hist_env[i] + [obs[i][env_key]])[-history:]
+                    for k, h in hist_low.items():
+                        h[i] = (h[i] + [obs[i][k]])[-history:]
                     if terminated or truncated:
                         done[i] = True
                 if encoder is not None:
