@@ -8,7 +8,10 @@ Per task: generate the RA-BC dataset from its recipe (datasets/<task>_rabc.yaml:
 
 - ``plain``: every frame weight 1;
 - ``rabc_sarm``: soft RA-BC weights from SARM's progress (LeRobot's formula, kappa 0.01);
-- ``rabc_sarm_gate``: the same, and episodes whose SARM final progress stays below 0.5 dropped
+- ``rabc_sarm_kappa``: the same with kappa 0.03, about half an expert chunk's gain: SARM's
+  expected-value progress creeps up ~0.04 per chunk even through pauses and detours, so LeRobot's
+  absolute 0.01 lets almost every chunk through at full weight;
+- ``rabc_sarm_gate``: soft RA-BC weights from SARM (kappa 0.01), and episodes whose SARM final progress stays below 0.5 dropped
   (``weights.min_final_progress``; LeRobot's weights judge each chunk alone);
 - ``rabc_gt``: soft RA-BC weights from the simulator's ground-truth progress;
 - ``expert_only``: only the expert-labelled episodes (the oracle filter);
@@ -45,12 +48,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CONDITIONS = {
     "plain": {"weights": {"mode": "none"}},
     "rabc_sarm": {"weights": {"mode": "soft", "source": "sarm"}},
+    "rabc_sarm_kappa": {"weights": {"mode": "soft", "source": "sarm", "kappa": 0.03}},
     "rabc_sarm_gate": {"weights": {"mode": "soft", "source": "sarm", "min_final_progress": 0.5}},
     "rabc_gt": {"weights": {"mode": "soft", "source": "gt.progress"}},
     "expert_only": {"qualities": ["expert"]},
     "no_failures": {"qualities": ["expert", "suboptimal"]},
 }
-LABELS = {"plain": "plain BC", "rabc_sarm": "RA-BC (SARM)", "rabc_sarm_gate": "RA-BC (SARM) + episode gate",
+LABELS = {"plain": "plain BC", "rabc_sarm": "RA-BC (SARM)", "rabc_sarm_kappa": "RA-BC (SARM), kappa 0.03",
+          "rabc_sarm_gate": "RA-BC (SARM) + episode gate",
           "rabc_gt": "RA-BC (sim progress)",
           "expert_only": "expert only (oracle)", "no_failures": "expert + suboptimal"}
 GOALS = {"gain_over_plain": 0.25, "gap_to_oracle": 0.10}
@@ -148,7 +153,7 @@ def chart(record: dict, path: Path) -> None:
     conds = list(CONDITIONS)
     fig, ax = plt.subplots(figsize=(max(5.0, 2.2 * len(groups) + 1.5), 3.8), dpi=120)
     width = 0.8 / len(conds)
-    colors = ["#9e9e9e", "#1f77b4", "#17becf", "#2ca02c", "#ff7f0e", "#e7ba52"]
+    colors = ["#9e9e9e", "#1f77b4", "#9467bd", "#17becf", "#2ca02c", "#ff7f0e", "#e7ba52"]
     for j, cond in enumerate(conds):
         xs = np.arange(len(groups)) + (j - (len(conds) - 1) / 2) * width
         s = [record["mixes"][mix]["tasks"][task]["conditions"][cond] for mix, task in groups]
@@ -166,7 +171,7 @@ def chart(record: dict, path: Path) -> None:
     ax.set_title(f"BC on mixed-quality demos (expert/suboptimal/failure %): {seeds} training seed"
                  f"{'s' if seeds != 1 else ''} x {record['episodes']} rollouts{' (quick)' if record['quick'] else ''}",
                  fontsize=9)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
