@@ -104,7 +104,8 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
         for e in train_eps:
             s, t = store.episode_range(e)
             per_quality.setdefault(store.episodes[e].quality, []).append(float(weights[s:t].mean()))
-        summary.update(source=str(config.weights.source), mean_weight={q: float(np.mean(v)) for q, v in per_quality.items()})
+        summary.update(source=str(config.weights.source), kappa=config.weights.kappa,
+                       min_final_progress=config.weights.min_final_progress, mean_weight={q: float(np.mean(v)) for q, v in per_quality.items()})
         if config.weights.min_final_progress is not None:
             kept: dict[str, list[int]] = {}
             for e in train_eps:
