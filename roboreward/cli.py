@@ -326,10 +326,6 @@ def _sim_eval(args):
         raise RoborewardError("give --task (pick_place, stack, drawer) or --recipe datasets/<name>.yaml")
     if args.task not in PLANS:
         raise RoborewardError(f"unknown task {args.task!r}; available: {sorted(PLANS)}")
-    if task_config:
-        from .sim.tasks import make_task_config
-
-        make_task_config(args.task, task_config)
     out = args.out or args.policy / f"sim_eval_{args.task}"
     r = evaluate_policy(args.policy, args.task, args.episodes, out, image_size=args.image_size, n_envs=args.envs,
                         execute=args.execute, max_steps=args.max_steps, videos=args.videos, task_config=task_config)

@@ -122,6 +122,10 @@ def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = Fal
         saved = store.root.attrs.get("extra", {}).get("recipe")
         if saved != recipe_json:
             raise StoreError(f"{path} exists with a different recipe ({saved}); pass --overwrite or another --out")
+        new = sorted(set(feature_specs(recipe.task, recipe.image_size)) ^ set(store.features))
+        if new and store.n_episodes < recipe.episodes:
+            raise StoreError(f"{path} was written by an older generator (features differ: {new}); "
+                             "pass --overwrite or another --out to regenerate it")
     else:
         store = EpisodeStore.create(
             path, feature_specs(recipe.task, recipe.image_size), fps=30, robot_type="so101_follower", overwrite=overwrite

@@ -91,3 +91,15 @@ def test_recipe_task_config_is_generated_recorded_and_checked(tmp_path):
         generate_store(tmp_path / "bad.zarr", Recipe(task="pick_place", episodes=1, task_config={"bowl_radius": 1}),
                        workers=1, progress=False)
     assert EpisodeStore(tmp_path / "n.zarr").n_episodes == 2
+
+
+def test_resuming_a_store_from_an_older_generator_is_one_clear_error(tmp_path):
+    recipe = Recipe(task="pick_place", episodes=2, mix={"expert": 1.0}, image_size=32)
+    # Simulate a store written before observation.environment_state existed: same recipe, one feature fewer.
+    from roboreward.sim.scripted import feature_specs
+
+    specs = {k: v for k, v in feature_specs("pick_place", 32).items() if k != "observation.environment_state"}
+    old = EpisodeStore.create(tmp_path / "older.zarr", specs, fps=30, robot_type="so101_follower")
+    old.set_attr("recipe", recipe.identity())
+    with pytest.raises(StoreError, match=r"older generator \(features differ: \['observation.environment_state'\]\)"):
+        generate_store(tmp_path / "older.zarr", recipe, workers=1, progress=False)
