@@ -51,6 +51,8 @@ def make_task_config(name: str, overrides: dict | None = None):
     config_cls = type(TASKS[name].default_config())
     try:
         return from_dict(config_cls, overrides or {}, where=f"task_config ({name})")
+    except ConfigError:
+        raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"task_config ({name}): {exc}") from None
 
