@@ -102,18 +102,43 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-@command("data", "validate", "full check of a store; exit status 1 if it has errors")
+@command("data", "validate", "full check of a store (every chunk read and decoded); exit status 1 if it has errors")
 @arg("dataset", type=_existing_path, help="zarr store")
-@arg("--no-scan", action="store_true", help="skip scanning array values for NaN/inf")
+@arg("--quick", "--no-scan", dest="quick", action="store_true",
+     help="only check that every chunk file exists: skip decoding chunks and scanning values for NaN/inf")
 def _data_validate(args):
     from .data.validate import check_store
 
-    problems = check_store(args.dataset, scan_data=not args.no_scan)
+    problems = check_store(args.dataset, scan_data=not args.quick)
     for p in problems:
         print(p)
     errors = sum(p.severity == "error" for p in problems)
-    print(f"{args.dataset}: {'INVALID' if errors else 'valid'} ({errors} errors, {len(problems) - errors} warnings)")
+    mode = " (quick: chunks listed, not decoded)" if args.quick else ""
+    print(f"{args.dataset}: {'INVALID' if errors else 'valid'} ({errors} errors, {len(problems) - errors} warnings){mode}")
     return 1 if errors else 0
+
+
+@command("data", "repair", "copy a damaged store's intact episodes into a new store (optionally regenerating the rest)")
+@arg("dataset", type=_existing_path, help="damaged zarr store (never modified)")
+@arg("--out", required=True, type=Path, help="zarr store to write the repaired copy to")
+@arg("--regenerate", action="store_true",
+     help="rebuild damaged episodes from the recipe of a store made by `data generate` instead of dropping them")
+@arg("--overwrite", action="store_true")
+def _data_repair(args):
+    from .data.repair import repair_store
+
+    r = repair_store(args.dataset, args.out, regenerate=args.regenerate, overwrite=args.overwrite)
+    print(f"{r['out']}: kept {len(r['kept'])} of {r['episodes']} episodes"
+          + (f", regenerated {r['regenerated']}" if r["regenerated"] else "")
+          + (f", dropped {r['dropped']}" if r["dropped"] else ""))
+    if r["regenerated_differently"]:
+        print(f"note: regenerated episodes {r['regenerated_differently']} differ from the originals "
+              "(the store was written by another generator version)")
+    for key, n in r["feature_caches"].items():
+        print(f"features/{key}: {n} frames copied; run `roboreward data cache-embeddings {r['out']}` to finish it")
+    if r["progress_not_copied"]:
+        print(f"progress annotations {r['progress_not_copied']} are not copied; run `roboreward reward annotate "
+              f"--model <model> --dataset {r['out']}` again")
 
 
 @command("data", "import-lerobot", "convert a local LeRobotDataset v3 folder into a zarr store")

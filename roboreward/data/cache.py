@@ -16,7 +16,7 @@ import zarr
 from tqdm.auto import tqdm
 
 from .schema import StoreError
-from .store import LOWDIM_CHUNK_FRAMES, EpisodeStore, lowdim_codec
+from .store import ARRAY_CONFIG, LOWDIM_CHUNK_FRAMES, CheckedArray, EpisodeStore, lowdim_codec
 
 FEATURES = "features"
 FEATURE_DTYPE = "float16"  # halves the cache; pooled CNN features lose nothing measurable at fp16
@@ -30,6 +30,10 @@ def cache_status(store: EpisodeStore) -> dict[str, dict]:
     for key, group in store.root[FEATURES].groups():
         attrs = dict(group.attrs)
         status = {"done": int(attrs.get("done", 0)), "dim": attrs.get("dim"), "encoder": attrs.get("encoder"), "error": None}
+        if status["dim"] is None and status["done"] == 0:
+            # Created by a run killed before its first block: nothing cached yet, resumable.
+            out[key] = status
+            continue
         for cam in store.cameras:
             if cam not in group:
                 status["error"] = f"no array for camera {cam}"
@@ -42,7 +46,7 @@ def cache_status(store: EpisodeStore) -> dict[str, dict]:
     return out
 
 
-def cached_features(store: EpisodeStore, key: str) -> dict[str, zarr.Array]:
+def cached_features(store: EpisodeStore, key: str) -> dict[str, CheckedArray]:
     """The complete cache ``key`` as {camera: (n_frames, D) array}; a clear error if absent or partial."""
     status = cache_status(store).get(key)
     if status is None:
@@ -58,8 +62,7 @@ def cached_features(store: EpisodeStore, key: str) -> dict[str, zarr.Array]:
             f"{store.path}: features/{key} covers {status['done']} of {store.n_frames} frames; run `roboreward data "
             "cache-embeddings` again to finish it"
         )
-    group = store.root[FEATURES][key]
-    return {cam: group[cam] for cam in store.cameras}
+    return {cam: store.checked(f"{FEATURES}/{key}/{cam}") for cam in store.cameras}
 
 
 def cache_embeddings(
@@ -70,26 +73,38 @@ def cache_embeddings(
     progress: bool = True,
     encoder_info: dict | None = None,
 ) -> str:
-    """Encode every not-yet-cached frame of every camera; returns the cache key."""
+    """Encode every not-yet-cached frame of every camera; returns the cache key.
+
+    Nothing is written before the encoder has produced features for a first frame, so a bad
+    encoder or argument leaves the store as it was."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise StoreError(f"batch_size must be an int >= 1, got {batch_size!r}")
     store = EpisodeStore(store_path)
-    root = zarr.open_group(str(store.path), mode="r+")
-    group = root.require_group(FEATURES).require_group(cache_key)
+    if not store.cameras:
+        raise StoreError(f"{store.path}: the store has no cameras, so there is nothing to encode")
     total = store.n_frames
-    done = int(group.attrs.get("done", 0))
-    if done >= total:
+    root = zarr.open_group(str(store.path), mode="r+")
+    existing = root[FEATURES][cache_key] if FEATURES in root and cache_key in root[FEATURES] else None
+    done = int(existing.attrs.get("done", 0)) if existing is not None else 0
+    if done >= total and existing is not None:
         return cache_key
-    dim = group.attrs.get("dim")
+    dim = existing.attrs.get("dim") if existing is not None else None
     if dim is None:
         probe = store.array(store.cameras[0])[0:1]
         dim = int(encoder(probe).shape[-1])
+    group = root.require_group(FEATURES).require_group(cache_key)
+    if group.attrs.get("dim") is None:
         group.attrs.update({"dim": dim, "encoder": encoder_info or {}, "cameras": store.cameras, "done": 0})
+    arrays = {}
     for cam in store.cameras:
         if cam not in group:
             group.create_array(
-                cam, shape=(total, dim), chunks=(LOWDIM_CHUNK_FRAMES, dim), dtype=FEATURE_DTYPE, compressors=lowdim_codec()
+                cam, shape=(total, dim), chunks=(LOWDIM_CHUNK_FRAMES, dim), dtype=FEATURE_DTYPE, compressors=lowdim_codec(),
+                config=ARRAY_CONFIG,
             )
-        elif group[cam].shape[0] < total:
-            group[cam].resize((total, dim))
+        arrays[cam] = group[cam].with_config(ARRAY_CONFIG)
+        if arrays[cam].shape[0] < total:
+            arrays[cam].resize((total, dim))
     # Blocks of several batches: the `done` counter is rewritten once per block, not per batch.
     block = batch_size * 8
     bar = tqdm(total=total, initial=done, unit="frame", desc=f"encode {cache_key}", disable=not progress)
@@ -98,7 +113,7 @@ def cache_embeddings(
         for cam in store.cameras:
             frames = store.array(cam)[start:end]
             feats = [encoder(frames[i : i + batch_size]).float().cpu().numpy() for i in range(0, end - start, batch_size)]
-            group[cam][start:end] = np.concatenate(feats).astype(FEATURE_DTYPE)
+            arrays[cam][start:end] = np.concatenate(feats).astype(FEATURE_DTYPE)
         group.attrs["done"] = end
         bar.update(end - start)
     bar.close()

@@ -8,11 +8,18 @@ Crash safety rests on two facts:
   frame count, and opening for append drops that tail before writing.
 A chunk shared by the last committed episode and a new one is rewritten as a whole file, so the
 committed frames in it survive a kill at any point.
+
+Never zero-filled. zarr by default skips writing a chunk equal to the fill value and reads an
+absent chunk as fill values, so a deleted chunk file would read back as black frames or zero
+states. Every array here is written with ``write_empty_chunks`` (so an absent chunk always means
+damage) and read through :class:`CheckedArray`, which turns an absent or undecodable chunk into a
+:class:`DamagedStoreError` naming the array, the episodes and frames it covers, and the fix.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +54,131 @@ def lowdim_codec() -> BloscCodec:
     return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 
 
+# Runtime zarr config of every store array (not persisted by zarr, so applied on each open):
+# write chunks even when they equal the fill value, and raise instead of filling on a missing one.
+ARRAY_CONFIG = {"write_empty_chunks": True, "read_missing_chunks": False}
+
+
 def _one_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class DamagedStoreError(StoreError):
+    """A chunk that committed episodes cover is missing or cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class ChunkProblem:
+    """One damaged chunk of a store array along time: frames [start, end) of the whole store."""
+
+    array: str
+    chunk: str
+    start: int
+    end: int
+    kind: str  # "missing" | "undecodable"
+    detail: str = ""
+
+    def describe(self, episode_ends: np.ndarray) -> str:
+        eps = episodes_of_frames(episode_ends, self.start, self.end)
+        where = f"episode {eps[0]}" if len(eps) == 1 else f"episodes {eps[0]}-{eps[-1]}"
+        what = "is missing (its chunk file was deleted)" if self.kind == "missing" else f"cannot be decoded ({self.detail})"
+        return f"{self.array}: chunk {self.chunk} (frames {self.start}-{self.end - 1}, {where}) {what}"
+
+
+def episodes_of_frames(episode_ends: np.ndarray, start: int, end: int) -> list[int]:
+    """Committed episodes that own any of the store frames [start, end)."""
+    if end <= start or not len(episode_ends):
+        return []
+    first = int(np.searchsorted(episode_ends, start, side="right"))
+    last = int(np.searchsorted(episode_ends, end - 1, side="right"))
+    return list(range(first, min(last, len(episode_ends) - 1) + 1))
+
+
+def repair_hint(path, list_damage: bool = True) -> str:
+    first = f"run `roboreward data validate {path}` to list the damage and " if list_damage else "run "
+    return (first + f"`roboreward data repair {path} --out <new store>` to copy the intact episodes "
+            "(--regenerate rebuilds generated ones from the store's recipe)")
+
+
+def _chunk_file(arr: zarr.Array, root: Path, k: int) -> Path:
+    coords = (k,) + (0,) * (len(arr.shape) - 1)
+    return root / arr.path / arr.metadata.encode_chunk_key(coords)
+
+
+def chunk_problems(arr: zarr.Array, root: Path, n: int, name: str, decode: bool = True,
+                   start: int = 0, stop: int | None = None) -> list[ChunkProblem]:
+    """Damaged time chunks of ``arr`` among those covering frames [start, stop) of its first ``n``
+    frames: absent chunk files (a cheap listing) and, with ``decode``, chunks whose bytes do not
+    decode."""
+    out: list[ChunkProblem] = []
+    stop = n if stop is None else min(stop, n)
+    if stop <= start:
+        return out
+    c = int(arr.chunks[0])
+    reader = arr.with_config(ARRAY_CONFIG)
+    for k in range(start // c, -(-stop // c)):
+        lo, hi = k * c, min((k + 1) * c, n)
+        key = arr.metadata.encode_chunk_key((k,) + (0,) * (len(arr.shape) - 1))
+        if not _chunk_file(arr, root, k).is_file():
+            out.append(ChunkProblem(name, key, lo, hi, "missing"))
+        elif decode:
+            try:
+                reader[lo:hi]
+            except Exception as exc:  # codec errors come as several types (zstd, blosc, zarr's own)
+                out.append(ChunkProblem(name, key, lo, hi, "undecodable", _one_line(exc)))
+    return out
+
+
+def _time_range(selection, length: int) -> tuple[int, int]:
+    """Frames along axis 0 that a read selection touches (the whole array when unsure)."""
+    first = selection[0] if isinstance(selection, tuple) and selection else selection
+    if isinstance(first, slice):
+        lo, hi, _ = first.indices(length)
+        return lo, max(lo, hi)
+    if isinstance(first, (int, np.integer)):
+        i = int(first) % length if length else 0
+        return i, i + 1
+    try:
+        idx = np.asarray(first)
+        if idx.dtype.kind in "iu" and idx.size:
+            return int(idx.min()), int(idx.max()) + 1
+    except Exception:
+        pass
+    return 0, length
+
+
+class CheckedArray:
+    """A store array whose reads never return fill values: an absent or undecodable chunk raises
+    :class:`DamagedStoreError` with the array, episodes, frames and fix. Everything else (shape,
+    dtype, chunks, writes, resize) is the underlying zarr array's."""
+
+    def __init__(self, arr: zarr.Array, name: str, store: "EpisodeStore"):
+        self._arr = arr.with_config(ARRAY_CONFIG)
+        self._name = name
+        self._store = store
+
+    def __getattr__(self, attr):
+        return getattr(self._arr, attr)
+
+    def __len__(self) -> int:
+        return int(self._arr.shape[0])
+
+    def __setitem__(self, selection, value) -> None:
+        self._arr[selection] = value
+
+    def __getitem__(self, selection):
+        try:
+            return self._arr[selection]
+        except Exception as exc:
+            lo, hi = _time_range(selection, int(self._arr.shape[0]))
+            found = chunk_problems(self._arr, self._store.path, int(self._arr.shape[0]), self._name, start=lo, stop=hi)
+            if not found:
+                raise
+            raise DamagedStoreError(
+                f"{self._store.path}: {found[0].describe(self._store.episode_ends)}"
+                + (f" (and {len(found) - 1} more chunks)" if len(found) > 1 else "")
+                + f"; the store is damaged: {repair_hint(self._store.path)}"
+            ) from exc
 
 
 class EpisodeStore:
@@ -106,8 +236,10 @@ class EpisodeStore:
                 dtype=spec.dtype,
                 compressors=image_codec() if spec.kind == "rgb" else lowdim_codec(),
                 fill_value=0,
+                config=ARRAY_CONFIG,
             )
-        root.require_group("meta").create_array("episode_ends", shape=(0,), chunks=(LOWDIM_CHUNK_FRAMES,), dtype="int64")
+        root.require_group("meta").create_array("episode_ends", shape=(0,), chunks=(LOWDIM_CHUNK_FRAMES,), dtype="int64",
+                                                config=ARRAY_CONFIG)
         root.attrs[ATTRS_KEY] = {
             "schema_version": SCHEMA_VERSION,
             "fps": float(fps),
@@ -165,13 +297,14 @@ class EpisodeStore:
         n = len(self.episodes)
         if EPISODE_ENDS not in self.root:
             raise StoreError(f"{self.path}: missing array {EPISODE_ENDS}")
-        ends_arr = self.root[EPISODE_ENDS]
+        ends_arr = CheckedArray(self.root[EPISODE_ENDS], EPISODE_ENDS, self)
         if ends_arr.dtype != np.int64:
             raise StoreError(f"{self.path}: {EPISODE_ENDS} has dtype {ends_arr.dtype}, expected int64")
         if ends_arr.shape[0] < n:
             raise StoreError(
                 f"{self.path}: {EPISODE_ENDS} has {ends_arr.shape[0]} entries but {n} episodes are committed"
             )
+        self.episode_ends = np.zeros(0, np.int64)  # for the damage report of the read below
         self.episode_ends = np.asarray(ends_arr[:n], dtype=np.int64)
         starts = np.concatenate([[0], self.episode_ends[:-1]]) if n else np.zeros(0, np.int64)
         if n and np.any(self.episode_ends <= starts):
@@ -200,13 +333,25 @@ class EpisodeStore:
     def data(self) -> zarr.Group:
         return self.root["data"]
 
-    def array(self, key: str) -> zarr.Array:
+    def array(self, key: str) -> CheckedArray:
         if key not in self.features:
             raise StoreError(f"{self.path}: no feature {key!r}; the store has {sorted(self.features)}")
         try:
-            return self.data[key]
+            arr = self.data[key]
         except KeyError:
             raise StoreError(f"{self.path}: feature {key!r} is declared but data/{key} is missing") from None
+        return CheckedArray(arr, f"data/{key}", self)
+
+    def checked(self, name: str) -> CheckedArray:
+        """Any array of the store by its path (``features/<key>/<camera>``, ``progress/...``), read
+        with the same damage checks as ``array``."""
+        try:
+            arr = self.root[name]
+        except KeyError:
+            raise StoreError(f"{self.path}: no array {name}") from None
+        if not hasattr(arr, "dtype"):
+            raise StoreError(f"{self.path}: {name} is a group, expected an array")
+        return CheckedArray(arr, name, self)
 
     def episode_range(self, episode: int) -> tuple[int, int]:
         if not 0 <= episode < self.n_episodes:
@@ -251,7 +396,7 @@ class EpisodeStore:
                 if arr.shape[0] < total:
                     raise StoreError(f"{self.path}: data/{key} has {arr.shape[0]} frames, fewer than the {total} committed")
                 arr.resize((total, *arr.shape[1:]))
-        ends = self.root[EPISODE_ENDS]
+        ends = self.checked(EPISODE_ENDS)
         if ends.shape[0] != self.n_episodes:
             ends.resize((self.n_episodes,))
         # A writer killed inside zarr's atomic write leaves its temporary file (<key>.<uuid>.partial).
@@ -291,7 +436,7 @@ class EpisodeStore:
             arr = self.array(key)
             arr.resize((end, *arr.shape[1:]))
             arr[start:end] = value
-        ends = self.root[EPISODE_ENDS]
+        ends = self.checked(EPISODE_ENDS)
         ends.resize((index + 1,))
         ends[index] = end
         # Commit: one atomic rewrite of the root attributes.
