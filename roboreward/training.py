@@ -1,11 +1,18 @@
 """The one training loop, shared by reward models and BC policies (SB3's ``common/`` idea).
 
-``fit(model, dataset, config, out)`` trains anything with ``loss(batch) -> {"loss": ..., ...}`` and
+``fit(build, dataset, config, out)`` trains anything with ``loss(batch) -> {"loss": ..., ...}`` and
 ``save_pretrained(path)`` on HF Accelerate: plain ``python`` on a CPU, or
 ``accelerate launch --num_processes N ...`` on N GPUs (bf16 autocast there with
 ``mixed_precision: auto``). It runs AdamW with linear warmup then cosine decay, gradient clipping,
 a tqdm bar and TensorBoard scalars (``<out>/tb``) on the main process, a validation callback
-(model -> {metric: value}) every ``val_every`` steps, and checkpoints every ``ckpt_every`` steps.
+(model -> {metric: value}) every ``val_every`` steps, printed as one line per validation (``tqdm.write``,
+so the bar stays whole), and checkpoints every ``ckpt_every`` steps.
+
+Seeded from ``train.seed`` throughout. ``build`` is a zero-argument function returning the model:
+``fit`` seeds torch/numpy/python from ``config.seed`` right before calling it, so the initial
+weights of every model trained here (reward models, policies) are a function of the seed, and no
+trainer needs its own copy of that step. (An already-built module is accepted too; then its
+initialisation is the caller's business, as in tests that fix it themselves.)
 
 Exact resume after SIGKILL. Everything a step depends on is a function of (seed, step) or is in the
 checkpoint:
@@ -19,13 +26,19 @@ checkpoint:
 - weights, AdamW moments, scheduler, step: in the checkpoint, bit for bit.
 Validation runs with forked RNG so it never changes training, whatever ``val_every`` is.
 
+What was actually run is recorded too: ``training_state.json`` holds ``segments``, one
+``[step it started from, step it reached]`` pair per process that trained the run up to that
+checkpoint, e.g. ``[[0, 37], [37, 100]]`` for a run killed after its step-37 checkpoint and resumed
+(steps a killed process ran after its last checkpoint are redone, so they are not listed). A test
+can so tell a real resume from a run that silently started again at step 0 (same weights, one segment).
+
 Checkpoint layout (no pickle anywhere; every file is safetensors or JSON)::
 
     <out>/checkpoints/step_<N>/model.safetensors     the model's save_pretrained
                               /config.json
                               /training_state.safetensors   optimizer tensors, RNG states
-                              /training_state.json          step, scheduler, optimizer hyper-
-                                                            parameters, RNG scalars, run config
+                              /training_state.json          step, segments, scheduler, optimizer
+                                                            hyper-parameters, RNG scalars, run config
     <out>/checkpoints/latest                          "step_<N>": the newest complete checkpoint
 
 A checkpoint is written into a temporary folder, fsynced and renamed into place; only then is
@@ -305,6 +318,16 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     return max(candidates, key=lambda p: _step_of(p.name)) if candidates else None
 
 
+def run_segments(out: str | os.PathLike) -> list[list[int]]:
+    """``[[step started from, step reached], ...]`` of the processes that trained run ``out`` up to its newest
+    checkpoint (see the module docstring); [] when it has none."""
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        return []
+    meta = read_training_state(ckpt)
+    return [list(map(int, s)) for s in meta.get("segments", [[0, meta["step"]]])]
+
+
 def read_training_state(folder: Path) -> dict[str, Any]:
     try:
         return json.loads((folder / STATE_JSON).read_text())
@@ -403,8 +426,15 @@ def _scalar(v: Any) -> float:
     return float(v.detach().float().item()) if torch.is_tensor(v) else float(v)
 
 
+def format_validation(step: int, steps: int, metrics: dict[str, Any]) -> str:
+    """One line for the terminal, e.g. ``step 500/3000  val loss 0.123  sparse.stage_acc 0.97``
+    (LeRobot's and SB3's trainers print their evaluations like this); the loss first, where there is one."""
+    names = sorted(metrics, key=lambda k: k != "loss")  # stable: the others keep their order
+    return f"step {step}/{steps}  val " + "  ".join(f"{k} {_scalar(metrics[k]):.4g}" for k in names)
+
+
 def fit(
-    model: nn.Module,
+    build: Callable[[], nn.Module] | nn.Module,
     dataset: Dataset,
     config: TrainConfig,
     out: str | os.PathLike,
@@ -414,11 +444,13 @@ def fit(
     run_config: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train ``model`` (``loss(batch)`` -> dict with ``"loss"``; ``save_pretrained(path)``) on
-    ``dataset`` for ``config.steps`` steps, writing into ``out``; resumes from ``out``'s newest
-    checkpoint when there is one (refusing a different ``run_config``). ``validate(model)`` runs on
-    the main process with the unwrapped model in eval mode under no_grad; its metrics go to
-    TensorBoard as ``val/<name>``. Returns ``<out>/model``, the final ``save_pretrained`` folder."""
+    """Train the model ``build()`` returns (``loss(batch)`` -> dict with ``"loss"``;
+    ``save_pretrained(path)``), built right after seeding from ``config.seed``, on ``dataset`` for
+    ``config.steps`` steps, writing into ``out``; resumes from ``out``'s newest checkpoint when there
+    is one (refusing a different ``run_config``). ``build`` may also be a module already built (its
+    initial weights are then the caller's). ``validate(model)`` runs on the main process with the
+    unwrapped model in eval mode under no_grad; its metrics go to TensorBoard as ``val/<name>`` and
+    to stdout as one line. Returns ``<out>/model``, the final ``save_pretrained`` folder."""
     from accelerate import Accelerator
     from safetensors.torch import load_file, load_model, save_file
 
@@ -436,6 +468,13 @@ def fit(
             stale.unlink(missing_ok=True)
     accelerator.wait_for_everyone()
 
+    if isinstance(build, nn.Module):
+        model = build
+    else:
+        # Every process seeds alike, so all build the same initial weights (DDP also broadcasts
+        # rank 0's); a resumed run then overwrites them from the checkpoint.
+        seed_everything(config.seed)
+        model = build()
     model.train()
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     # Stepped by hand, not through accelerator.prepare: a prepared scheduler steps once per process
@@ -448,6 +487,7 @@ def fit(
     device = accelerator.device
 
     start = 0
+    segments: list[list[int]] = []  # earlier processes' [from, reached]; this one's is added at each save
     if resume_from is not None:
         meta = read_training_state(resume_from)
         if meta.get("format") != FORMAT_VERSION:
@@ -463,6 +503,8 @@ def fit(
         scheduler.load_state_dict(sched_state)
         set_rng_state(state["rng"])
         start = int(meta["step"])
+        # Checkpoints written before segments were recorded: one process is all that can be said.
+        segments = [list(map(int, s)) for s in meta.get("segments", [[0, start]])]
         if main:
             print(f"resuming {out} from {resume_from.name} (step {start} of {config.steps})")
     if start > config.steps:
@@ -492,7 +534,8 @@ def fit(
             tensors: dict[str, torch.Tensor] = {}
             sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
             state = {"optimizer": optimizer.state_dict(), "scheduler": sched, "rng": rng_state()}
-            meta = {"format": FORMAT_VERSION, "step": step, "run_config": run_config,
+            meta = {"format": FORMAT_VERSION, "step": step, "segments": [*segments, [start, step]],
+                    "run_config": run_config,
                     "mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes,
                     "state": split_tensors(state, tensors, "s")}
 
@@ -521,6 +564,8 @@ def fit(
             inner.train()
             for k, v in metrics.items():
                 writer.add_scalar(f"val/{k}", _scalar(v), step)
+            if metrics:
+                tqdm.write(format_validation(step, config.steps, metrics))
             bar.set_postfix({k: f"{_scalar(v):.3g}" for k, v in list(metrics.items())[:3]}, refresh=False)
         accelerator.wait_for_everyone()
 

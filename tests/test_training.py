@@ -222,6 +222,11 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     resumed = run_toy(out, steps=120, ckpt_every=7, keep_checkpoints=3)
     straight = run_toy(tmp_path / "straight", steps=120, ckpt_every=7, keep_checkpoints=3)
     assert_same_weights(resumed, straight)
+    # Not a silent restart from step 0 (which would give the same weights): the second process
+    # started at the killed one's last checkpoint and ran only the remaining steps.
+    killed_at = int(ckpt.name[5:])
+    assert training.run_segments(out) == [[0, killed_at], [killed_at, 120]]
+    assert training.run_segments(tmp_path / "straight") == [[0, 120]]
     # Not vacuous: the run moved the weights a long way from their initialisation.
     torch.manual_seed(0)
     init = ToyModel().state_dict()
@@ -253,6 +258,34 @@ def test_crash_while_writing_a_checkpoint_keeps_latest_valid(tmp_path, monkeypat
     resumed = run_toy(out, steps=40)
     assert not list((out / "checkpoints").glob(".tmp_*"))  # the half-written folder is cleaned up
     assert_same_weights(resumed, run_toy(tmp_path / "straight", steps=40))
+    assert training.run_segments(out) == [[0, 10], [10, 40]]
+
+
+def test_builder_is_seeded_from_train_seed(tmp_path):
+    # fit seeds right before build(), so the initial weights follow train.seed wherever the global
+    # RNG stood before (here: drawn from on purpose).
+    def init_of(seed, out):
+        torch.rand(int(seed) + 7)
+        seen = {}
+
+        def build():
+            model = ToyModel()
+            seen.update({k: v.clone() for k, v in model.state_dict().items()})
+            return model
+
+        fit(build, ToyData(), toy_config(steps=1, seed=seed), out, progress=False)
+        return seen
+
+    a, b, c = init_of(5, tmp_path / "a"), init_of(5, tmp_path / "b"), init_of(6, tmp_path / "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["net.0.weight"], c["net.0.weight"])
+    assert_same_weights(tmp_path / "a" / "model", tmp_path / "b" / "model")
+
+
+def test_validation_is_printed_one_line_each(tmp_path, capsys):
+    run_toy(tmp_path / "run", steps=20, val_every=10, validate=lambda model: {"loss": 0.1234567, "acc": torch.tensor(0.5)})
+    lines = [line for line in capsys.readouterr().out.splitlines() if " val " in line]
+    assert lines == ["step 10/20  val loss 0.1235  acc 0.5", "step 20/20  val loss 0.1235  acc 0.5"]
 
 
 def test_validation_does_not_change_training(tmp_path):
@@ -275,8 +308,9 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
         training.check_resume_config(out, {"train": asdict(toy_config(steps=30))})
     # Logging and checkpoint cadence do not change the weights: allowed.
     assert training.check_resume_config(out, {"train": asdict(toy_config(steps=20, log_every=1, ckpt_every=3))})
-    # A finished run re-run with the same config just rewrites the final model.
+    # A finished run re-run with the same config just rewrites the final model, training nothing.
     assert_same_weights(run_toy(out, steps=20), out / "checkpoints" / "step_20")
+    assert training.run_segments(out) == [[0, 20]]
 
 
 DDP_CHILD = """
@@ -315,6 +349,7 @@ def test_two_processes_resume_exactly(tmp_path):
     (ckpts / "latest").write_text("step_20\n")
     launch(tmp_path / "resumed", 30)
     assert_same_weights(tmp_path / "resumed" / "model", tmp_path / "straight" / "model")
+    assert training.run_segments(tmp_path / "resumed") == [[0, 20], [20, 30]]
     # Only the main process wrote: one event file per launch, no stray temporary folders.
     assert len(list((tmp_path / "straight" / "tb").iterdir())) == 1
     assert len(list((tmp_path / "resumed" / "tb").iterdir())) == 2

@@ -4,6 +4,8 @@ ground truth, or a LeRobot sarm_progress.parquet).
 
 The run folder holds what a reward-model run holds (checkpoints/, model/, split.json, tb/) plus
 weights.json, the weighting's statistics (mean weight per quality label: failures must weigh less).
+Validation (every ``train.val_every`` steps, on the held-out episodes, unweighted) reports the loss
+and the mean absolute action error in dataset units.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import default_collate
 
 from ..config import ConfigError
 from ..data import EpisodeStore
@@ -75,6 +79,31 @@ class BCTrainConfig:
         policy_class(str(self.policy["type"]))
 
 
+class PolicyValidator:
+    """Validation callback: on evenly spaced frames of the held-out episodes (read once, kept in
+    memory), the policy's loss without RA-BC weights (what it would be judged by, not what it was
+    weighted by) and ``action_mae``, the mean absolute error of the predicted chunk in dataset units
+    (degrees, gripper 0..100) over its unpadded steps."""
+
+    def __init__(self, dataset, n_items: int, batch: int = 128):
+        idx = np.unique(np.linspace(0, len(dataset) - 1, min(n_items, len(dataset))).round().astype(int))
+        self.batches = [default_collate([dataset[int(i)] for i in idx[s : s + batch]]) for s in range(0, len(idx), batch)]
+
+    def __call__(self, model) -> dict[str, float]:
+        c = model.config
+        loss = err = frames = 0.0
+        for batch in self.batches:
+            batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            n = len(batch["action"])
+            loss += float(model.loss(batch)["loss"]) * n
+            chunk = model.select_action({cam: batch[f"features.{cam}"] for cam in c.cameras}, batch[c.state_key],
+                                        batch[c.env_state_key] if c.env_state_key else None)
+            valid = (~batch["action_is_pad"]).unsqueeze(-1).float()
+            err += float(((chunk - batch["action"].float()).abs() * valid).sum()) / c.action_dim
+            frames += float(valid.sum())
+        return {"loss": loss / sum(len(b["action"]) for b in self.batches), "action_mae": err / max(frames, 1.0)}
+
+
 def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.PathLike, progress: bool = True) -> Path:
     """Train the policy on ``dataset`` into ``out`` (resumes from its checkpoints); returns model/."""
     dataset, out = Path(dataset), Path(out)
@@ -121,7 +150,9 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
     from .bc import BCDataset
 
     data = BCDataset(store, policy_config, train_eps, weights=weights)
-    model = make_policy(policy_config)
+    validate = PolicyValidator(BCDataset(store, policy_config, val_eps), config.data.val_clips) if val_eps else None
     run_config = {"policy": config.policy, "train": asdict(config.train), "data": asdict(config.data),
                   "weights": asdict(config.weights), "qualities": config.qualities, "dataset": str(dataset.resolve())}
-    return fit(model, data, config.train, out, run_config=run_config, progress=progress)
+    # fit builds the policy after seeding from train.seed, so the initial weights follow the seed.
+    return fit(lambda: make_policy(policy_config), data, config.train, out, validate=validate, run_config=run_config,
+               progress=progress)

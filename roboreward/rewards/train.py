@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, default_collate
 from ..config import ConfigError
 from ..data.store import EpisodeStore
 from ..errors import RoborewardError
-from ..training import TrainConfig, check_resume_config, fit, process_state, seed_everything, write_atomic_text
+from ..training import TrainConfig, check_resume_config, fit, process_state, write_atomic_text
 from .base import RewardModel, RewardModelConfig, make_reward_model, reward_config_from_dict, reward_model_class
 
 GT_PROGRESS = "gt.progress"
@@ -215,11 +215,11 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
     if from_store is None:
         raise ConfigError(f"reward type {model_type!r} cannot be built from a store (its config has no from_store)")
     model_config = from_store(store, feature_key, episodes=train_eps, **config.model)
-    seed_everything(config.train.seed)  # the model's initial weights
-    model = make_reward_model(model_config)
     train_data = trainer.dataset(store, model_config, train_eps)
     validate = RewardValidator(store, model_config, trainer, val_eps, config.data.val_clips) if val_eps else None
-    return fit(model, train_data, config.train, out, validate=validate, run_config=run_config, progress=progress)
+    # fit builds the model after seeding from train.seed, so the initial weights follow the seed.
+    return fit(lambda: make_reward_model(model_config), train_data, config.train, out, validate=validate,
+               run_config=run_config, progress=progress)
 
 
 def load_split(run: str | os.PathLike) -> tuple[list[int], list[int]]:

@@ -110,3 +110,30 @@ def test_state_only_policy(store):
     single = policy.eval().select_action(None, item["observation.state"][0])  # window 1, unbatched
     assert single.shape == (2, 6)
     torch.testing.assert_close(single, policy.select_action(None, item["observation.state"][None])[0])
+
+
+def _train_tiny(store, out, seed: int):
+    from roboreward.config import from_dict
+    from roboreward.policies.train import BCTrainConfig, train_bc
+
+    config = from_dict(BCTrainConfig, {
+        "policy": {"type": "bc", "cameras": [], "horizon": 2, "hidden_dim": 16, "n_layers": 1},
+        "train": {"steps": 3, "batch_size": 8, "warmup_steps": 1, "val_every": 0, "ckpt_every": 3, "seed": seed},
+        "data": {"val_fraction": 0.25, "val_clips": 8},
+    })
+    return train_bc(config, store.path, out, progress=False)
+
+
+def test_bc_train_is_reproducible_from_train_seed(store, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    torch.rand(3)  # the global RNG's state before a run must not matter
+    a = load_file(str(_train_tiny(store, tmp_path / "a", seed=1) / "model.safetensors"))
+    torch.rand(5)
+    b = load_file(str(_train_tiny(store, tmp_path / "b", seed=1) / "model.safetensors"))
+    c = load_file(str(_train_tiny(store, tmp_path / "c", seed=2) / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["net.0.weight"], c["net.0.weight"])
+    # The held-out episode's validation is printed once per validation (here only at the end).
+    lines = [line for line in capsys.readouterr().out.splitlines() if " val " in line]
+    assert len(lines) == 3 and all(line.startswith("step 3/3  val loss ") and " action_mae " in line for line in lines)

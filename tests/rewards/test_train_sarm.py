@@ -16,7 +16,7 @@ from roboreward.data import EpisodeStore
 from roboreward.data.cache import cache_status
 from roboreward.rewards import SARM, RewardModel
 from roboreward.rewards.train import RewardTrainConfig, load_split, train_reward
-from roboreward.training import TrainError
+from roboreward.training import TrainError, run_segments
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,10 +52,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_train_reward_end_to_end_and_resume(small_store, tmp_path):
+def test_train_reward_end_to_end_and_resume(small_store, tmp_path, capsys):
     out = tmp_path / "run"
     final = train_reward(tiny_config(), small_store, out, progress=False)
     assert final == out / "model"
+    # One printed line per validation (steps 6 and 12), with the figures TensorBoard gets.
+    lines = [line for line in capsys.readouterr().out.splitlines() if " val " in line]
+    assert [line.split("  ")[0] for line in lines] == ["step 6/12", "step 12/12"]
+    assert all(" val loss " in line and " sparse.stage_acc " in line and " progress_r " in line for line in lines)
     # The feature cache now exists for the configured encoder.
     store = EpisodeStore(small_store)
     (key, status), = cache_status(store).items()
@@ -105,6 +109,8 @@ def test_resumed_training_matches_uninterrupted(small_store, tmp_path):
     straight = train_reward(tiny_config(), small_store, tmp_path / "b", progress=False)
     wa, wb = load_file(str(resumed / "model.safetensors")), load_file(str(straight / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # It really resumed: the second process ran steps 7..12 only.
+    assert run_segments(a) == [[0, 6], [6, 12]] and run_segments(tmp_path / "b") == [[0, 12]]
 
 
 def test_default_yaml_loads_and_bad_values_are_one_line(tmp_path):
