@@ -20,6 +20,10 @@ class ConfigError(RoborewardError):
 
 
 def _convert(tp, value, where: str):
+    """``value`` as the declared type ``tp``, or a one-line ConfigError naming ``where``. Numbers may
+    come as strings (PyYAML reads ``3e-4`` as one) but never as bools, and an int is never made
+    from a fraction; ``list[X]`` / ``dict[K, V]`` need a list / mapping (bare ``list``/``dict``
+    fields validate their own values)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
@@ -28,26 +32,61 @@ def _convert(tp, value, where: str):
         if value is None:
             return None
         return _convert(args[0], value, where) if len(args) == 1 else value
-    if tp in (int, float, str, bool):
-        if tp is bool and not isinstance(value, bool):
+    if tp is bool:
+        if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        try:
-            return tp(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+        return value
+    if tp in (int, float):
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value) if tp is float else int(value)
+            except ValueError:
+                number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or (
+            tp is int and not float(number).is_integer()
+        ):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return tp(number)
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    args = typing.get_args(tp)
+    if origin in (list, tuple) and args:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0]
+        items = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict and args:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {_convert(args[0], k, f"{where} key"): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
     return value
 
 
-def from_dict(cls, data: dict | None, where: str = "config"):
-    data = {} if data is None else data
+def check_fields(cls, data: dict, where: str = "config", derived: tuple[str, ...] = ()) -> dict:
+    """``data`` with every value converted to its field's declared type; refuses, in one line, a key
+    that ``cls`` does not declare (naming the allowed ones), a key in ``derived`` (filled from the
+    data, so a value given here would be overwritten) and a value of the wrong type. Values are not
+    otherwise validated: that is ``cls.__post_init__``'s job."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(fields))}")
+        allowed = sorted(set(fields) - set(derived))
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    given = sorted(set(data) & set(derived))
+    if given:
+        raise ConfigError(f"{where}.{given[0]} is read from the dataset; remove it (data-derived: {', '.join(derived)})")
     hints = typing.get_type_hints(cls)
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+
+
+def from_dict(cls, data: dict | None, where: str = "config"):
+    kwargs = check_fields(cls, {} if data is None else data, where)
     try:
         return cls(**kwargs)
     except RoborewardError as exc:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .config import ConfigError, from_dict
+from .config import ConfigError, check_fields, from_dict
 from .errors import RoborewardError
 
 CONFIG_NAME = "config.json"
@@ -50,6 +50,18 @@ class TypedConfig:
     """Registered name of the component; selects its class."""
 
     kind: ClassVar[str] = "component"
+    data_derived: ClassVar[tuple[str, ...]] = ()
+    """Fields that ``from_store`` fills from the data; given as an override they are refused, since
+    they would be overwritten."""
+
+    @classmethod
+    def check_overrides(cls, overrides: dict[str, Any], where: str) -> dict[str, Any]:
+        """``overrides`` (fields given by a user: a YAML section, ``from_store``'s keywords) with
+        values converted to the declared types. A key the config does not have, a data-derived one
+        or a value of the wrong type is one ConfigError line naming ``where``, the key and the
+        allowed keys, instead of a TypeError from the constructor. Subclasses may check more
+        without the data (value ranges), so a bad value fails before any data is read."""
+        return check_fields(cls, overrides, where, cls.data_derived)
 
     def __post_init__(self):
         if not isinstance(self.type, str) or not self.type:

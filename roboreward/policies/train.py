@@ -76,7 +76,8 @@ class BCTrainConfig:
             raise ConfigError(f"qualities must be a non-empty list of quality labels or null, got {self.qualities!r}")
         if not isinstance(self.policy, dict) or not self.policy.get("type"):
             raise ConfigError("policy needs a `type` naming a policy (e.g. policy: {type: bc})")
-        policy_class(str(self.policy["type"]))
+        # Unknown keys, wrong types and bad values fail now, in one line, before any data is read.
+        self.policy = policy_class(str(self.policy["type"])).config_class.check_overrides(self.policy, "policy")
 
 
 class PolicyValidator:

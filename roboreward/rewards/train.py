@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, default_collate
 
-from ..config import ConfigError
+from ..config import ConfigError, check_fields
 from ..data.store import EpisodeStore
 from ..errors import RoborewardError
 from ..training import TrainConfig, check_resume_config, fit, process_state, write_atomic_text
@@ -106,10 +106,11 @@ class RewardTrainConfig:
     def __post_init__(self):
         if not isinstance(self.model, dict) or not self.model.get("type"):
             raise ConfigError("model needs a `type` naming a reward model (e.g. model: {type: sarm})")
-        derived = sorted(set(self.model) & set(DATA_DERIVED))
-        if derived:
-            raise ConfigError(f"model.{derived[0]} is read from the dataset; remove it (data-derived: {', '.join(DATA_DERIVED)})")
-        # Unknown keys and bad values fail now, in one line, not after minutes of feature caching.
+        # Unknown keys, wrong types and bad values fail now, in one line, not after minutes of
+        # feature caching; from_store then gets the values converted to their declared types.
+        config_class = reward_model_class(str(self.model["type"])).config_class
+        derived = tuple(dict.fromkeys(DATA_DERIVED + tuple(config_class.data_derived)))
+        self.model = check_fields(config_class, self.model, "model", derived)
         probe = dict(self.model)
         if probe.get("state_key") and "state_dim" not in probe:
             probe["state_dim"] = 1  # from_store reads the real size from the store

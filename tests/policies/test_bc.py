@@ -37,6 +37,13 @@ def test_config_from_store_and_checks(store, config):
         BCConfig(loss="l3")
     with pytest.raises(ConfigError, match="feature_key, cameras and feature_dim go together"):
         BCConfig(feature_key="x")
+    # Overrides through from_store: one line naming the key and the allowed ones, not a TypeError.
+    with pytest.raises(ConfigError, match=r"policy: unknown key 'hiden_dim'; allowed: action_key, cameras, dropout, "):
+        BCConfig.from_store(store, FEATURE_KEY, hiden_dim=8)
+    with pytest.raises(ConfigError, match=r"policy.action_mean is read from the dataset; remove it"):
+        BCConfig.from_store(store, FEATURE_KEY, action_mean=[0.0] * 6)
+    with pytest.raises(ConfigError, match=r"policy.horizon: expected int, got 'ten'"):
+        BCConfig.from_store(store, FEATURE_KEY, horizon="ten")
 
 
 def test_dataset_chunks_pad_at_episode_end(store, config):

@@ -137,6 +137,23 @@ def test_bc_train_bad_quality_is_one_line(store, tmp_path, args, message):
     assert message in bad.stderr
 
 
+@pytest.mark.parametrize("policy, message", [
+    ("{type: bc, hiden_dim: 32}", "policy: unknown key 'hiden_dim'; allowed: action_key, cameras, dropout, env_state_key,"),
+    ("{type: bc, hidden_dim: big}", "policy.hidden_dim: expected int, got 'big'"),
+    ("{type: bc, cameras: observation.images.front}", "policy.cameras: expected a list, got 'observation.images.front'"),
+    ("{type: bc, dropout: 2.0}", "policy: dropout must be in [0, 1), got 2.0"),
+    ("{type: bc, state_std: [1, 1]}", "policy.state_std is read from the dataset; remove it"),
+])
+def test_bc_train_bad_policy_key_or_value_is_one_line(tmp_path, policy, message):
+    # Refused while reading the config: no store is opened (this one does not even exist).
+    (tmp_path / "bc.yaml").write_text(f"policy: {policy}\n")
+    (tmp_path / "none.zarr").mkdir()
+    bad = run("--dataset", tmp_path / "none.zarr", "--out", tmp_path / "x", "--config", tmp_path / "bc.yaml")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert message in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_sim_eval_recipe_and_task_must_agree(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("task: stack\n")

@@ -117,7 +117,11 @@ def test_default_yaml_loads_and_bad_values_are_one_line(tmp_path):
     cfg = load_config(RewardTrainConfig, ROOT / "configs" / "reward" / "sarm.yaml")
     assert cfg.model["type"] == "sarm" and cfg.train.batch_size == 64 and cfg.data.encoder == "efficientnet_lite0"
     for data, pattern in [
-        ({"model": {"type": "sarm", "windw": 8}}, "unknown key 'windw'"),
+        ({"model": {"type": "sarm", "windw": 8}}, "model: unknown key 'windw'; allowed: annotation_mode, cameras, d_model"),
+        ({"model": {"type": "sarm", "window": "eight"}}, "model.window: expected int, got 'eight'"),
+        ({"model": {"type": "sarm", "window": 7.5}}, "model.window: expected int, got 7.5"),
+        ({"model": {"type": "sarm", "cameras": "observation.images.front"}}, "model.cameras: expected a list"),
+        ({"model": {"type": "sarm", "dropout": 1.5}}, "dropout must be in"),
         ({"model": {"type": "grm9"}}, "not registered"),
         ({"model": {"type": "sarm", "tasks": ["x"]}}, "model.tasks is read from the dataset"),
         ({"train": {"mixed_precision": "fp8"}}, "mixed_precision 'fp8' is not one of"),

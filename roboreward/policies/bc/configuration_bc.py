@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -79,6 +79,11 @@ class BCConfig(PolicyConfig):
     env_state_std: list[float] = field(default_factory=list)
     """Per-dimension std of the environment state (floored at STD_FLOOR)."""
 
+    data_derived: ClassVar[tuple[str, ...]] = (
+        "feature_key", "feature_dim", "state_dim", "action_dim", "env_state_dim", "state_mean", "state_std",
+        "action_mean", "action_std", "env_state_mean", "env_state_std",
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self.cameras = list(self.cameras)
@@ -119,6 +124,23 @@ class BCConfig(PolicyConfig):
                 raise ConfigError(f"{name} is empty; build the config with BCConfig.from_store(store, ...)")
 
     @classmethod
+    def check_overrides(cls, overrides: dict[str, Any], where: str = "policy") -> dict[str, Any]:
+        """Keys and types (``TypedConfig.check_overrides``), then the values: a probe config with
+        placeholders for the data-derived fields runs ``__post_init__`` now, before any data is read
+        or cached."""
+        checked = super().check_overrides(overrides, where)
+        probe = dict(checked)
+        if probe.get("cameras"):
+            probe.update(feature_key="probe", feature_dim=1)
+        if probe.get("env_state_key"):
+            probe["env_state_dim"] = 1
+        try:
+            cls(**probe)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return checked
+
+    @classmethod
     def from_store(
         cls,
         store: "EpisodeStore",
@@ -129,8 +151,11 @@ class BCConfig(PolicyConfig):
         """A config whose data fields (cameras, feature_dim, state/action dims and statistics) come
         from ``store`` and its feature cache ``feature_key`` (None: state only); statistics over
         ``episodes`` (the training split; default all). ``overrides`` set any other field;
-        ``cameras=[]`` makes a policy without image inputs even when ``feature_key`` is given."""
+        ``cameras=[]`` makes a policy without image inputs even when ``feature_key`` is given.
+        A bad override is one ConfigError line (``check_overrides``)."""
         from ...data.cache import cached_features
+
+        overrides = cls.check_overrides(overrides)
 
         state_key = overrides.get("state_key", "observation.state")
         action_key = overrides.get("action_key", "action")
