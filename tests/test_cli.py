@@ -90,7 +90,7 @@ def test_generate_resumes_after_sigkill(tmp_path):
         (["data", "validate", "/nonexistent/store.zarr"], "no such file or folder"),
         (["data", "generate", "--task", "juggle", "--out", "{tmp}/x.zarr"], "unknown task 'juggle'"),
         (["data", "generate", "--task", "stack", "--mix", "expert=1,great=1", "--out", "{tmp}/x.zarr"], "quality 'great'"),
-        (["data", "generate", "--task", "stack", "--episodes", "many", "--out", "{tmp}/x.zarr"], "invalid int value"),
+        (["data", "generate", "--task", "stack", "--episodes", "many", "--out", "{tmp}/x.zarr"], "is not an integer"),
         (["data", "inspekt", "x"], "invalid choice: 'inspekt'"),
         (["demo", "--config", "{tmp}/bad.yaml", "--out", "{tmp}/demo"], "unknown key 'tsk'"),
     ],
@@ -107,7 +107,7 @@ def test_bad_input_gives_one_line(tmp_path, args, expected):
 def test_demo_runs_on_a_small_config(tmp_path):
     config = tmp_path / "demo.yaml"
     config.write_text(
-        "dataset: {task: drawer, episodes: 4, image_size: 32, mix: {expert: 2, failure: 2}}\n"
+        "dataset: {task: drawer, episodes: 4, image_size: 32, mix: {expert: 0.5, failure: 0.5}}\n"
         "reward: {model: {type: sarm, d_model: 32, window: 4, max_rewind: 3}, train: {steps: 20, batch_size: 16, warmup_steps: 2,"
         " val_every: 10, ckpt_every: 10}, data: {image_size: 32, val_fraction: 0.5}}\nworkers: 1\n"
     )

@@ -75,8 +75,9 @@ def cache_embeddings(
 ) -> str:
     """Encode every not-yet-cached frame of every camera; returns the cache key.
 
-    Nothing is written before the encoder has produced features for a first frame, so a bad
-    encoder or argument leaves the store as it was."""
+    Each block is read and encoded before anything of it is written, and the cache's group and
+    arrays are created only with the first encoded block, so a bad encoder, argument or damaged
+    frame leaves the store as it was (or, later on, with the blocks finished so far: resumable)."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise StoreError(f"batch_size must be an int >= 1, got {batch_size!r}")
     store = EpisodeStore(store_path)
@@ -84,36 +85,39 @@ def cache_embeddings(
         raise StoreError(f"{store.path}: the store has no cameras, so there is nothing to encode")
     total = store.n_frames
     root = zarr.open_group(str(store.path), mode="r+")
-    existing = root[FEATURES][cache_key] if FEATURES in root and cache_key in root[FEATURES] else None
-    done = int(existing.attrs.get("done", 0)) if existing is not None else 0
-    if done >= total and existing is not None:
+    group = root[FEATURES][cache_key] if FEATURES in root and cache_key in root[FEATURES] else None
+    done = int(group.attrs.get("done", 0)) if group is not None else 0
+    if done >= total and group is not None:
         return cache_key
-    dim = existing.attrs.get("dim") if existing is not None else None
-    if dim is None:
-        probe = store.array(store.cameras[0])[0:1]
-        dim = int(encoder(probe).shape[-1])
-    group = root.require_group(FEATURES).require_group(cache_key)
-    if group.attrs.get("dim") is None:
-        group.attrs.update({"dim": dim, "encoder": encoder_info or {}, "cameras": store.cameras, "done": 0})
-    arrays = {}
-    for cam in store.cameras:
-        if cam not in group:
-            group.create_array(
-                cam, shape=(total, dim), chunks=(LOWDIM_CHUNK_FRAMES, dim), dtype=FEATURE_DTYPE, compressors=lowdim_codec(),
-                config=ARRAY_CONFIG,
-            )
-        arrays[cam] = group[cam].with_config(ARRAY_CONFIG)
-        if arrays[cam].shape[0] < total:
-            arrays[cam].resize((total, dim))
+    arrays: dict[str, zarr.Array] = {}
+
+    def open_arrays(dim: int) -> None:
+        nonlocal group
+        group = root.require_group(FEATURES).require_group(cache_key)
+        if group.attrs.get("dim") is None:
+            group.attrs.update({"dim": dim, "encoder": encoder_info or {}, "cameras": store.cameras, "done": 0})
+        for cam in store.cameras:
+            if cam not in group:
+                group.create_array(cam, shape=(total, dim), chunks=(LOWDIM_CHUNK_FRAMES, dim), dtype=FEATURE_DTYPE,
+                                   compressors=lowdim_codec(), config=ARRAY_CONFIG)
+            arrays[cam] = group[cam].with_config(ARRAY_CONFIG)
+            if arrays[cam].shape[0] < total:
+                arrays[cam].resize((total, dim))
+
     # Blocks of several batches: the `done` counter is rewritten once per block, not per batch.
     block = batch_size * 8
     bar = tqdm(total=total, initial=done, unit="frame", desc=f"encode {cache_key}", disable=not progress)
     for start in range(done, total, block):
         end = min(start + block, total)
+        encoded = {}
         for cam in store.cameras:
             frames = store.array(cam)[start:end]
             feats = [encoder(frames[i : i + batch_size]).float().cpu().numpy() for i in range(0, end - start, batch_size)]
-            arrays[cam][start:end] = np.concatenate(feats).astype(FEATURE_DTYPE)
+            encoded[cam] = np.concatenate(feats).astype(FEATURE_DTYPE)
+        if not arrays:
+            open_arrays(int(encoded[store.cameras[0]].shape[-1]))
+        for cam, values in encoded.items():
+            arrays[cam][start:end] = values
         group.attrs["done"] = end
         bar.update(end - start)
     bar.close()

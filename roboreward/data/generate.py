@@ -18,7 +18,7 @@ from .store import EpisodeStore
 
 
 def parse_mix(text: str | dict) -> dict[str, float]:
-    """``"expert=0.5,suboptimal=0.3,failure=0.2"`` (or a dict) -> normalised weights."""
+    """``"expert=0.5,suboptimal=0.3,failure=0.2"`` (or a dict) -> shares per quality; they must sum to 1."""
     if isinstance(text, dict):
         items = {str(k): float(v) for k, v in text.items()}
     else:
@@ -37,8 +37,10 @@ def parse_mix(text: str | dict) -> dict[str, float]:
         if weight < 0:
             raise StoreError(f"--mix weight of {name} is negative")
     total = sum(items.values())
-    if total <= 0:
-        raise StoreError("--mix weights sum to 0")
+    # Shares must say what they mean: a mix summing to 1.3 or expert=2 is a typo, not a ratio.
+    if abs(total - 1.0) > 1e-6:
+        given = ",".join(f"{k}={v:g}" for k, v in items.items())
+        raise StoreError(f"mix {given} sums to {total:g}, not 1; give shares that sum to 1, e.g. expert=0.5,suboptimal=0.3,failure=0.2")
     return {k: v / total for k, v in items.items()}
 
 
@@ -62,7 +64,7 @@ class Recipe:
     episodes: int = 12
     """Number of episodes."""
     mix: dict = field(default_factory=lambda: {"expert": 0.5, "suboptimal": 0.3, "failure": 0.2})
-    """Share of each demonstrator quality; normalised to sum to 1."""
+    """Share of each demonstrator quality; the shares must sum to 1."""
     image_size: int = 128
     """Square camera resolution."""
     seed: int = 0

@@ -121,7 +121,17 @@ class ImageEncoderConfig:
     the local Hugging Face cache; downloaded only where HF_HUB_OFFLINE is unset); None = the
     registered offline default. A timm architecture that is not registered needs one of these."""
     image_size: int = 128
-    """Frames are resized to this square size before encoding."""
+    """Frames are resized to this square size before encoding (16..1024)."""
+
+    def __post_init__(self):
+        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or not 16 <= self.image_size <= 1024:
+            raise EncoderError(f"image_size must be an int in [16, 1024], got {self.image_size!r}")
+        if self.name not in IMAGE_ENCODERS and not timm.is_model(self.name):
+            close = timm.list_models(f"*{self.name.split('_')[0]}*")[:5] if self.name else []
+            raise EncoderError(
+                f"unknown encoder {self.name!r}; registered (offline weights): {sorted(IMAGE_ENCODERS)}, or any timm "
+                f"architecture with --encoder-weights" + (f" (similar timm names: {', '.join(close)})" if close else "")
+            )
 
 
 class ImageEncoder(nn.Module):

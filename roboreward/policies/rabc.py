@@ -129,7 +129,11 @@ def read_lerobot_progress(parquet: str | os.PathLike, store: EpisodeStore, level
     path = Path(parquet)
     if not path.is_file():
         raise RABCError(f"{path}: no such progress file; write one with `annotate` or LeRobot's compute_rabc_weights")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for truncated or non-parquet files
+        raise RABCError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0][:160]}); "
+                        "write it again with `roboreward reward annotate` or LeRobot's compute_rabc_weights") from None
     column = f"progress_{level}"
     missing = [c for c in ("index", "episode_index", "frame_index", column) if c not in table.column_names]
     if missing:

@@ -66,7 +66,7 @@ def test_values_match(store_path):
     enc = MeanColor()
     key = cache_embeddings(store_path, enc, "mean-color", batch_size=4, progress=False, encoder_info={"name": "mean"})
     assert key == "mean-color"
-    assert enc.frames == 1 + 2 * 30  # one probe frame for the dimension, then every frame of both cameras once
+    assert enc.frames == 2 * 30  # every frame of both cameras once (no probe frame)
     assert_cache_matches(store_path, key)
     status = cache_status(EpisodeStore(store_path))["mean-color"]
     assert status == {"done": 30, "dim": 3, "encoder": {"name": "mean"}, "error": None}
@@ -77,9 +77,9 @@ def test_values_match(store_path):
 
 
 def test_resume_after_crash_does_not_recompute_finished_blocks(big_store):
-    # call 1 is the probe, each camera takes 8 calls per 16-frame block: 1 + 2 blocks * 2 cameras * 8 = 33
-    # calls finish two blocks; call 33 + 4 crashes inside the third block's front camera.
-    crashing = MeanColor(fail_at_call=1 + 2 * 2 * 8 + 4)
+    # each camera takes 8 calls per 16-frame block: 2 blocks * 2 cameras * 8 = 32 calls finish two
+    # blocks; call 32 + 4 crashes inside the third block's front camera.
+    crashing = MeanColor(fail_at_call=2 * 2 * 8 + 4)
     with pytest.raises(Interrupted):
         cache_embeddings(big_store, crashing, "mean-color", batch_size=2, progress=False)
     store = EpisodeStore(big_store)
@@ -139,7 +139,7 @@ def test_cache_keys_are_separate(store_path):
         cached_features(store, "max-color")
     enc = MeanColor(reduce=np.max)
     cache_embeddings(store_path, enc, "max-color", batch_size=8, progress=False)
-    assert enc.frames == 1 + 2 * 30  # the other key's features are not reused
+    assert enc.frames == 2 * 30  # the other key's features are not reused
     assert_cache_matches(store_path, "mean-color", np.mean)
     assert_cache_matches(store_path, "max-color", np.max)
     mean = cached_features(EpisodeStore(store_path), "mean-color")[FRONT][:]
@@ -171,7 +171,7 @@ def test_cache_ignores_uncommitted_tail(store_path):
         root["data"][cam].resize((34, 16, 16, 3))
     enc = MeanColor()
     cache_embeddings(store_path, enc, "mean-color", batch_size=4, progress=False)
-    assert enc.frames == 1 + 2 * 30
+    assert enc.frames == 2 * 30
     assert_cache_matches(store_path, "mean-color")
 
 
