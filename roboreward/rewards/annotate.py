@@ -1,5 +1,7 @@
 """Run any reward model over whole episodes of a store, and keep the result: per-frame progress
-written into the store (``progress/<name>``) and as LeRobot's ``sarm_progress.parquet`` (RA-BC).
+written into the store (``progress/<name>``) and as a LeRobot ``sarm_progress.parquet`` (RA-BC),
+``<store stem>.sarm_progress.parquet`` beside the store by default (``data/pp.zarr`` ->
+``data/pp.sarm_progress.parquet``), so two stores in one folder keep their own.
 
 The runner (``episode_progress``, ``episode_stage_probs``) is shared with ``roboreward.eval``.
 It takes any RewardModel through one of two paths:
@@ -35,6 +37,7 @@ from ..errors import RoborewardError
 
 PROGRESS_GROUP = "progress"
 PARQUET_NAME = "sarm_progress.parquet"
+"""LeRobot's name for the RA-BC progress file; ours end with it (``default_parquet_path``)."""
 BATCH_FRAMES = 8192
 """Default budget of padded frames (episodes x longest episode) per ``progress`` call."""
 
@@ -166,6 +169,72 @@ def _check_name(name: str) -> str:
     return name
 
 
+def default_parquet_path(store_path: str | os.PathLike) -> Path:
+    """``<store stem>.sarm_progress.parquet`` beside the store: per store, unlike LeRobot's one
+    ``sarm_progress.parquet`` per dataset folder, because several stores often share a folder."""
+    store_path = Path(store_path)
+    return store_path.parent / f"{store_path.stem}.{PARQUET_NAME}"
+
+
+def _writable(path: Path) -> bool:
+    """Whether ``path`` could be written: it is writable, or its nearest existing parent folder is."""
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    return os.access(path, os.W_OK)
+
+
+def check_annotatable(model, store: EpisodeStore, parquet: Path) -> None:
+    """Everything that can be known before the feature cache is built or anything is written: the
+    store has episodes and can be written, the parquet path can be, and for a model over cached
+    features (no ``episode_progress`` hook) the store has the model's cameras, its state with the
+    model's size, only tasks the model was trained on, and no cache of another feature size."""
+    if store.n_episodes == 0:
+        raise StoreError(f"{store.path}: has no episodes to annotate")
+    if not _writable(store.path):
+        raise RoborewardError(f"{store.path}: not writable; annotate a copy of the store")
+    if parquet.is_dir():
+        raise RoborewardError(f"--parquet {parquet} is a folder; give a file path ending in .parquet")
+    if not _writable(parquet):
+        raise RoborewardError(f"{parquet}: cannot be written; pass --parquet with a writable path")
+    if callable(getattr(model, "episode_progress", None)):
+        return
+    config = getattr(model, "config", None)
+    label = getattr(model, "name", type(model).__name__)
+    if getattr(config, "feature_key", None) is None:
+        raise RoborewardError(
+            f"reward model {label!r} has neither an episode_progress(store, episodes) method nor a "
+            "config.feature_key to read cached features; give it one of the two"
+        )
+    missing = [c for c in getattr(config, "cameras", []) if c not in store.cameras]
+    if missing:
+        raise StoreError(f"{store.path}: has no camera {missing[0]!r}, which model {label!r} reads (store cameras: {store.cameras})")
+    state_key = getattr(config, "state_key", None)
+    if state_key is not None:
+        if state_key not in store.features:
+            raise StoreError(f"{store.path}: has no {state_key!r}, which model {label!r} reads (features: {sorted(store.features)})")
+        size = int(np.prod(store.features[state_key].shape))
+        if getattr(config, "state_dim", size) != size:
+            raise StoreError(f"{store.path}: {state_key} has {size} values per frame, model {label!r} was trained on {config.state_dim}")
+    known = getattr(config, "tasks", None)
+    if known:
+        unknown = sorted(set(store.tasks) - set(known))
+        if unknown:
+            raise StoreError(
+                f"{store.path}: task {unknown[0]!r} was not in model {label!r}'s training data (its tasks: {list(known)}); "
+                "annotate a store of those tasks or train a model on this one"
+            )
+    from ..data.cache import cache_status
+
+    status = cache_status(store).get(config.feature_key)
+    dim = getattr(config, "feature_dim", None)
+    if status is not None and status["dim"] is not None and dim is not None and status["dim"] != dim:
+        raise StoreError(
+            f"{store.path}: features/{config.feature_key} has {status['dim']}-d features, model {label!r} reads {dim}-d"
+        )
+
+
 def _model_path_attr(model) -> str:
     return str(getattr(model, "checkpoint_path", None) or getattr(model, "name", type(model).__name__))
 
@@ -181,12 +250,13 @@ def annotate(
     """Progress of every frame of every episode of the store at ``store_path`` at each level the
     model has, written into the store as ``progress/<name>/<level>`` float32 (n_frames,) (attrs
     name the model; ``complete=True`` is set last, so a killed run never reads as done) and as a
-    LeRobot RA-BC file (``sarm_progress.parquet`` next to the store unless ``parquet_path``) with
-    columns ``index, episode_index, frame_index, progress_sparse[, progress_dense]``.
+    LeRobot RA-BC file (``<store stem>.sarm_progress.parquet`` beside the store unless
+    ``parquet_path``) with columns ``index, episode_index, frame_index, progress_sparse[, progress_dense]``.
 
     ``batch_size``: most padded frames (episodes x longest episode) per ``progress`` call.
-    ``name`` defaults to the model's registered name. A missing feature cache is built first
-    (``encoder`` or the one its key names). Returns a summary: name, levels, frames, paths, stats."""
+    ``name`` defaults to the model's registered name. Everything that can be checked is checked
+    first (``check_annotatable``); then a missing feature cache is built (``encoder`` or the one its
+    key names). Returns a summary: name, levels, frames, paths, stats."""
     if isinstance(model, (str, os.PathLike)):
         from .base import RewardModel
 
@@ -194,9 +264,20 @@ def annotate(
     name = _check_name(name or getattr(model, "name", type(model).__name__.lower()))
     store_path = Path(store_path)
     store = EpisodeStore(store_path)
-    if store.n_episodes == 0:
-        raise StoreError(f"{store_path}: has no episodes to annotate")
-    ensure_features(store, getattr(getattr(model, "config", None), "feature_key", None), encoder)
+    parquet = Path(parquet_path) if parquet_path is not None else default_parquet_path(store_path)
+    check_annotatable(model, store, parquet)
+    feature_key = getattr(getattr(model, "config", None), "feature_key", None)
+    if feature_key is not None and encoder is None and not callable(getattr(model, "episode_progress", None)):
+        from ..data.cache import cache_status
+
+        status = cache_status(store).get(feature_key)
+        if status is None or status["error"] or status["done"] < store.n_frames:
+            from ..encoders.image import encoder_for_cache_key
+
+            # Built before encoding starts, so an encoder that cannot be rebuilt (unknown
+            # architecture, other weights) is refused while the store is still untouched.
+            encoder = encoder_for_cache_key(feature_key)
+    ensure_features(store, feature_key, encoder)
     store = EpisodeStore(store_path)  # re-read: the cache may be new
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
@@ -238,7 +319,6 @@ def annotate(
     })
     group.attrs["complete"] = True  # last
 
-    parquet = Path(parquet_path) if parquet_path is not None else store_path.parent / PARQUET_NAME
     write_progress_parquet(store, values, parquet, reward_model_path=_model_path_attr(model))
     return {
         "name": name,

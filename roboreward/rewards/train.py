@@ -42,22 +42,45 @@ class RewardTrainer:
     """(store, config, episodes) -> training samples that ``model.loss`` takes once collated."""
     episode_batch: Callable[[EpisodeStore, RewardModelConfig, list[int]], dict]
     """(store, config, episodes) -> whole episodes as one ``model.progress`` batch (with ``lengths``)."""
+    notes: Callable[[EpisodeStore, dict[str, Any], list[int]], list[str]] | None = None
+    """(store, model overrides, training episodes) -> notes printed before training starts: what
+    the data makes the model learn that a user may not expect (e.g. no subtask annotations)."""
 
 
 REWARD_TRAINERS: dict[str, RewardTrainer] = {}
 
 
-def register_reward_trainer(name: str, dataset, episode_batch) -> None:
+def register_reward_trainer(name: str, dataset, episode_batch, notes=None) -> None:
     if name in REWARD_TRAINERS:
         raise ValueError(f"reward trainer {name!r} registered twice")
-    REWARD_TRAINERS[name] = RewardTrainer(dataset, episode_batch)
+    REWARD_TRAINERS[name] = RewardTrainer(dataset, episode_batch, notes)
+
+
+def sarm_notes(store: EpisodeStore, overrides: dict[str, Any], episodes: list[int]) -> list[str]:
+    """One note per annotation level SARM would train on that no training episode has: SARM then
+    trains a single stage and its progress is only the time fraction of the episode."""
+    from .sarm import SARMConfig
+    from .sarm.data_sarm import SINGLE_STAGE
+
+    mode = overrides.get("annotation_mode", SARMConfig.annotation_mode)
+    notes = []
+    for level in ("sparse", "dense") if mode == "dual" else (mode,):
+        if not any(store.episodes[e].annotations.get(level) for e in episodes):
+            notes.append(
+                f"note: {store.path} has no {level} subtask annotations, so SARM trains one stage {SINGLE_STAGE!r}: "
+                "its progress target is the time fraction of the episode (frame t of T: t/(T-1)), whatever happened "
+                f"in it. For stages, write episodes with annotations={{'{level}': [Subtask(name, start, end), ...]}} "
+                f"or import a LeRobot dataset with SARM's {level}_subtask_{{names,start_frames,end_frames}} columns "
+                "(roboreward data import-lerobot)"
+            )
+    return notes
 
 
 def _register_builtin() -> None:
     from .sarm import SARMDataset, episode_batch
 
     if "sarm" not in REWARD_TRAINERS:
-        register_reward_trainer("sarm", SARMDataset, episode_batch)
+        register_reward_trainer("sarm", SARMDataset, episode_batch, notes=sarm_notes)
 
 
 def reward_trainer(name: str) -> RewardTrainer:
@@ -194,12 +217,15 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
     run_config = {**asdict(config), "dataset_episodes": store.n_episodes}
     # Refuse a mismatched resume before spending minutes on the feature cache.
     check_resume_config(out, run_config)
-
-    feature_key = cache_for_training(dataset, config.data, progress=progress)
-    store = EpisodeStore(dataset)  # re-open: the cache group is new
     from ..data.sampler import split_episodes
 
     train_eps, val_eps = split_episodes(store.n_episodes, config.data.val_fraction, config.data.split_seed)
+    if trainer.notes is not None and process_state().is_main_process:
+        for note in trainer.notes(store, config.model, train_eps):
+            print(note)
+
+    feature_key = cache_for_training(dataset, config.data, progress=progress)
+    store = EpisodeStore(dataset)  # re-open: the cache group is new
     split = {"train": train_eps, "val": val_eps, "val_fraction": config.data.val_fraction,
              "split_seed": config.data.split_seed, "n_episodes": store.n_episodes, "dataset": str(dataset),
              "feature_key": feature_key}

@@ -3,6 +3,7 @@ sarm_progress.parquet, read back by our reader and by LeRobot's own RA-BC reader
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,8 +14,10 @@ import zarr
 from sarm_toy import FEATURE_KEY
 
 from roboreward.data import EpisodeStore, StoreError
+from roboreward.errors import RoborewardError
 from roboreward.rewards.annotate import (
     annotate,
+    default_parquet_path,
     episode_groups,
     episode_progress,
     progress_names,
@@ -67,8 +70,8 @@ def test_annotate_writes_store_group_and_lerobot_parquet(store_copy):
         np.testing.assert_allclose(got[level], expected, rtol=0, atol=1e-6)
     assert read_progress(store_copy)["sparse"] is not None  # the only annotation: name optional
 
-    # Parquet next to the store, LeRobot's exact columns and dtypes.
-    path = store_copy.path.parent / "sarm_progress.parquet"
+    # Parquet beside the store, named after it, LeRobot's exact columns and dtypes.
+    path = store_copy.path.parent / "toy.sarm_progress.parquet"
     assert summary["parquet"] == str(path)
     table = pq.read_table(path)
     assert table.column_names == COLUMNS
@@ -99,6 +102,49 @@ def test_lerobot_rabc_reader_reads_our_parquet(store_copy, tmp_path):
     assert w.shape == (40,) and torch.isfinite(w).all()
     with pytest.raises(ValueError, match="progress_dense"):
         rabc.RABCWeights(out, chunk_size=3, head_mode="dense", device=torch.device("cpu"))
+
+
+def test_two_stores_in_one_folder_keep_their_own_parquet(store_copy, tmp_path):
+    rabc = pytest.importorskip("lerobot.rewards.sarm.rabc")
+    other = EpisodeStore(shutil.copytree(store_copy.path, store_copy.path.parent / "other.zarr"))
+    model = small_model(store_copy)
+    a = annotate(model, store_copy.path)
+    b = annotate(small_model(store_copy, d_model=16, n_heads=2), other.path)  # other weights, other values
+    assert Path(a["parquet"]).name == "toy.sarm_progress.parquet" and Path(b["parquet"]).name == "other.sarm_progress.parquet"
+    for summary, store in ((a, store_copy), (b, other)):
+        # LeRobot's own RA-BC reader takes the default file as it is.
+        weights = rabc.RABCWeights(summary["parquet"], chunk_size=3, head_mode="sparse", device=torch.device("cpu"))
+        values = read_progress(store, "sarm")["sparse"]
+        assert weights.progress_lookup[5] == pytest.approx(float(values[5]))
+    assert not np.array_equal(read_progress(store_copy, "sarm")["sparse"], read_progress(other, "sarm")["sparse"])
+    assert not (store_copy.path.parent / "sarm_progress.parquet").exists()
+
+
+def _untouched(store_path: Path, parquet: Path) -> bool:
+    root = zarr.open_group(str(store_path), mode="r")
+    return "features" not in root and "progress" not in root and not parquet.exists()
+
+
+def test_unusable_store_is_refused_before_caching_or_writing(store_copy, tmp_path):
+    import dataclasses
+
+    model = small_model(store_copy, state_key="observation.state")
+    # A store without the feature cache: annotate would have to build it first, so every check
+    # must come before that (and before any write).
+    del zarr.open_group(str(store_copy.path), mode="r+")["features"]
+    parquet = default_parquet_path(store_copy.path)
+    cases = [
+        (dataclasses.replace(model.config, tasks=["stack the cubes"]), "task 'pick the red cube' was not in model 'sarm'"),
+        (dataclasses.replace(model.config, cameras=["observation.images.side"]), "has no camera 'observation.images.side'"),
+        (dataclasses.replace(model.config, state_dim=7), "observation.state has 3 values per frame"),
+    ]
+    for config, message in cases:
+        with pytest.raises(StoreError, match=message):
+            annotate(SARM(config), store_copy.path)
+        assert _untouched(store_copy.path, parquet), message
+    with pytest.raises(RoborewardError, match="is a folder"):
+        annotate(model, store_copy.path, parquet_path=tmp_path)
+    assert _untouched(store_copy.path, parquet)
 
 
 def test_incomplete_or_stale_annotations_are_refused(store_copy, tmp_path):

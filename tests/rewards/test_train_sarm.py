@@ -57,7 +57,9 @@ def test_train_reward_end_to_end_and_resume(small_store, tmp_path, capsys):
     final = train_reward(tiny_config(), small_store, out, progress=False)
     assert final == out / "model"
     # One printed line per validation (steps 6 and 12), with the figures TensorBoard gets.
-    lines = [line for line in capsys.readouterr().out.splitlines() if " val " in line]
+    printed = capsys.readouterr().out.splitlines()
+    assert not [line for line in printed if line.startswith("note:")]  # annotated: nothing to say
+    lines = [line for line in printed if " val " in line]
     assert [line.split("  ")[0] for line in lines] == ["step 6/12", "step 12/12"]
     assert all(" val loss " in line and " sparse.stage_acc " in line and " progress_r " in line for line in lines)
     # The feature cache now exists for the configured encoder.
@@ -130,3 +132,22 @@ def test_default_yaml_loads_and_bad_values_are_one_line(tmp_path):
         with pytest.raises(ConfigError, match=pattern) as info:
             from_dict(RewardTrainConfig, data)
         assert "\n" not in str(info.value)
+
+
+def test_store_without_subtask_annotations_gets_one_note(tmp_path, capsys):
+    from roboreward.data import Episode
+
+    spec = importlib.util.spec_from_file_location("tests_root_conftest", ROOT / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path / "plain.zarr"
+    store = EpisodeStore.create(path, module.store_features(16), fps=10.0)
+    for i, n in enumerate([8, 9, 10]):
+        ep = module.random_episode(i, n)
+        store.add_episode(Episode(ep.data, task=ep.task, success=ep.success, quality=ep.quality, annotations={}))
+    model = train_reward(tiny_config(steps=2, val_every=0), path, tmp_path / "run", progress=False)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1, notes
+    assert "has no sparse subtask annotations, so SARM trains one stage 'task'" in notes[0]
+    assert "time fraction of the episode" in notes[0] and "Subtask(name, start, end)" in notes[0]
+    assert RewardModel.from_pretrained(model).config.sparse_stages == ["task"]
