@@ -122,6 +122,9 @@ def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = Fal
     if path.exists() and not overwrite:
         store = EpisodeStore(path, mode="a")
         saved = store.root.attrs.get("extra", {}).get("recipe")
+        if saved is None:
+            raise StoreError(f"{path} exists and was not made by `data generate` (it records no recipe); "
+                             "pass another --out (or --overwrite to replace it)")
         if saved != recipe_json:
             raise StoreError(f"{path} exists with a different recipe ({saved}); pass --overwrite or another --out")
         new = sorted(set(feature_specs(recipe.task, recipe.image_size)) ^ set(store.features))

@@ -79,9 +79,11 @@ class ChunkProblem:
     detail: str = ""
 
     def describe(self, episode_ends: np.ndarray) -> str:
-        eps = episodes_of_frames(episode_ends, self.start, self.end)
-        where = f"episode {eps[0]}" if len(eps) == 1 else f"episodes {eps[0]}-{eps[-1]}"
         what = "is missing (its chunk file was deleted)" if self.kind == "missing" else f"cannot be decoded ({self.detail})"
+        if self.array == EPISODE_ENDS:  # one row per episode: without it no frame can be placed
+            return f"{self.array}: chunk {self.chunk} (the ends of episodes {self.start}-{self.end - 1}) {what}"
+        eps = episodes_of_frames(episode_ends, self.start, self.end)
+        where = f"episode {eps[0]}" if len(eps) == 1 else f"episodes {eps[0]}-{eps[-1]}" if eps else "no committed episode"
         return f"{self.array}: chunk {self.chunk} (frames {self.start}-{self.end - 1}, {where}) {what}"
 
 

@@ -77,12 +77,17 @@ def _file_hash(path: Path) -> str:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    # weights_only: a checkpoint is data, never code.
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        # weights_only: a checkpoint is data, never code.
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a checkpoint, or one holding code (refused by weights_only)
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise EncoderError(f"{path}: not a readable .safetensors or torch state-dict file ({detail}); "
+                           "pass the encoder's weights file") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
