@@ -32,7 +32,7 @@ import zarr
 
 from ..data.cache import ensure_features
 from ..data.schema import StoreError
-from ..data.store import LOWDIM_CHUNK_FRAMES, EpisodeStore, lowdim_codec
+from ..data.store import ARRAY_CONFIG, LOWDIM_CHUNK_FRAMES, EpisodeStore, lowdim_codec
 from ..errors import RoborewardError
 
 PROGRESS_GROUP = "progress"
@@ -303,8 +303,8 @@ def annotate(
         if level in group:
             del group[level]
         group.create_array(level, shape=(n,), chunks=(min(n, LOWDIM_CHUNK_FRAMES * 16),), dtype="float32",
-                           compressors=lowdim_codec())
-        group[level][:] = v
+                           compressors=lowdim_codec(), config=ARRAY_CONFIG)
+        group[level].with_config(ARRAY_CONFIG)[:] = v  # every chunk written: a missing one means damage
     for stale in set(group.array_keys()) - set(values):
         del group[stale]
     config = getattr(model, "config", None)
@@ -382,7 +382,8 @@ def read_progress(store: EpisodeStore | str | os.PathLike, name: str | None = No
         raise StoreError(f"{store.path}: no progress annotation {name!r} (have {names or 'none'}); run annotate first")
     if group.attrs.get("complete") is not True:
         raise StoreError(f"{store.path}: progress/{name} is incomplete (an interrupted annotate); run annotate again")
-    out = {lvl: np.asarray(group[lvl][:], dtype=np.float32) for lvl in group.attrs.get("levels", [])}
+    out = {lvl: np.asarray(store.checked(f"{PROGRESS_GROUP}/{name}/{lvl}")[:], dtype=np.float32)
+           for lvl in group.attrs.get("levels", [])}
     for lvl, v in out.items():
         if v.shape[0] != store.n_frames:
             raise StoreError(
