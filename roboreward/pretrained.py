@@ -191,7 +191,10 @@ class Pretrained(nn.Module):
         model = model_cls(config)
         weights = path / WEIGHTS_NAME
         if not weights.is_file():
-            raise CheckpointError(f"checkpoint {path}: missing {WEIGHTS_NAME}")
+            pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt"))
+            hint = (f" ({pickles[0]} is there, but pickled checkpoints are never loaded: they can run code; "
+                    "save the weights as safetensors)") if pickles else ""
+            raise CheckpointError(f"checkpoint {path}: missing {WEIGHTS_NAME}{hint}")
         try:
             with safe_open(str(weights), framework="pt") as f:
                 shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}

@@ -356,7 +356,7 @@ CASES = [
     Case("eval weights missing", [*EVAL, "{case}"], "model.safetensors",
          prep=model_edit(lambda c: (c / "model.safetensors").unlink())),
     Case("eval weights truncated", [*EVAL, "{case}"], "model.safetensors", prep=model_edit(truncate("model.safetensors"))),
-    Case("eval pickle instead of safetensors", [*EVAL, "{case}"], "model.safetensors",
+    Case("eval pickle instead of safetensors", [*EVAL, "{case}"], "model.pt is there, but pickled checkpoints are never loaded",
          prep=model_edit(lambda c: ((c / "model.safetensors").unlink(), torch.save({"w": 1}, c / "model.pt")))),
     Case("eval policy given as reward model", [*EVAL, "{policy}"], "'bc'"),
     Case("eval episodes list", [*EVAL, "{model}", "--episodes", "a,b"], "is not all, val or a comma list"),
