@@ -141,15 +141,28 @@ def _data_repair(args):
               f"--model <model> --dataset {r['out']}` again")
 
 
-@command("data", "import-lerobot", "convert a local LeRobotDataset v3 folder into a zarr store")
+@command("data", "import-lerobot", "convert a local LeRobotDataset v3 folder into a zarr store (resumes an interrupted run)")
 @arg("source", type=_existing_path, help="LeRobotDataset v3 root folder (meta/info.json inside)")
 @arg("--out", required=True, type=Path, help="zarr store to write")
+@arg("--state-key", default="observation.state", help="source feature to store as observation.state")
+@arg("--action-key", default="action", help="source feature to store as action")
 @arg("--overwrite", action="store_true")
 def _data_import(args):
+    import warnings
+
     from .data.lerobot_io import import_lerobot
 
-    store = import_lerobot(args.source, args.out, overwrite=args.overwrite)
-    print(f"imported {store.n_episodes} episodes, {store.n_frames} frames -> {store.path}")
+    # The report prints the importer's own warnings as notes; recording them keeps them from also
+    # appearing as warnings' two-line "file:line: UserWarning" form. Others are shown in one line.
+    with warnings.catch_warnings(record=True) as caught:
+        store = import_lerobot(args.source, args.out, overwrite=args.overwrite, state_key=args.state_key,
+                               action_key=args.action_key)
+    report = store.import_report
+    print(report)
+    for w in caught:
+        text = str(w.message).strip().splitlines()[0] if str(w.message).strip() else w.category.__name__
+        if not any(note in text for note in report.notes):
+            print(f"warning: {text}", file=sys.stderr)
 
 
 @command("data", "export-lerobot", "write a zarr store as a LeRobotDataset v3 folder")

@@ -11,6 +11,27 @@ write lerobot loads:
 - ``export_lerobot`` writes with ``LeRobotDataset.create`` / ``add_frame`` / ``save_episode`` /
   ``finalize`` and then adds our per-episode metadata to ``meta/episodes/*.parquet``.
 
+Import runs in two passes. The first reads only metadata and the small per-frame columns (episode
+and frame indices, task, success and reward flags) and checks everything a long import could trip
+over later (files present and readable, frame counts, annotations, labels), so bad input fails in
+one line before anything is written; it also yields the report of what was found. The second
+decodes one episode at a time into ``<out>.partial``, which is renamed to ``<out>`` at the end. A
+run killed at any point resumes there: the partial store records a fingerprint of the source and
+the options, and committed episodes are atomic (see store.py), so the re-run continues after the
+last committed episode and ends with the same store as an uninterrupted run.
+
+Success labels, per episode, from the first of these that has a value (the README lists them):
+our ``roboreward_success`` episodes column; an episodes column ``success`` or ``is_success``; a
+per-frame ``next.success`` (lerobot_eval's recordings), ``success`` or ``is_success`` feature at the
+episode's last frame; a binary ``next.reward`` at the last frame. The last frame, not "any frame":
+success describes how the episode ends, and that is what a reward model's final progress is scored
+against (AUROC); an episode that places the cube and then knocks it off is a failure. LeRobot's
+gym_manipulator (HIL-SERL) records ``next.reward = float(success)`` with ``next.done`` set on the
+success frame, which ends the episode (``terminate_on_success``), so its successes end on a reward
+of 1 and its failures and time-outs on 0, also with ``next.done``. ``next.done`` is therefore no
+success signal on its own. A dense ``next.reward`` (several positive values, e.g. PushT's coverage)
+is not read as success at all.
+
 Subtask annotations use LeRobot SARM's columns in the episodes metadata,
 ``{sparse,dense}_subtask_{names,start_frames,end_frames}`` (plus ``*_start_times`` /
 ``*_end_times`` in seconds, which SARM's annotation tool also writes). End frames: SARM's tool
@@ -22,9 +43,11 @@ proportions use ``end - start`` as the duration. (SARM's reader ``find_stage_and
 ``start <= t <= end`` and takes the first hit, so the one shared boundary frame counts as the end
 of the earlier subtask with tau = 1; that is a tie-break of the reader, not a different storage
 convention.) Reading the ends as inclusive would make every annotation the tool writes overlap its
-neighbour by one frame. So frame values are copied unchanged both ways; on import an end past the
-episode (the tool rounds to whole seconds) is clipped to the episode length, and a subtask that
-starts at or after the end is dropped, each with a warning.
+neighbour by one frame. So frame values are copied unchanged both ways. The tool's timestamps are
+whole seconds, so on import an end up to one second past the episode is clipped to the episode
+length and a subtask starting up to one second past it is dropped, each with a warning; anything
+further out, a negative start, overlapping or unsorted subtasks, or lists of different lengths are
+errors naming the episode.
 
 Extra metadata we write beside lerobot's (lerobot ignores all of it):
 - episodes columns ``roboreward_success`` (bool, null = unknown) and ``roboreward_quality``;
@@ -39,12 +62,14 @@ lerobot is imported inside the functions: importing it takes ~6 s, which nothing
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import shutil
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +96,22 @@ SIDECAR = "meta/roboreward.json"
 SUCCESS_COLUMN = "roboreward_success"
 QUALITY_COLUMN = "roboreward_quality"
 ANNOTATION_SUFFIXES = ("subtask_names", "subtask_start_frames", "subtask_end_frames")
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+# Success conventions in priority order (module docstring): episodes-metadata columns, then
+# per-frame features read at the episode's last frame, then a binary next.reward.
+EPISODE_SUCCESS_COLUMNS = (SUCCESS_COLUMN, "success", "is_success")
+FRAME_SUCCESS_FEATURES = ("next.success", "success", "is_success")
+REWARD_FEATURE = "next.reward"
+# The partial store's record of what it is an import of; a re-run resumes only a matching one.
+IMPORT_ATTR = "lerobot_import"
+IMPORT_FORMAT = 1  # bump when the importer's output changes, so an older partial import restarts
 # lerobot's own loader tolerance for matching a decoded frame to its timestamp.
 TIMESTAMP_TOLERANCE_S = 1e-4
 # Decode at most this many frames per pyav call: lerobot's decoder holds every frame it decodes
 # plus a (queries x decoded) distance matrix, so a whole long episode at once would not be bounded.
 DECODE_WINDOW = 256
+RECOPY = "the file is truncated or corrupt; copy the dataset again"
 
 
 @contextlib.contextmanager
@@ -106,32 +142,212 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def _prepare_destination(dst: Path, overwrite: bool, marker: str) -> Path:
-    """Check ``dst`` and return a sibling temporary path to build into, renamed into place at the
-    end, so an interrupted conversion never leaves a half-written ``dst`` behind.
+# ---------------------------------------------------------------- destination folders
+def _sibling(dst: Path, suffix: str) -> Path:
+    return dst.with_name(dst.name + suffix)
 
-    ``overwrite`` replaces only an empty folder or one holding ``marker`` (what this conversion
-    writes): a mistyped path must not delete an unrelated folder.
-    """
-    if dst.exists():
-        if not overwrite:
-            raise StoreError(f"{dst} already exists; pass overwrite=True (CLI: --overwrite) or pick another path")
-        if not dst.is_dir() or (any(dst.iterdir()) and not (dst / marker).exists()):
-            raise StoreError(f"{dst} exists and has no {marker}; refusing to overwrite it, remove it yourself")
-    tmp = dst.with_name(dst.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)  # leftover of an interrupted run of ours
+
+def _remove(path: Path) -> None:
+    """Delete a folder of ours. It is renamed aside first, so a kill midway never leaves a
+    half-deleted folder under a name a later run would read (a half-deleted store reads as zeros
+    where its chunk files went missing)."""
+    trash = _sibling(path, ".deleting")
+    if trash.exists():
+        shutil.rmtree(trash)
+    if path.exists():
+        path.rename(trash)
+        shutil.rmtree(trash)
+
+
+def _check_destination(dst: Path, overwrite: bool, marker: str) -> None:
+    """``overwrite`` replaces only an empty folder or one holding ``marker`` (what this conversion
+    writes): a mistyped path must not delete an unrelated folder."""
+    if not dst.exists():
+        return
+    if not overwrite:
+        raise StoreError(f"{dst} already exists; pass overwrite=True (CLI: --overwrite) or pick another path")
+    if not dst.is_dir() or (any(dst.iterdir()) and not (dst / marker).exists()):
+        raise StoreError(f"{dst} exists and has no {marker}; refusing to overwrite it, remove it yourself")
+
+
+def _prepare_destination(dst: Path, overwrite: bool, marker: str) -> Path:
+    """Check ``dst`` and return a fresh sibling temporary path to build into, renamed into place by
+    ``_replace`` at the end, so an interrupted conversion never leaves a half-written ``dst``."""
+    _check_destination(dst, overwrite, marker)
+    tmp = _sibling(dst, ".partial")
+    _remove(tmp)  # leftover of an interrupted run of ours
+    _remove(_sibling(dst, ".replaced"))
     tmp.parent.mkdir(parents=True, exist_ok=True)
     return tmp
 
 
 def _replace(tmp: Path, dst: Path) -> None:
+    """Put the finished ``tmp`` at ``dst``. An existing ``dst`` (overwrite) is renamed aside first
+    and deleted after, so at every moment ``dst`` is the old folder, the new one, or absent with the
+    finished ``tmp`` beside it (which a re-run of the import renames into place)."""
+    old = _sibling(dst, ".replaced")
     if dst.exists():
-        shutil.rmtree(dst)
+        _remove(old)
+        dst.rename(old)
     tmp.rename(dst)
+    _remove(old)
 
 
 # ====================================================================== import
+@dataclass
+class ImportReport:
+    """What ``import_lerobot`` found in a LeRobotDataset, what it did not, and what that means for
+    the commands that use the store. ``str(report)`` is the text the CLI prints."""
+
+    source: str
+    destination: str
+    status: str
+    """``imported``, ``resumed`` (an interrupted run continued) or ``already imported``."""
+    episodes: int
+    frames: int
+    fps: float
+    robot_type: str
+    cameras: dict[str, tuple[int, ...]]
+    """Camera key -> (H, W, 3), in the store's view order."""
+    state: str
+    """The source feature stored as ``observation.state``."""
+    action: str
+    """The source feature stored as ``action``."""
+    features: dict[str, FeatureSpec]
+    """Every feature of the new store."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Source features not carried, with the reason."""
+    tasks: list[str] = field(default_factory=list)
+    success_sources: dict[str, int] = field(default_factory=dict)
+    """Convention -> number of episodes whose label came from it."""
+    successes: int = 0
+    failures: int = 0
+    unlabelled: int = 0
+    annotated: dict[str, list[int]] = field(default_factory=dict)
+    """Level -> source episode indices that carry annotations of that level."""
+    stages: dict[str, list[str]] = field(default_factory=dict)
+    """Level -> subtask names in order of first appearance."""
+    resumed_at: int = 0
+    """Episodes an interrupted run had already committed (status ``resumed``)."""
+    notes: list[str] = field(default_factory=list)
+    """What the import tolerated (clipped annotation ends...), each also issued as a warning."""
+    episode_index: list[int] = field(default_factory=list)
+    """Source episode index of each store episode, in store order."""
+
+    def lines(self) -> list[str]:
+        head = {
+            "imported": "imported",
+            "resumed": f"resumed an interrupted import after {self.resumed_at} episodes;",
+            "already imported": "already imported (same source and options, nothing to do; --overwrite re-imports):",
+        }[self.status]
+        out = [f"{head} {self.episodes} episodes, {self.frames} frames at {self.fps:g} fps "
+               f"(robot {self.robot_type}): {self.source} -> {self.destination}"]
+        if self.cameras:
+            out.append("cameras: " + ", ".join(f"{k} ({s[0]}x{s[1]})" for k, s in self.cameras.items()))
+        else:
+            out.append("cameras: none — reward models and cache-embeddings need at least one camera")
+        out.append(f"state: {self._mapped(self.state, STATE_KEY)}; action: {self._mapped(self.action, ACTION_KEY)}")
+        others = [k for k, f in self.features.items() if f.kind == "low_dim" and k not in (STATE_KEY, ACTION_KEY)]
+        targets = [k for k, f in self.features.items() if f.kind == "target"]
+        if others or targets:
+            out.append("other features: " + ", ".join(others + [f"{k} (target)" for k in targets]))
+        if self.skipped:
+            out.append("skipped: " + "; ".join(f"{k} ({why})" for k, why in self.skipped.items()))
+        out.append(f"tasks: {len(self.tasks)} (" + "; ".join(_short(t, 60) for t in self.tasks[:5])
+                   + ("; ..." if len(self.tasks) > 5 else "") + ")")
+        out.append(self._success_line())
+        out.append(self._annotation_line())
+        out += [f"note: {n}" for n in self.notes]
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def _mapped(self, source: str, key: str) -> str:
+        spec = self.features[key]
+        names = spec.names or []
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        size = math.prod(spec.shape)
+        return (key if source == key else f"{source} -> {key}") + f" ({size}" + (f": {shown})" if names else ")")
+
+    def _success_line(self) -> str:
+        if not self.success_sources:
+            return ("success labels: none (no roboreward_success, success or is_success episodes column, no "
+                    "next.success, success or is_success frame feature, no binary next.reward) — reward eval scores "
+                    "VOC on all episodes and gives no AUROC; add a success column to meta/episodes for those")
+        sources = ", ".join(f"{k} ({n} of {self.episodes} episodes)" for k, n in self.success_sources.items())
+        line = f"success labels: from {sources}: {self.successes} succeeded, {self.failures} failed"
+        if self.unlabelled:
+            line += f", {self.unlabelled} unknown"
+        if not (self.successes and self.failures):
+            line += " — reward eval's AUROC needs both successes and failures"
+        return line
+
+    def _annotation_line(self) -> str:
+        if not self.annotated:
+            return ("annotations: none — reward train uses one stage 'task' per episode (progress = time fraction); "
+                    "add SARM's sparse_subtask_* columns for stages")
+        parts, partial = [], []
+        for level in ANNOTATION_LEVELS:
+            eps = self.annotated.get(level, [])
+            if not eps:
+                parts.append(f"{level}: none")
+                continue
+            names = self.stages[level]
+            parts.append(f"{level} in {len(eps)} of {self.episodes} episodes ("
+                         + ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") + ")")
+            if len(eps) < self.episodes:
+                missing = sorted(set(self.episode_index) - set(eps))
+                partial.append(f"annotation_mode {level} needs {level} annotations in every episode "
+                               f"(missing in episodes {_short(', '.join(map(str, missing)), 40)})")
+        return "annotations: " + "; ".join(parts) + (" — " + "; ".join(partial) if partial else "")
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+class _Notes:
+    """Things the import tolerates, counted per kind with the first example, so that a dataset
+    with a thousand rounded annotation ends gives one line, not a thousand."""
+
+    def __init__(self):
+        self._kinds: dict[str, list[str]] = {}
+
+    def add(self, kind: str, example: str) -> None:
+        self._kinds.setdefault(kind, []).append(example)
+
+    def lines(self) -> list[str]:
+        return [f"{kind}: {ex[0]}" if len(ex) == 1 else f"{len(ex)} {kind} (first: {ex[0]})"
+                for kind, ex in self._kinds.items()]
+
+
+@dataclass
+class _Plan:
+    """One source episode, checked and labelled by the scan; the write pass adds its frames."""
+
+    index: int
+    row: dict
+    length: int
+    task: str
+    success: bool | None
+    quality: str
+    annotations: dict[str, list[Subtask]]
+
+
+@dataclass
+class _Source:
+    """Everything the scan learned about a dataset."""
+
+    meta: object
+    features: dict[str, FeatureSpec]
+    columns: dict[str, str]
+    """Store key -> source feature key (they differ only for --state-key / --action-key)."""
+    cameras: list[str]
+    plans: list[_Plan]
+    report: ImportReport
+
+
 def _check_source(src: Path) -> dict:
     """Validate a local LeRobotDataset v3 folder before lerobot sees it: lerobot would otherwise
     try to download whatever is missing from the Hub."""
@@ -139,21 +355,52 @@ def _check_source(src: Path) -> dict:
         raise StoreError(f"{src}: no such folder; pass the root of a local LeRobotDataset (meta/info.json inside)")
     info_path = src / "meta" / "info.json"
     if not info_path.is_file():
-        raise StoreError(f"{src}: no meta/info.json; not a LeRobotDataset folder")
+        raise StoreError(f"{src}: no meta/info.json; not a LeRobotDataset folder (pass the dataset's root)")
     try:
         info = json.loads(info_path.read_text())
     except (OSError, ValueError) as exc:
-        raise StoreError(f"{info_path}: unreadable ({_one_line(exc)})") from None
-    version = info.get("codebase_version") if isinstance(info, dict) else None
+        raise StoreError(f"{info_path}: unreadable ({_one_line(exc)}); {RECOPY}") from None
+    if not isinstance(info, dict):
+        raise StoreError(f"{info_path}: not a JSON object; {RECOPY}")
+    version = info.get("codebase_version")
     if version != LEROBOT_VERSION:
         raise StoreError(
             f"{src}: codebase_version {version!r} is not {LEROBOT_VERSION!r}; convert it first with lerobot's "
             "convert_dataset_v21_to_v30 script"
         )
+    if not isinstance(info.get("features"), dict) or not isinstance(info.get("fps"), (int, float)):
+        raise StoreError(f"{info_path}: no 'features' dict or numeric 'fps'; {RECOPY}")
     for needed in ("meta/tasks.parquet", "meta/episodes", "data"):
         if not (src / needed).exists():
-            raise StoreError(f"{src}: {needed} is missing; the dataset is incomplete")
+            raise StoreError(f"{src}: {needed} is missing; the dataset is incomplete, copy it again")
+    for path in [src / "meta" / "tasks.parquet", *sorted((src / "meta" / "episodes").glob("*/*.parquet"))]:
+        _check_parquet(path)
     return info
+
+
+def _check_parquet(path: Path) -> None:
+    """Read the footer: a truncated parquet file has none, and lerobot's loader would fail on it
+    with a message that does not name the file."""
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreError(f"{path}: not a readable parquet file ({_one_line(exc)}); {RECOPY}") from None
+
+
+def _fingerprint(src: Path, options: dict) -> str:
+    """What the output depends on: the importer's format and options, the metadata files' content
+    and the data and video files' names and sizes. Hashing the metadata covers the data too in
+    practice: lerobot's writer records per-episode statistics of every feature there."""
+    h = hashlib.sha256(json.dumps({"format": IMPORT_FORMAT, **options}, sort_keys=True).encode())
+    for path in sorted(p for p in (src / "meta").rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(src)).encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    for sub in ("data", "videos"):
+        for path in sorted(p for p in (src / sub).rglob("*") if p.is_file()):
+            h.update(f"{path.relative_to(src)}\0{path.stat().st_size}\0".encode())
+    return h.hexdigest()
 
 
 def _names(names, size: int) -> list[str] | None:
@@ -166,7 +413,7 @@ def _names(names, size: int) -> list[str] | None:
     return None
 
 
-def _read_sidecar(src: Path) -> tuple[dict[str, FeatureSpec], list[str]]:
+def _read_sidecar(src: Path, notes: _Notes) -> tuple[dict[str, FeatureSpec], list[str]]:
     """Feature specs and camera order from the ``meta/roboreward.json`` our export wrote, if any."""
     path = src / SIDECAR
     if not path.is_file():
@@ -175,36 +422,42 @@ def _read_sidecar(src: Path) -> tuple[dict[str, FeatureSpec], list[str]]:
         value = json.loads(path.read_text())
         return {k: FeatureSpec.from_json(v) for k, v in value["features"].items()}, list(value["cameras"])
     except (OSError, ValueError, KeyError, TypeError) as exc:  # StoreError is a ValueError
-        warnings.warn(f"{path}: ignored, unreadable ({_one_line(exc)})", stacklevel=3)
+        notes.add("unreadable roboreward sidecars ignored", f"{path}: {_one_line(exc)}")
         return {}, []
 
 
-def _store_features(src: Path, lr_features: dict, camera_keys: list[str],
-                    sidecar: dict[str, FeatureSpec]) -> dict[str, FeatureSpec]:
-    """Our store schema for a LeRobot feature dict, carrying every feature the schema can hold.
+def _store_features(lr_features: dict, camera_keys: list[str], sidecar: dict[str, FeatureSpec]
+                    ) -> tuple[dict[str, FeatureSpec], dict[str, str]]:
+    """Our store schema for a LeRobot feature dict, carrying every feature the schema can hold,
+    and the features it cannot, with the reason.
 
     Features our export wrote (``sidecar``) get their original shape, dtype and kind back while
     the element count still matches.
     """
     features: dict[str, FeatureSpec] = {}
+    skipped: dict[str, str] = {}
     for key, ft in lr_features.items():
         if key in BOOKKEEPING_KEYS:
             continue
+        if not isinstance(ft, dict) or "dtype" not in ft or not isinstance(ft.get("shape"), (list, tuple)):
+            skipped[key] = "no dtype or shape in info.json"
+            continue
         dtype, shape = ft["dtype"], tuple(int(s) for s in ft["shape"])
         if key in camera_keys:
-            if (ft.get("info") or {}).get("is_depth_map") or len(shape) != 3 or 3 not in (shape[0], shape[2]):
-                warnings.warn(f"{src}: skipping {key}: only RGB cameras fit the store (got {dtype} {shape})",
-                              stacklevel=3)
-                continue
-            hwc = shape if shape[2] == 3 else (shape[1], shape[2], shape[0])
-            features[key] = FeatureSpec(hwc, "uint8", "rgb")
+            if (ft.get("info") or {}).get("is_depth_map"):
+                skipped[key] = "depth map; only RGB cameras fit the store"
+            elif len(shape) != 3 or 3 not in (shape[0], shape[2]):
+                skipped[key] = f"{dtype} {shape} is not an RGB image; only RGB cameras fit the store"
+            else:
+                hwc = shape if shape[2] == 3 else (shape[1], shape[2], shape[0])
+                features[key] = FeatureSpec(hwc, "uint8", "rgb")
             continue
         try:
             np_dtype = np.dtype(dtype)
         except TypeError:
             np_dtype = None
         if np_dtype is None or np_dtype.kind not in "biuf":
-            warnings.warn(f"{src}: skipping {key}: dtype {dtype!r} is not numeric", stacklevel=3)
+            skipped[key] = f"dtype {dtype} is not numeric"
             continue
         spec = FeatureSpec(shape, np_dtype.name, "target" if key.startswith("gt.") else "low_dim",
                            _names(ft.get("names"), math.prod(shape)))
@@ -212,16 +465,422 @@ def _store_features(src: Path, lr_features: dict, camera_keys: list[str],
         if known is not None and known.kind != "rgb" and math.prod(known.shape) == math.prod(shape):
             spec = known
         features[key] = spec
-    return features
+    return features, skipped
+
+
+def _map_key(src: Path, features: dict[str, FeatureSpec], skipped: dict[str, str], source_key: str,
+             store_key: str, flag: str) -> None:
+    """Store ``source_key`` as ``store_key`` (``observation.state`` / ``action``, the names every
+    consumer reads), or say which feature to pass when the dataset names it differently."""
+    what = store_key.split(".")[-1]
+    if source_key not in features:
+        why = f" ({skipped[source_key]})" if source_key in skipped else ""
+        vectors = [k for k, f in features.items() if f.kind == "low_dim" and len(f.shape) == 1]
+        hint = f" (or add {store_key} to the dataset)" if source_key == store_key else ""
+        raise StoreError(f"{src}: no {what} feature {source_key!r}{why}; the dataset's vector features are "
+                         f"{vectors or 'none'}: pass {flag} <one of them>{hint}")
+    spec = features[source_key]
+    if len(spec.shape) != 1 or spec.kind != "low_dim":
+        raise StoreError(f"{src}: {what} feature {source_key!r} has shape {spec.shape}; it must be one vector per "
+                         f"frame, pass {flag} <a vector feature>")
+    if source_key != store_key:
+        if store_key in features:
+            raise StoreError(f"{src}: {flag} {source_key} would replace the dataset's own {store_key}; "
+                             f"leave {flag} out to import {store_key}")
+        features[store_key] = features.pop(source_key)
+
+
+def _flat(column: pa.ChunkedArray) -> np.ndarray:
+    """A parquet column of one value per row (scalars or (1,) lists) -> (n,) numpy."""
+    arr = column.combine_chunks()
+    while isinstance(arr, (pa.ListArray, pa.LargeListArray, pa.FixedSizeListArray)):
+        arr = arr.flatten()
+    return arr.to_numpy(zero_copy_only=False)
 
 
 def _column_to_numpy(column: pa.ChunkedArray, n: int, shape: tuple[int, ...]) -> np.ndarray:
     """A parquet column of fixed-size (nested) lists or scalars -> (n, *shape) without going
     through Python lists."""
-    arr = column.combine_chunks()
-    while isinstance(arr, (pa.ListArray, pa.LargeListArray, pa.FixedSizeListArray)):
-        arr = arr.flatten()
-    return arr.to_numpy(zero_copy_only=False).reshape(n, *shape)
+    return _flat(column).reshape(n, *shape)
+
+
+def _is_scalar_feature(ft: dict) -> bool:
+    return math.prod(int(s) for s in ft.get("shape", ())) == 1
+
+
+def _cell(row: dict, key: str):
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def _as_bool(value, what: str, where: str) -> bool | None:
+    """An episodes-metadata success cell -> True / False / None (unknown)."""
+    if isinstance(value, (list, tuple, np.ndarray)) and len(value) == 1:
+        value = value[0]
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)) or value is _pandas_na():
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise StoreError(f"{where}: {what} is {value!r}, not a boolean; write true, false or null (unknown) there")
+
+
+def _pandas_na():
+    """pandas' missing value of nullable columns (a boolean column with nulls reads as it)."""
+    import pandas as pd
+
+    return pd.NA
+
+
+def _frame_flags(values: np.ndarray, key: str, where: str) -> np.ndarray:
+    if values.dtype != np.bool_:
+        bad = values[~np.isin(values, (0, 1))]
+        if len(bad):
+            raise StoreError(f"{where}: frame feature {key} holds {bad[0]!r}, not 0/1; a success feature is a bool "
+                             f"per frame (rename {key} if it means something else)")
+    return values.astype(bool)
+
+
+def _row_number(row: dict, key: str, where: str, kind: type):
+    value = _cell(row, key)
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or (kind is int and number != value):
+        raise StoreError(f"{where}: meta/episodes column {key} is {value!r}, not a number; {RECOPY}")
+    return number
+
+
+def _frame_index(src: Path, meta, plans_rows: list[dict], label_keys: list[str], table_columns: list[str],
+                 tasks: dict[int, str], notes: _Notes) -> dict[int, tuple[str, dict[str, np.ndarray]]]:
+    """Per episode: its task and its per-frame label columns, read from the data files with only
+    the small columns, checking frame counts and indices against the episodes metadata and that
+    each file has every column the second pass will read."""
+    by_file: dict[Path, list[dict]] = {}
+    for row in plans_rows:
+        path = src / meta.data_path.format(chunk_index=int(row["data/chunk_index"]),
+                                           file_index=int(row["data/file_index"]))
+        by_file.setdefault(path, []).append(row)
+    out = {}
+    for path, rows in by_file.items():
+        if not path.is_file():
+            raise StoreError(f"{path}: missing (episode {int(rows[0]['episode_index'])} is in it); the dataset is "
+                             "incomplete, copy it again")
+        try:
+            present = set(pq.read_schema(path).names)
+            lacking = [c for c in ("episode_index", "frame_index", "task_index", *table_columns) if c not in present]
+            if lacking:
+                raise StoreError(f"{path}: no column {lacking[0]!r}, which meta/info.json declares; the data files "
+                                 "do not match the metadata, copy the dataset again")
+            table = pq.read_table(path, columns=["episode_index", "frame_index", "task_index", *label_keys])
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"{path}: cannot read it ({_one_line(exc)}); {RECOPY}") from None
+        eps, frames = _flat(table.column("episode_index")), _flat(table.column("frame_index"))
+        task_ids = _flat(table.column("task_index"))
+        labels = {k: _flat(table.column(k)) for k in label_keys}
+        order = np.lexsort((frames, eps))
+        sorted_eps = eps[order]
+        for row in rows:
+            ep, length = int(row["episode_index"]), int(row["length"])
+            where = f"{path} episode {ep}"
+            lo, hi = np.searchsorted(sorted_eps, ep, "left"), np.searchsorted(sorted_eps, ep, "right")
+            idx = order[lo:hi]
+            if hi - lo != length:
+                raise StoreError(f"{where}: {hi - lo} frames, the episodes metadata says {length}; {RECOPY}")
+            if not np.array_equal(frames[idx], np.arange(length)):
+                raise StoreError(f"{where}: frame_index is not 0..{length - 1}; {RECOPY}")
+            ids = np.unique(task_ids[idx])
+            unknown = [int(i) for i in ids if int(i) not in tasks]
+            if unknown:
+                raise StoreError(f"{where}: task_index {unknown[0]} is not in meta/tasks.parquet; {RECOPY}")
+            if len(ids) > 1:
+                notes.add("episodes whose frames carry several tasks; the store keeps one per episode, the first "
+                          "frame's", f"episode {ep}: {len(ids)} tasks")
+            out[ep] = tasks[int(task_ids[idx[0]])], {k: v[idx] for k, v in labels.items()}
+    return out
+
+
+def _read_annotations(row: dict, length: int, fps: float, where: str, notes: _Notes) -> dict[str, list[Subtask]]:
+    """SARM's per-episode annotation columns -> ours (same end convention; see module docstring),
+    with a one-line error naming the episode and the fix for anything malformed."""
+    annotations: dict[str, list[Subtask]] = {}
+    slack = max(1, math.ceil(fps))  # the annotation tool's timestamps are whole seconds
+    fix = "end frames are exclusive and count from the episode's first frame"
+    for level in ANNOTATION_LEVELS:
+        columns = [f"{level}_{s}" for s in ANNOTATION_SUFFIXES]
+        if level == "sparse" and not any(c in row for c in columns):
+            columns = list(ANNOTATION_SUFFIXES)  # SARM's legacy unprefixed columns mean sparse
+        values = [_cell(row, c) for c in columns]
+        if all(v is None for v in values):
+            continue
+        missing = [c for c, v in zip(columns, values) if v is None]
+        if missing:
+            raise StoreError(f"{where}: has {level} annotations but no {missing[0]}; write all three "
+                             f"{level}_subtask_{{names,start_frames,end_frames}} for the episode, or none")
+        try:
+            names, starts, ends = (v.tolist() if isinstance(v, np.ndarray) else list(v) for v in values)
+        except TypeError:
+            raise StoreError(f"{where}: {level} annotation columns are not lists; write one list per episode in "
+                             f"{', '.join(columns)}") from None
+        if not len(names) == len(starts) == len(ends):
+            raise StoreError(f"{where}: {level} annotation columns differ in length ({len(names)} names, "
+                             f"{len(starts)} start frames, {len(ends)} end frames); give every subtask a name, a "
+                             "start and an end frame")
+        subtasks: list[Subtask] = []
+        for k, (name, start, end) in enumerate(zip(names, starts, ends)):
+            label = f"{level} subtask {k} '{name}'"
+            try:
+                start_f, end_f = float(start), float(end)
+            except (TypeError, ValueError):
+                start_f = end_f = math.nan
+            if not (start_f.is_integer() and end_f.is_integer()):
+                raise StoreError(f"{where}: {label} has frames {start!r}..{end!r}, not whole frame numbers; "
+                                 "write integer frame indices")
+            start, end = int(start_f), int(end_f)
+            if start < 0 or start >= length + slack or end > length + slack:
+                raise StoreError(f"{where}: {label} [{start}, {end}) lies outside the episode's {length} frames; "
+                                 f"{fix}, fix its {level}_subtask_*_frames")
+            if end <= start:
+                raise StoreError(f"{where}: {label} [{start}, {end}) is empty or reversed; the end frame must be "
+                                 f"greater than the start ({fix})")
+            if subtasks and start < subtasks[-1].end:
+                prev = subtasks[-1]
+                raise StoreError(f"{where}: {label} [{start}, {end}) overlaps or precedes '{prev.name}' "
+                                 f"[{prev.start}, {prev.end}); sort the subtasks and start each at or after the "
+                                 f"previous end frame ({fix}, so adjacent subtasks share it)")
+            if start >= length:
+                notes.add("subtasks starting past their episode's end dropped (the annotation tool rounds to whole "
+                          "seconds)", f"episode {row['episode_index']}: {label} starts at {start}, past the "
+                          f"episode ({length} frames)")
+                continue
+            if end > length:
+                notes.add("subtask ends past their episode clipped to its length (the annotation tool rounds to "
+                          "whole seconds)", f"episode {row['episode_index']}: {label} ends at {end}, past the "
+                          f"episode ({length} frames)")
+                end = length
+            subtasks.append(Subtask(str(name), start, end))
+        if subtasks:
+            annotations[level] = subtasks
+    check_annotations(annotations, length, where)  # the store's own rules, as a backstop
+    return annotations
+
+
+def _success(row: dict, labels: dict[str, np.ndarray], reward_binary: bool, where: str
+             ) -> tuple[bool | None, str | None]:
+    """This episode's success label and the convention it came from (module docstring)."""
+    for column in EPISODE_SUCCESS_COLUMNS:
+        value = _as_bool(row.get(column), f"episodes column {column}", where) if column in row else None
+        if value is not None:
+            return value, column
+    for key in FRAME_SUCCESS_FEATURES:
+        if key in labels:
+            return bool(_frame_flags(labels[key], key, where)[-1]), f"{key} (last frame)"
+    if reward_binary and REWARD_FEATURE in labels:
+        return bool(labels[REWARD_FEATURE][-1] > 0), f"{REWARD_FEATURE} (last frame > 0)"
+    return None, None
+
+
+def _scan(src: Path, info: dict, state_key: str, action_key: str, notes: _Notes) -> _Source:
+    """The first pass: metadata and small per-frame columns only, everything checked."""
+    from lerobot.datasets import LeRobotDatasetMetadata
+
+    try:
+        meta = LeRobotDatasetMetadata(repo_id=f"local/{src.name}", root=src)
+    except Exception as exc:  # lerobot raises many types for a broken folder
+        raise StoreError(f"{src}: lerobot cannot read the metadata ({_one_line(exc)}); {RECOPY}") from None
+    if meta.total_episodes == 0 or meta.episodes is None or len(meta.episodes) == 0:
+        raise StoreError(f"{src}: the dataset has no episodes")
+    sidecar, order = _read_sidecar(src, notes)
+    features, skipped = _store_features(meta.features, list(meta.camera_keys), sidecar)
+    columns = {k: k for k in features}
+    _map_key(src, features, skipped, state_key, STATE_KEY, "--state-key")
+    _map_key(src, features, skipped, action_key, ACTION_KEY, "--action-key")
+    columns[STATE_KEY], columns[ACTION_KEY] = state_key, action_key
+    columns = {k: columns[k] for k in features}
+    cameras = [c for c in meta.camera_keys if c in features]
+    cameras = [c for c in order if c in cameras] + [c for c in cameras if c not in order]
+    try:
+        tasks = {int(i): str(t) for t, i in zip(meta.tasks.index, meta.tasks["task_index"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"{src}: meta/tasks.parquet has no integer task_index column ({_one_line(exc)}); "
+                         f"{RECOPY}") from None
+
+    episodes = meta.episodes.to_pandas()  # one row per episode, stats columns already dropped
+    needed = ["episode_index", "length", "data/chunk_index", "data/file_index"]
+    needed += [f"videos/{c}/{s}" for c in cameras if c in meta.video_keys
+               for s in ("chunk_index", "file_index", "from_timestamp")]
+    lacking = [c for c in needed if c not in episodes.columns]
+    if lacking:
+        raise StoreError(f"{src}: meta/episodes has no column {lacking[0]!r}; the episodes metadata is incomplete, "
+                         "copy the dataset again")
+    episodes = episodes.sort_values("episode_index")
+    if episodes["episode_index"].duplicated().any():
+        dup = int(episodes["episode_index"][episodes["episode_index"].duplicated()].iloc[0])
+        raise StoreError(f"{src}: episode {dup} appears twice in meta/episodes; {RECOPY}")
+    total = info.get("total_episodes")
+    if isinstance(total, int) and total != len(episodes):
+        raise StoreError(f"{src}: info.json counts {total} episodes, meta/episodes holds {len(episodes)}; the "
+                         "dataset is incomplete, copy it again")
+    rows = [r.to_dict() for _, r in episodes.iterrows()]
+    for row in rows:
+        where = f"{src} episode {row['episode_index']}"
+        for key in needed:
+            row[key] = _row_number(row, key, where, float if key.endswith("from_timestamp") else int)
+
+    label_keys = [k for k in (*FRAME_SUCCESS_FEATURES, REWARD_FEATURE)
+                  if k in meta.features and _is_scalar_feature(meta.features[k])]
+    table_columns = ["timestamp", *(columns[k] for k in features if meta.features[columns[k]]["dtype"] != "video")]
+    per_episode = _frame_index(src, meta, rows, label_keys, table_columns, tasks, notes)
+    rewards = [per_episode[int(r["episode_index"])][1].get(REWARD_FEATURE) for r in rows]
+    reward_values = np.unique(np.concatenate(rewards)) if rewards and rewards[0] is not None else np.zeros(0)
+    # Binary: no negatives and one positive value at most (gym_manipulator's float(success), or a
+    # classifier's success_reward). Several positive values make it a dense reward, not a label.
+    reward_binary = bool(len(reward_values)) and (reward_values >= 0).all() and (reward_values > 0).sum() <= 1
+    plans, sources = [], {}
+    annotated: dict[str, list[int]] = {}
+    stages: dict[str, list[str]] = {}
+    for row in rows:
+        ep, length = int(row["episode_index"]), int(row["length"])
+        where = f"{src} episode {ep}"
+        task, labels = per_episode[ep]
+        for cam in cameras:
+            if cam in meta.video_keys:
+                video = src / meta.video_path.format(video_key=cam, chunk_index=int(row[f"videos/{cam}/chunk_index"]),
+                                                     file_index=int(row[f"videos/{cam}/file_index"]))
+                if not video.is_file():
+                    raise StoreError(f"{where}: video {video} is missing; the dataset is incomplete, copy its videos/ "
+                                     "folder again")
+        success, source = _success(row, labels, reward_binary, where)
+        if source is not None:
+            sources[source] = sources.get(source, 0) + 1
+        if source == f"{REWARD_FEATURE} (last frame > 0)" and not success and (labels[REWARD_FEATURE] > 0).any():
+            notes.add("episodes with a positive next.reward before their last frame but not on it, read as failures "
+                      "(recorded with terminate_on_success off?)", f"episode {ep}")
+        quality = _cell(row, QUALITY_COLUMN) or "unknown"
+        if quality not in QUALITIES:
+            notes.add(f"quality values outside {QUALITIES} stored as 'unknown'", f"episode {ep}: {quality!r}")
+            quality = "unknown"
+        annotations = _read_annotations(row, length, float(meta.fps), where, notes)
+        for level, subs in annotations.items():
+            annotated.setdefault(level, []).append(ep)
+            for s in subs:
+                if s.name not in stages.setdefault(level, []):
+                    stages[level].append(s.name)
+        plans.append(_Plan(ep, row, length, task, success, str(quality), annotations))
+    if len(reward_values) and not reward_binary and any(p.success is None for p in plans):
+        notes.add("next.reward not read as success labels (a dense reward, not gym_manipulator's 0/1)",
+                  f"{len(reward_values)} distinct values from {reward_values[0]:g} to {reward_values[-1]:g}")
+
+    report = ImportReport(
+        source=str(src), destination="", status="imported", episodes=len(plans),
+        frames=sum(p.length for p in plans), fps=float(meta.fps), robot_type=meta.robot_type or "unknown",
+        cameras={c: features[c].shape for c in cameras}, state=state_key, action=action_key, features=features,
+        skipped=skipped, tasks=sorted({p.task for p in plans}), success_sources=sources,
+        successes=sum(p.success is True for p in plans), failures=sum(p.success is False for p in plans),
+        unlabelled=sum(p.success is None for p in plans), annotated=annotated, stages=stages,
+        episode_index=[p.index for p in plans],
+    )
+    return _Source(meta, features, columns, cameras, plans, report)
+
+
+def _import_record(path: Path) -> tuple[EpisodeStore | None, dict | None]:
+    """A store at ``path`` and the import record it carries, (None, None) when there is none."""
+    try:
+        store = EpisodeStore(path)
+        extra = store.root.attrs.get("extra", {})
+        return store, (extra.get(IMPORT_ATTR) if isinstance(extra, dict) else None)
+    except Exception:  # anything at all: this only asks whether the folder is an import of ours
+        return None, None
+
+
+def _resume(tmp: Path, record: dict, plans: list[_Plan]) -> EpisodeStore | None:
+    """The partial store an interrupted run of this same import left, open for appending (its
+    uncommitted tail dropped), or None when there is nothing to resume."""
+    if not tmp.exists() or _import_record(tmp)[1] != record:
+        return None
+    try:
+        store = EpisodeStore(tmp, mode="a")
+    except Exception:  # killed while creating it: zarr can fail in many ways on that; start over
+        return None
+    done = store.episodes
+    if len(done) > len(plans) or any(info.length != plan.length for info, plan in zip(done, plans)):
+        return None
+    return store
+
+
+def import_lerobot(src, dst, overwrite: bool = False, progress: bool = True, state_key: str = STATE_KEY,
+                   action_key: str = ACTION_KEY) -> EpisodeStore:
+    """Convert a local LeRobotDataset v3 folder into a new zarr store, one episode at a time.
+
+    Cameras (video or image features) become rgb uint8 (H, W, 3); every other numeric feature is
+    carried (``gt.*`` as targets, the rest as low_dim, with its LeRobot ``names``); lerobot's
+    bookkeeping columns are dropped. ``state_key`` / ``action_key`` name the source features stored
+    as ``observation.state`` / ``action``; both must exist. Task text, subtask annotations (SARM's
+    columns) and success labels (module docstring) come from the metadata. Nothing is downloaded.
+
+    Returns the store; its ``import_report`` attribute is an :class:`ImportReport` of what was found.
+    A run killed at any point and started again with the same arguments resumes and ends with the
+    same store; a re-run after a finished import returns that store (status ``already imported``).
+    """
+    from lerobot.utils.utils import SuppressProgressBars
+
+    src, dst = Path(src), Path(dst)
+    info = _check_source(src)
+    previous = record = None
+    if dst.exists() and not overwrite:
+        # A finished import of this same source is what a re-run after a kill just past the final
+        # rename finds: that run must end well, so it is compared with the source after the scan.
+        previous, record = _import_record(dst)
+        if record is None:
+            raise StoreError(f"{dst} already exists; pass overwrite=True (CLI: --overwrite) or pick another path")
+    _check_destination(dst, True, "zarr.json")
+    options = {"state_key": state_key, "action_key": action_key}
+    fingerprint = _fingerprint(src, options)
+    notes = _Notes()
+    with _hub_offline(), SuppressProgressBars():  # our bar, not one per datasets call
+        source = _scan(src, info, state_key, action_key, notes)
+        report = source.report
+        report.destination = str(dst)
+        report.notes = notes.lines()
+        for note in report.notes:
+            warnings.warn(f"{src}: {note}", stacklevel=2)
+        plans = source.plans
+        wanted = {"format": IMPORT_FORMAT, "source": str(src.resolve()), "fingerprint": fingerprint,
+                  "episodes": len(plans), **options}
+        tmp = _sibling(dst, ".partial")
+        for leftover in (_sibling(dst, ".replaced"), _sibling(tmp, ".deleting")):
+            _remove(leftover)  # of a run killed while swapping or deleting
+        if previous is not None:
+            if record == wanted and previous.n_episodes == len(plans):
+                _remove(tmp)
+                report.status = "already imported"
+                previous.import_report = report
+                return previous
+            raise StoreError(f"{dst} already exists (an import of another source, other options or an older "
+                             "version of it); pass overwrite=True (CLI: --overwrite) or pick another path")
+
+        store = _resume(tmp, wanted, plans)
+        if store is None:
+            _remove(tmp)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            store = EpisodeStore.create(tmp, source.features, fps=report.fps, robot_type=report.robot_type,
+                                        cameras=source.cameras, overwrite=True)
+            store.set_attr(IMPORT_ATTR, wanted)  # before any episode: a store without it is never resumed
+        elif store.n_episodes:
+            report.status, report.resumed_at = "resumed", store.n_episodes
+        todo = plans[store.n_episodes:]
+        for plan in tqdm(todo, total=len(todo), unit="ep", desc=f"import {src.name}", disable=not progress):
+            store.add_episode(_read_episode(src, source, plan))
+    _replace(tmp, dst)
+    store = EpisodeStore(dst)
+    store.import_report = report
+    return store
 
 
 def _decode_images(column: pa.ChunkedArray, root: Path) -> np.ndarray:
@@ -252,109 +911,42 @@ def _decode_video(path: Path, timestamps: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _cell(row: dict, key: str):
-    value = row.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
-
-
-def _read_annotations(row: dict, length: int, where: str) -> dict[str, list[Subtask]]:
-    """SARM's per-episode annotation columns -> ours (same end convention; see module docstring)."""
-    annotations: dict[str, list[Subtask]] = {}
-    for level in ANNOTATION_LEVELS:
-        columns = [f"{level}_{s}" for s in ANNOTATION_SUFFIXES]
-        if level == "sparse" and columns[0] not in row:
-            columns = list(ANNOTATION_SUFFIXES)  # SARM's legacy unprefixed columns mean sparse
-        names, starts, ends = (_cell(row, c) for c in columns)
-        if names is None or starts is None or ends is None:
-            continue
-        if not len(names) == len(starts) == len(ends):
-            raise StoreError(f"{where}: {level} annotation columns differ in length "
-                             f"({len(names)} names, {len(starts)} starts, {len(ends)} ends)")
-        subtasks = []
-        for name, start, end in zip(names, starts, ends):
-            start, end = max(int(start), 0), int(end)
-            if end > length:
-                warnings.warn(f"{where}: {level} subtask '{name}' ends at {end}, past the episode ({length}); "
-                              "clipped", stacklevel=4)
-                end = length
-            if start >= length:
-                warnings.warn(f"{where}: {level} subtask '{name}' starts at {start}, past the episode ({length}); "
-                              "dropped", stacklevel=4)
-                continue
-            subtasks.append(Subtask(str(name), start, end))
-        if subtasks:
-            annotations[level] = subtasks
-    check_annotations(annotations, length, where)
-    return annotations
-
-
-def import_lerobot(src, dst, overwrite: bool = False, progress: bool = True) -> EpisodeStore:
-    """Convert a local LeRobotDataset v3 folder into a new zarr store, one episode at a time.
-
-    Cameras (video or image features) become rgb uint8 (H, W, 3); every other numeric feature is
-    carried (``gt.*`` as targets, the rest as low_dim, with its LeRobot ``names``); lerobot's
-    bookkeeping columns are dropped. Task text, subtask annotations (SARM's columns) and our
-    success/quality columns come from the episodes metadata. Nothing is downloaded.
-    """
-    from lerobot.datasets import LeRobotDatasetMetadata
-    from lerobot.utils.utils import SuppressProgressBars
-
-    src, dst = Path(src), Path(dst)
-    _check_source(src)
-    tmp = _prepare_destination(dst, overwrite, "zarr.json")
-    with _hub_offline(), SuppressProgressBars():  # our bar, not one per datasets call
-        try:
-            meta = LeRobotDatasetMetadata(repo_id=f"local/{src.name}", root=src)
-        except Exception as exc:  # lerobot raises many types for a broken folder
-            raise StoreError(f"{src}: lerobot cannot read the metadata ({_one_line(exc)})") from None
-        if meta.total_episodes == 0 or meta.episodes is None:
-            raise StoreError(f"{src}: the dataset has no episodes")
-        sidecar, order = _read_sidecar(src)
-        features = _store_features(src, meta.features, list(meta.camera_keys), sidecar)
-        cameras = [c for c in meta.camera_keys if c in features]
-        cameras = [c for c in order if c in cameras] + [c for c in cameras if c not in order]
-        tasks = {int(i): str(t) for t, i in zip(meta.tasks.index, meta.tasks["task_index"])}
-        episodes = meta.episodes.to_pandas()  # one row per episode, stats columns already dropped
-
-        store = EpisodeStore.create(tmp, features, fps=float(meta.fps), robot_type=meta.robot_type or "unknown",
-                                    cameras=cameras, overwrite=True)
-        table_keys = [k for k in features if meta.features[k]["dtype"] != "video"]
-        for _, row in tqdm(episodes.sort_values("episode_index").iterrows(), total=len(episodes), unit="ep",
-                           desc=f"import {src.name}", disable=not progress):
-            row = row.to_dict()
-            store.add_episode(_read_episode(src, meta, row, features, table_keys, tasks))
-    _replace(tmp, dst)
-    return EpisodeStore(dst)
-
-
-def _read_episode(src: Path, meta, row: dict, features: dict[str, FeatureSpec], table_keys: list[str],
-                  tasks: dict[int, str]) -> Episode:
-    """One LeRobot episode (its episodes-metadata ``row``) as an in-memory Episode."""
-    ep = int(row["episode_index"])
-    where = f"{src} episode {ep}"
+def _read_episode(src: Path, source: _Source, plan: _Plan) -> Episode:
+    """One LeRobot episode, checked and labelled by the scan, with its frames, in memory."""
+    meta, row, features = source.meta, plan.row, source.features
+    where = f"{src} episode {plan.index}"
     path = src / meta.data_path.format(chunk_index=int(row["data/chunk_index"]),
                                        file_index=int(row["data/file_index"]))
+    table_keys = [k for k in features if meta.features[source.columns[k]]["dtype"] != "video"]
     try:
-        table = pq.read_table(path, columns=["frame_index", "timestamp", "task_index", *table_keys],
-                              filters=[("episode_index", "==", ep)])
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise StoreError(f"{where}: cannot read {path} ({_one_line(exc)})") from None
+        table = pq.read_table(path, columns=["frame_index", "timestamp", *{source.columns[k] for k in table_keys}],
+                              filters=[("episode_index", "==", plan.index)])
+        images = {}
+        for key in table_keys:
+            if features[key].kind == "rgb":
+                images[key] = _decode_images(table.column(source.columns[key]), src)
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreError(f"{where}: cannot read {path} ({_one_line(exc)}); {RECOPY}") from None
+    except Exception as exc:  # PIL raises several types for a broken PNG
+        raise StoreError(f"{where}: cannot decode an image in {path} ({_one_line(exc)}); {RECOPY}") from None
     table = table.sort_by("frame_index")
     n = table.num_rows
-    if n != int(row["length"]):
-        raise StoreError(f"{where}: {path} holds {n} frames, the episodes metadata says {row['length']}")
+    if n != plan.length:
+        raise StoreError(f"{where}: {path} holds {n} frames, the episodes metadata says {plan.length}; {RECOPY}")
 
     data = {}
     for key in table_keys:
-        spec = features[key]
+        spec, column = features[key], source.columns[key]
         if spec.kind == "rgb":
-            data[key] = _decode_images(table.column(key), src)
-        else:
-            lr_shape = tuple(int(s) for s in meta.features[key]["shape"])
-            values = _column_to_numpy(table.column(key), n, lr_shape)
-            data[key] = values.reshape(n, *spec.shape).astype(spec.dtype, copy=False)
+            data[key] = images[key]
+            continue
+        lr_shape = tuple(int(s) for s in meta.features[column]["shape"])
+        values = _column_to_numpy(table.column(column), n, lr_shape).reshape(n, *spec.shape)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            t = int(np.argmax(~np.isfinite(values.reshape(n, -1)).all(axis=1)))
+            raise StoreError(f"{where}: {column} is NaN or inf at frame {t}; the store never holds NaN: fix or drop "
+                             "that episode in the dataset")
+        data[key] = values.astype(spec.dtype, copy=False)
     timestamps = table.column("timestamp").to_numpy().astype(np.float64)
     for key, spec in features.items():
         if spec.kind == "rgb" and key not in data:
@@ -363,23 +955,14 @@ def _read_episode(src: Path, meta, row: dict, features: dict[str, FeatureSpec], 
             try:
                 frames = _decode_video(video, float(row[f"videos/{key}/from_timestamp"]) + timestamps)
             except Exception as exc:  # av / lerobot raise several types for a bad or missing file
-                raise StoreError(f"{where}: cannot decode {key} from {video} ({_one_line(exc)})") from None
+                raise StoreError(f"{where}: cannot decode {key} from {video} ({_one_line(exc)}); the video is "
+                                 "truncated or corrupt, copy the dataset again") from None
             if frames.shape[1:] != spec.shape:
-                raise StoreError(f"{where}: {key} decodes to {frames.shape[1:]}, info.json declares {spec.shape}")
+                raise StoreError(f"{where}: {key} decodes to {frames.shape[1:]}, info.json declares {spec.shape}; "
+                                 "fix the feature's shape in meta/info.json")
             data[key] = frames
-
-    task_ids = np.unique(table.column("task_index").to_numpy())
-    if len(task_ids) > 1:
-        warnings.warn(f"{where}: frames carry {len(task_ids)} tasks; the store keeps one per episode, "
-                      "the first frame's", stacklevel=3)
-    task = tasks[int(table.column("task_index")[0].as_py())]
-    success = _cell(row, SUCCESS_COLUMN)
-    quality = _cell(row, QUALITY_COLUMN) or "unknown"
-    if quality not in QUALITIES:
-        warnings.warn(f"{where}: quality {quality!r} is not one of {QUALITIES}; stored as 'unknown'", stacklevel=3)
-        quality = "unknown"
-    return Episode(data=data, task=task, success=None if success is None else bool(success), quality=quality,
-                   annotations=_read_annotations(row, n, where))
+    return Episode(data=data, task=plan.task, success=plan.success, quality=plan.quality,
+                   annotations=plan.annotations)
 
 
 # ====================================================================== export

@@ -110,8 +110,10 @@ def lerobot_source(tmp_path_factory):
 @pytest.fixture(scope="module")
 def imported(lerobot_source, tmp_path_factory):
     root, _ = lerobot_source
-    with pytest.warns(UserWarning, match="ends at 15, past the episode"):
-        return import_lerobot(root, tmp_path_factory.mktemp("imported") / "store.zarr", progress=False)
+    with pytest.warns(UserWarning) as caught:
+        store = import_lerobot(root, tmp_path_factory.mktemp("imported") / "store.zarr", progress=False)
+    assert any("ends at 15, past the episode" in str(w.message) for w in caught)
+    return store
 
 
 def test_import_schema(imported):
@@ -167,6 +169,7 @@ def test_import_image_dataset(tmp_path):
     """Image (PNG, not video) cameras import losslessly."""
     root = tmp_path / "images"
     features = {
+        "observation.state": {"dtype": "float32", "shape": (2,), "names": ["x", "y"]},
         "action": {"dtype": "float32", "shape": (2,), "names": ["x", "y"]},
         "observation.images.top": {"dtype": "image", "shape": (16, 24, 3), "names": ["height", "width", "channels"]},
     }
@@ -174,7 +177,8 @@ def test_import_image_dataset(tmp_path):
     frames = np.stack([_frame(0, t, 0)[:16, :24] for t in range(6)])
     actions = np.arange(12, dtype=np.float32).reshape(6, 2)
     for t in range(6):
-        ds.add_frame({"action": actions[t], "observation.images.top": frames[t], "task": "look"})
+        ds.add_frame({"observation.state": -actions[t], "action": actions[t], "observation.images.top": frames[t],
+                      "task": "look"})
     ds.save_episode()
     ds.finalize()
     store = import_lerobot(root, tmp_path / "store.zarr", progress=False)
@@ -341,3 +345,447 @@ def test_overwrite_refuses_unrelated_folder(lerobot_source, tmp_path):
     with pytest.raises(StoreError, match="has no zarr.json; refusing to overwrite"):
         import_lerobot(lerobot_source[0], tmp_path / "docs", overwrite=True, progress=False)
     assert (tmp_path / "docs" / "notes.txt").exists()
+
+
+# ---------------------------------------------------------------- someone else's dataset: conventions
+S = 32  # lerobot's AV1 encoder dies (SIGFPE) on 16x16 frames; 32x32 encodes
+TINY_CAM = "observation.images.top"
+
+
+def _tiny_dataset(root, lengths, frame_columns=None, extra_features=None, state_key="observation.state",
+                  action=True):
+    """A dataset written by lerobot's writer: one 32x32 video camera, 2-d state and action, plus
+    per-frame ``frame_columns`` {key: fn(episode, t, length) -> value} declared in ``extra_features``."""
+    features = {
+        state_key: {"dtype": "float32", "shape": (2,), "names": ["x", "y"]},
+        **({"action": {"dtype": "float32", "shape": (2,), "names": ["x", "y"]}} if action else {}),
+        TINY_CAM: {"dtype": "video", "shape": (S, S, 3), "names": ["height", "width", "channels"]},
+        **(extra_features or {}),
+    }
+    ds = LeRobotDataset.create("local/tiny", FPS, root=root, robot_type="so101_follower", features=features,
+                               use_videos=True, video_backend="pyav")
+    for ep, length in enumerate(lengths):
+        for t in range(length):
+            frame = {state_key: np.array([ep, t], np.float32), TINY_CAM: _frame(ep, t, 0)[:S, :S], "task": "tiny"}
+            if action:
+                frame["action"] = np.array([t, -ep], np.float32)
+            for key, fn in (frame_columns or {}).items():
+                frame[key] = fn(ep, t, length)
+            ds.add_frame(frame)
+        ds.save_episode(parallel_encoding=False)
+    ds.finalize()
+    return root
+
+
+def _add_episode_columns(root, columns: dict):
+    """Append per-episode columns {name: (pyarrow type, [value per episode])} to the episodes
+    metadata, as SARM's annotation tool adds its columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in sorted((root / "meta" / "episodes").glob("*/*.parquet")):
+        table = pq.read_table(path)
+        index = table.column("episode_index").to_pylist()
+        for name, (pa_type, values) in columns.items():
+            table = table.append_column(name, pa.array([values[i] for i in index], type=pa_type))
+        pq.write_table(table, path)
+
+
+def _flag(value):
+    return np.array([value], dtype=bool)
+
+
+def _reward(value):
+    return np.array([value], dtype=np.float32)
+
+
+REWARD_DONE = {"next.reward": {"dtype": "float32", "shape": (1,), "names": None},
+               "next.done": {"dtype": "bool", "shape": (1,), "names": None}}
+
+
+@pytest.fixture(scope="module")
+def tiny_source(tmp_path_factory):
+    """Plain dataset (no labels, no annotations) that error tests copy and break."""
+    return _tiny_dataset(tmp_path_factory.mktemp("tiny") / "tiny", (6, 5))
+
+
+def _copy(src, tmp_path):
+    import shutil
+
+    return shutil.copytree(src, tmp_path / "src")
+
+
+def test_success_from_next_reward_and_done(tmp_path):
+    """gym_manipulator (HIL-SERL): next.reward = float(success), 1.0 on the frame that ends a success,
+    next.done on every episode's last frame, successful or not."""
+    rewards = {0: lambda t, n: float(t == n - 1),  # success: terminated on it
+               1: lambda t, n: 0.0,  # failure / time-out: done, reward 0
+               2: lambda t, n: float(t == 1)}  # success flagged mid-way, episode went on: ends as a failure
+    root = _tiny_dataset(tmp_path / "hil", (4, 5, 4), extra_features=REWARD_DONE, frame_columns={
+        "next.reward": lambda ep, t, n: _reward(rewards[ep](t, n)),
+        "next.done": lambda ep, t, n: _flag(t == n - 1),
+    })
+    with pytest.warns(UserWarning, match="positive next.reward before their last frame"):
+        store = import_lerobot(root, tmp_path / "s.zarr", progress=False)
+    assert [e.success for e in store.episodes] == [True, False, False]
+    report = store.import_report
+    assert report.success_sources == {"next.reward (last frame > 0)": 3}
+    assert "success labels: from next.reward (last frame > 0) (3 of 3 episodes): 1 succeeded, 2 failed" in str(report)
+    done = store.read_episode(0).data["next.done"]  # carried as a feature too, as bool
+    assert done.dtype == np.bool_ and done[:, 0].tolist() == [False, False, False, True]
+
+
+@pytest.mark.parametrize("key,dtype", [("next.success", "bool"), ("is_success", "float32")])
+def test_success_from_frame_feature_last_frame(tmp_path, key, dtype):
+    """lerobot_eval records next.success per frame (and a dense next.reward): success is its value at
+    the last frame, so an episode that succeeds and then undoes it is a failure."""
+    flags = {0: lambda t, n: t >= n - 2, 1: lambda t, n: t == 2}
+    root = _tiny_dataset(tmp_path / "eval", (5, 5), extra_features={
+        key: {"dtype": dtype, "shape": (1,), "names": None},
+        "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
+    }, frame_columns={
+        key: lambda ep, t, n: np.array([flags[ep](t, n)], dtype=dtype),
+        "next.reward": lambda ep, t, n: _reward(t / n),  # dense: not a label, and not needed here
+    })
+    store = import_lerobot(root, tmp_path / "s.zarr", progress=False)
+    assert [e.success for e in store.episodes] == [True, False]
+    assert store.import_report.success_sources == {f"{key} (last frame)": 2}
+    assert store.import_report.notes == []  # dense next.reward is not worth a note when labels exist
+
+
+def test_success_priority_per_episode(tmp_path):
+    """Per episode, the first convention with a value: roboreward_success, then an episodes column
+    success / is_success, then frame features; null means "ask the next one"."""
+    import pyarrow as pa
+
+    final = {0: 1.0, 1: 1.0, 2: 0.0, 3: 0.0}
+    root = _tiny_dataset(tmp_path / "mixed", (4, 4, 4, 4), extra_features=REWARD_DONE, frame_columns={
+        "next.reward": lambda ep, t, n: _reward(final[ep] if t == n - 1 else 0.0),
+        "next.done": lambda ep, t, n: _flag(t == n - 1),
+    })
+    _add_episode_columns(root, {
+        "roboreward_success": (pa.bool_(), [None, None, True, None]),
+        "success": (pa.bool_(), [False, None, None, None]),
+        "is_success": (pa.int64(), [None, None, None, 1]),
+    })
+    store = import_lerobot(root, tmp_path / "s.zarr", progress=False)
+    assert [e.success for e in store.episodes] == [False, True, True, True]
+    assert store.import_report.success_sources == {
+        "success": 1, "next.reward (last frame > 0)": 1, "roboreward_success": 1, "is_success": 1}
+
+
+def test_no_labels_no_annotations_report(tiny_source, tmp_path):
+    store = import_lerobot(tiny_source, tmp_path / "s.zarr", progress=False)
+    assert all(e.success is None and e.annotations == {} for e in store.episodes)
+    report = store.import_report
+    assert report.status == "imported" and report.episodes == 2 and report.frames == 11
+    assert report.cameras == {TINY_CAM: (S, S, 3)} and report.state == "observation.state"
+    text = str(report).splitlines()
+    assert text[0].startswith("imported 2 episodes, 11 frames at 5 fps (robot so101_follower)")
+    assert f"cameras: {TINY_CAM} (32x32)" in text
+    assert "state: observation.state (2: x, y); action: action (2: x, y)" in text
+    assert any(line.startswith("success labels: none") and "no AUROC" in line for line in text)
+    assert any(line.startswith("annotations: none — reward train uses one stage 'task' per episode") for line in text)
+
+
+def test_report_of_annotated_dataset(imported):
+    """The lerobot-written fixture: two cameras, SARM sparse annotations in every episode, dense in one,
+    a dense (random) next.reward that is no success label."""
+    report = imported.import_report
+    assert list(report.cameras) == list(CAMERAS)
+    assert report.annotated == {"sparse": [0, 1, 2], "dense": [0]}
+    assert report.stages == {"sparse": ["reach", "grasp", "place"], "dense": ["a", "b", "c"]}
+    text = str(report)
+    assert "annotations: sparse in 3 of 3 episodes (reach, grasp, place); dense in 1 of 3 episodes (a, b, c)" in text
+    assert "annotation_mode dense needs dense annotations in every episode (missing in episodes 1, 2)" in text
+    assert "other features: next.reward, gt.progress (target)" in text
+    assert any("ends at 15, past the episode (12 frames)" in n for n in report.notes)
+    assert any(n.startswith("next.reward not read as success labels") for n in report.notes)
+
+
+def test_legacy_unprefixed_annotation_columns(tiny_source, tmp_path):
+    import pyarrow as pa
+
+    root = _copy(tiny_source, tmp_path)
+    _add_episode_columns(root, {
+        "subtask_names": (pa.list_(pa.string()), [["reach", "grasp"], ["reach"]]),
+        "subtask_start_frames": (pa.list_(pa.int64()), [[0, 2], [0]]),
+        "subtask_end_frames": (pa.list_(pa.int64()), [[2, 6], [5]]),
+    })
+    store = import_lerobot(root, tmp_path / "s.zarr", progress=False)
+    assert store.episodes[0].annotations == {"sparse": [Subtask("reach", 0, 2), Subtask("grasp", 2, 6)]}
+    assert store.episodes[1].annotations == {"sparse": [Subtask("reach", 0, 5)]}
+
+
+ANNOTATION_ERRORS = {
+    "mismatched lengths": ({"names": [["a", "b"], ["a"]], "start_frames": [[0, 3], [0]], "end_frames": [[3], [5]]},
+                           "episode 0: sparse annotation columns differ in length .* give every subtask a name"),
+    "far out of range": ({"names": [["a", "b"], ["a"]], "start_frames": [[0, 3], [0]], "end_frames": [[3, 40], [5]]},
+                         r"episode 0: sparse subtask 1 'b' \[3, 40\) lies outside the episode's 6 frames; end frames "
+                         "are exclusive and count from the episode's first frame"),
+    "negative start": ({"names": [["a"], ["a"]], "start_frames": [[-2], [0]], "end_frames": [[6], [5]]},
+                       r"episode 0: sparse subtask 0 'a' \[-2, 6\) lies outside"),
+    "overlapping": ({"names": [["a"], ["a", "b"]], "start_frames": [[0], [0, 2]], "end_frames": [[6], [3, 5]]},
+                    r"episode 1: sparse subtask 1 'b' \[2, 5\) overlaps or precedes 'a' \[0, 3\); sort the subtasks"),
+    "empty": ({"names": [["a"], ["a"]], "start_frames": [[3], [0]], "end_frames": [[3], [5]]},
+              r"episode 0: sparse subtask 0 'a' \[3, 3\) is empty or reversed"),
+    "missing column": ({"names": [["a"], ["a"]], "start_frames": [[0], [0]]},
+                       "episode 0: has sparse annotations but no sparse_subtask_end_frames; write all three"),
+    "fractional frames": ({"names": [["a"], ["a"]], "start_frames": [[0.5], [0]], "end_frames": [[6], [5]]},
+                          "episode 0: sparse subtask 0 'a' has frames 0.5..6.0, not whole frame numbers"),
+}
+
+
+@pytest.mark.parametrize("case", list(ANNOTATION_ERRORS))
+def test_malformed_annotations(tiny_source, tmp_path, case):
+    import pyarrow as pa
+
+    columns, message = ANNOTATION_ERRORS[case]
+    root = _copy(tiny_source, tmp_path)
+    types = {"names": pa.list_(pa.string()), "start_frames": pa.list_(pa.float64() if case == "fractional frames"
+                                                                      else pa.int64()),
+             "end_frames": pa.list_(pa.float64() if case == "fractional frames" else pa.int64())}
+    _add_episode_columns(root, {f"sparse_subtask_{k}": (types[k], v) for k, v in columns.items()})
+    with pytest.raises(StoreError, match=message) as err:
+        import_lerobot(root, tmp_path / "s.zarr", progress=False)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "s.zarr.partial").exists()
+
+
+def test_error_bad_success_value(tiny_source, tmp_path):
+    import pyarrow as pa
+
+    root = _copy(tiny_source, tmp_path)
+    _add_episode_columns(root, {"success": (pa.string(), ["true", "maybe"])})
+    with pytest.raises(StoreError, match="episode 1: episodes column success is 'maybe', not a boolean; write true"):
+        import_lerobot(root, tmp_path / "s.zarr", progress=False)
+
+
+def test_state_key_mapping_and_missing_state(tmp_path):
+    root = _tiny_dataset(tmp_path / "joints", (4,), state_key="observation.joints")
+    with pytest.raises(StoreError, match=r"no state feature 'observation.state'; the dataset's vector features are "
+                                         r"\['observation.joints', 'action'\]: pass --state-key"):
+        import_lerobot(root, tmp_path / "s.zarr", progress=False)
+    store = import_lerobot(root, tmp_path / "s.zarr", progress=False, state_key="observation.joints")
+    assert "observation.joints" not in store.features
+    np.testing.assert_array_equal(store.read_episode(0).data["observation.state"][:, 1], np.arange(4))
+    assert "state: observation.joints -> observation.state (2: x, y)" in str(store.import_report)
+
+
+def test_error_no_action(tmp_path):
+    root = _tiny_dataset(tmp_path / "noact", (4,), action=False)
+    with pytest.raises(StoreError, match="no action feature 'action'.* pass --action-key"):
+        import_lerobot(root, tmp_path / "s.zarr", progress=False)
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _break_info(root):
+    (root / "meta" / "info.json").write_text('{"codebase_version": "v3.0", "fps": ')
+
+
+def _drop_video(root):
+    next((root / "videos").rglob("*.mp4")).unlink()
+
+
+def _miscount(root):
+    info = json.loads((root / "meta" / "info.json").read_text())
+    info["total_episodes"] = 3
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+
+
+BAD_SOURCES = {
+    "truncated data parquet": (lambda r: _truncate(next((r / "data").rglob("*.parquet"))),
+                               r"data/chunk-000/file-000.parquet: cannot read it .*; the file is truncated or corrupt"),
+    "truncated episodes parquet": (lambda r: _truncate(next((r / "meta" / "episodes").rglob("*.parquet"))),
+                                   "meta/episodes/chunk-000/file-000.parquet: not a readable parquet file"),
+    "unreadable info.json": (_break_info, "meta/info.json: unreadable"),
+    "missing video": (_drop_video, "episode 0: video .*file-000.mp4 is missing; the dataset is incomplete"),
+    "truncated video": (lambda r: _truncate(next((r / "videos").rglob("*.mp4"))),
+                        f"episode 0: cannot decode {TINY_CAM} from .*; the video is truncated or corrupt"),
+    "episode count": (_miscount, "info.json counts 3 episodes, meta/episodes holds 2"),
+    "no tasks": (lambda r: (r / "meta" / "tasks.parquet").unlink(), "meta/tasks.parquet is missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SOURCES))
+def test_error_bad_source(tiny_source, tmp_path, case):
+    damage, message = BAD_SOURCES[case]
+    root = _copy(tiny_source, tmp_path)
+    damage(root)
+    with pytest.raises(StoreError, match=message) as err:
+        import_lerobot(root, tmp_path / "s.zarr", progress=False)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_error_nan_names_source_episode(tmp_path):
+    root = _tiny_dataset(tmp_path / "nan", (3, 4), extra_features={
+        "observation.effort": {"dtype": "float32", "shape": (1,), "names": None}},
+        frame_columns={"observation.effort": lambda ep, t, n: _reward(np.nan if (ep, t) == (1, 2) else 0.0)})
+    with pytest.raises(StoreError, match="episode 1: observation.effort is NaN or inf at frame 2; the store never "
+                                         "holds NaN"):
+        import_lerobot(root, tmp_path / "s.zarr", progress=False)
+
+
+# ---------------------------------------------------------------- the CLI
+def test_cli_prints_report(tmp_path, capsys):
+    from roboreward.cli import main
+
+    root = _tiny_dataset(tmp_path / "hil", (4, 4), extra_features=REWARD_DONE, frame_columns={
+        "next.reward": lambda ep, t, n: _reward(float(ep == 0 and t == n - 1)),
+        "next.done": lambda ep, t, n: _flag(t == n - 1),
+    })
+    assert main(["data", "import-lerobot", str(root), "--out", str(tmp_path / "s.zarr")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("imported 2 episodes, 8 frames")
+    assert "success labels: from next.reward (last frame > 0) (2 of 2 episodes): 1 succeeded, 1 failed" in out
+    assert "annotations: none" in out
+    assert main(["data", "import-lerobot", str(root), "--out", str(tmp_path / "s.zarr")]) == 0  # nothing to do
+    assert capsys.readouterr().out.startswith("already imported")
+
+
+def test_cli_bad_input_one_line(tmp_path, capsys):
+    from roboreward.cli import main
+
+    (tmp_path / "src" / "meta").mkdir(parents=True)
+    (tmp_path / "src" / "meta" / "info.json").write_text(json.dumps({"codebase_version": "v2.1", "fps": 30}))
+    assert main(["data", "import-lerobot", str(tmp_path / "src"), "--out", str(tmp_path / "s.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "convert_dataset_v21_to_v30" in err
+
+
+# ---------------------------------------------------------------- crash safety
+def _snapshot(path):
+    """Everything a store holds: root attributes, every array's committed content, episode ends."""
+    store = EpisodeStore(path)
+    return dict(store.root.attrs), {k: store.array(k)[: store.n_frames] for k in store.features}
+
+
+def _assert_same_store(a, b):
+    attrs_a, arrays_a = _snapshot(a)
+    attrs_b, arrays_b = _snapshot(b)
+    assert attrs_a == attrs_b
+    assert arrays_a.keys() == arrays_b.keys()
+    for key in arrays_a:
+        np.testing.assert_array_equal(arrays_a[key], arrays_b[key])
+
+
+def _no_leftovers(dst):
+    return sorted(p.name for p in dst.parent.iterdir() if p.name.startswith(dst.name + "."))
+
+
+@pytest.fixture(scope="module")
+def crash_source(tmp_path_factory):
+    """6 episodes with labels and annotations; plus an uninterrupted import of it to compare with."""
+    import pyarrow as pa
+
+    base = tmp_path_factory.mktemp("crash")
+    root = _tiny_dataset(base / "src", (5, 6, 7, 5, 6, 7), extra_features=REWARD_DONE, frame_columns={
+        "next.reward": lambda ep, t, n: _reward(float(ep % 2 == 0 and t == n - 1)),
+        "next.done": lambda ep, t, n: _flag(t == n - 1),
+    })
+    _add_episode_columns(root, {
+        "sparse_subtask_names": (pa.list_(pa.string()), [["reach", "grasp"]] * 6),
+        "sparse_subtask_start_frames": (pa.list_(pa.int64()), [[0, 2]] * 6),
+        "sparse_subtask_end_frames": (pa.list_(pa.int64()), [[2, 5]] * 6),
+    })
+    reference = import_lerobot(root, base / "reference.zarr", progress=False)
+    return root, reference.path
+
+
+def test_interrupted_import_resumes_to_the_same_store(crash_source, tmp_path, monkeypatch):
+    import roboreward.data.lerobot_io as lio
+
+    root, reference = crash_source
+    dst = tmp_path / "s.zarr"
+    real, calls = lio._read_episode, []
+
+    def dies_at_episode_3(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # what the CLI gets on Ctrl-C; kill -9 is the subprocess test below
+        return real(*args)
+
+    monkeypatch.setattr(lio, "_read_episode", dies_at_episode_3)
+    with pytest.raises(KeyboardInterrupt):
+        import_lerobot(root, dst, progress=False)
+    monkeypatch.setattr(lio, "_read_episode", real)
+    assert not dst.exists() and EpisodeStore(tmp_path / "s.zarr.partial").n_episodes == 3
+    store = import_lerobot(root, dst, progress=False)
+    assert store.import_report.status == "resumed" and store.import_report.resumed_at == 3
+    assert str(store.import_report).startswith("resumed an interrupted import after 3 episodes; 6 episodes")
+    _assert_same_store(dst, reference)
+    assert _no_leftovers(dst) == []
+
+
+def test_rerun_after_finished_import(crash_source, tmp_path):
+    """A kill just after the final rename leaves a finished store: the re-run (no --overwrite) ends
+    well with it; a store of another source at the same path is still refused."""
+    root, reference = crash_source
+    dst = tmp_path / "s.zarr"
+    import_lerobot(root, dst, progress=False)
+    again = import_lerobot(root, dst, progress=False)
+    assert again.import_report.status == "already imported"
+    _assert_same_store(dst, reference)
+    import pyarrow as pa
+
+    changed = _copy(root, tmp_path)
+    _add_episode_columns(changed, {"success": (pa.bool_(), [True] * 6)})
+    with pytest.raises(StoreError, match="already exists .*an import of another source"):
+        import_lerobot(changed, dst, progress=False)
+
+
+def test_stale_partial_is_replaced(crash_source, tmp_path):
+    """Leftovers of killed runs: a partial store of an older source, a half-created one, a folder
+    caught while being deleted or swapped out. None is resumed; all are removed."""
+    root, reference = crash_source
+    dst = tmp_path / "s.zarr"
+    _make_store(tmp_path / "s.zarr.partial")  # a store, but not an import of this source
+    (tmp_path / "s.zarr.partial.deleting").mkdir()
+    (tmp_path / "s.zarr.replaced").mkdir()
+    store = import_lerobot(root, dst, progress=False)
+    assert store.import_report.status == "imported"
+    _assert_same_store(dst, reference)
+    assert _no_leftovers(dst) == []
+    (tmp_path / "t.zarr.partial").mkdir()
+    (tmp_path / "t.zarr.partial" / "zarr.json").write_text("{")  # killed while creating it
+    import_lerobot(root, tmp_path / "t.zarr", progress=False)
+    _assert_same_store(tmp_path / "t.zarr", reference)
+
+
+def test_kill_9_cli_then_rerun(crash_source, tmp_path, capsys):
+    """The real thing: SIGKILL the CLI once it has committed an episode, re-run the same command."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, reference = crash_source
+    dst = tmp_path / "s.zarr"
+    command = [sys.executable, "-m", "roboreward.cli", "data", "import-lerobot", str(root), "--out", str(dst)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    attrs = tmp_path / "s.zarr.partial" / "zarr.json"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if json.loads(attrs.read_text())["attributes"]["roboreward"]["episodes"]:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.005)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from roboreward.cli import main
+
+    assert main(command[3:]) == 0  # the same command again, in this process (saves lerobot's import time)
+    if killed:
+        assert capsys.readouterr().out.startswith(("resumed", "imported"))
+    _assert_same_store(dst, reference)
+    assert _no_leftovers(dst) == []
