@@ -59,6 +59,34 @@ def _existing_path(value: str) -> Path:
     return path
 
 
+def _int_in(low: int, high: int | None = None):
+    """argparse type: an int in [low, high]; anything else is one argparse line before any work."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if high is None and number < low:
+            raise argparse.ArgumentTypeError(f"{number} must be >= {low}")
+        if high is not None and not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{number} is outside [{low}, {high}]")
+        return number
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 < number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{number} is outside (0, 1]")
+    return number
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -181,8 +209,8 @@ def _data_export(args):
 @arg("dataset", type=_existing_path, help="zarr store")
 @arg("--encoder", default="efficientnet_lite0", help="registered encoder or timm architecture")
 @arg("--encoder-weights", default=None, help="local weights file (default: the encoder's offline weights)")
-@arg("--image-size", type=int, default=128)
-@arg("--batch-size", type=int, default=64)
+@arg("--image-size", type=_int_in(16, 1024), default=128, help="square input size of the encoder (16..1024)")
+@arg("--batch-size", type=_int_in(1), default=64, help="frames per encoder call (>= 1)")
 def _data_cache(args):
     import torch
 
@@ -205,12 +233,12 @@ def _data_cache(args):
 @command("data", "generate", "write a store of scripted sim demonstrations (resumes an interrupted run)")
 @arg("--recipe", type=_existing_path, default=None, help="dataset recipe YAML (datasets/*.yaml); flags below override it")
 @arg("--task", default=None, help="sim task name (pick_place, stack, drawer)")
-@arg("--episodes", type=int, default=None)
+@arg("--episodes", type=_int_in(1), default=None)
 @arg("--mix", default=None, help="quality mix, e.g. expert=0.5,suboptimal=0.3,failure=0.2")
-@arg("--image-size", type=int, default=None)
-@arg("--seed", type=int, default=None)
+@arg("--image-size", type=_int_in(16, 512), default=None, help="square camera resolution (16..512)")
+@arg("--seed", type=_int_in(0), default=None)
 @arg("--out", required=True, type=Path, help="zarr store to write")
-@arg("--workers", type=int, default=0, help="parallel generator processes (0 = one per core)")
+@arg("--workers", type=_int_in(0), default=0, help="parallel generator processes (0 = one per core)")
 @arg("--overwrite", action="store_true")
 def _data_generate(args):
     store = _generate(args)
@@ -255,7 +283,7 @@ def _held_out(model_path: Path, dataset: Path, which: str) -> list[int] | None:
 @arg("--config", type=_existing_path, default=None, help="YAML such as configs/reward/sarm.yaml (default: built-in SARM defaults)")
 @arg("--dataset", required=True, type=_existing_path, help="zarr store")
 @arg("--out", type=Path, default=None, help="run folder: checkpoints/, model/, split.json, tb/ (default outputs/runs/<dataset>_<model type>)")
-@arg("--steps", type=int, default=None, help="override train.steps")
+@arg("--steps", type=_int_in(1), default=None, help="override train.steps")
 def _reward_train(args):
     from .config import load_config
     from .rewards.train import RewardTrainConfig, train_reward
@@ -276,8 +304,8 @@ def _reward_train(args):
 @arg("--out", type=Path, default=None, help="output folder (default <model>/eval)")
 @arg("--episodes", default="val", help="val (held-out split of training), all, or ids like 3,7,9")
 @arg("--level", default=None, help="sparse or dense (default: every level the model has)")
-@arg("--videos", type=int, default=2, help="overlay mp4s to write")
-@arg("--plots", type=int, default=8, help="per-episode progress plots to write")
+@arg("--videos", type=_int_in(0), default=2, help="overlay mp4s to write")
+@arg("--plots", type=_int_in(0), default=8, help="per-episode progress plots to write")
 def _reward_eval(args):
     from .eval.evaluate import evaluate_reward
 
@@ -312,11 +340,11 @@ def _reward_annotate(args):
 @arg("--weights", choices=("none", "soft", "rabc", "hard"), default=None,
      help="RA-BC weighting (overrides weights.mode): soft (= rabc, LeRobot's formula), hard (keep chunks with gain > kappa)")
 @arg("--progress", default=None, help="gt.progress, a progress annotation name in the store, or a sarm_progress.parquet")
-@arg("--min-final-progress", type=float, default=None,
+@arg("--min-final-progress", type=_fraction, default=None,
      help="also drop episodes whose final progress stays below this (e.g. 0.5); overrides weights.min_final_progress")
 @arg("--qualities", nargs="+", default=None, help="train only on episodes with these quality labels (e.g. expert)")
-@arg("--steps", type=int, default=None, help="override train.steps")
-@arg("--seed", type=int, default=None, help="override train.seed (initialisation and batch order)")
+@arg("--steps", type=_int_in(1), default=None, help="override train.steps")
+@arg("--seed", type=_int_in(0), default=None, help="override train.seed (initialisation and batch order)")
 def _bc_train(args):
     from .config import load_config
     from .policies.train import BCTrainConfig, train_bc
@@ -341,13 +369,13 @@ def _bc_train(args):
 @arg("--task", default=None, help="pick_place, stack or drawer (default: the --recipe's task)")
 @arg("--recipe", type=_existing_path, default=None,
      help="dataset recipe (datasets/*.yaml): roll out in its task and object randomisation (task_config)")
-@arg("--episodes", type=int, default=20)
+@arg("--episodes", type=_int_in(1), default=20)
 @arg("--out", type=Path, default=None, help="output folder (default <policy>/sim_eval_<task>)")
-@arg("--envs", type=int, default=4, help="environments stepped in lockstep (one batch per step)")
-@arg("--image-size", type=int, default=128, help="camera resolution (match the training data)")
-@arg("--execute", type=int, default=None, help="actions of each predicted chunk to execute (default horizon/2)")
-@arg("--max-steps", type=int, default=300)
-@arg("--videos", type=int, default=2)
+@arg("--envs", type=_int_in(1, 256), default=4, help="environments stepped in lockstep (one batch per step)")
+@arg("--image-size", type=_int_in(16, 512), default=128, help="camera resolution (match the training data)")
+@arg("--execute", type=_int_in(1), default=None, help="actions of each predicted chunk to execute (default horizon/2)")
+@arg("--max-steps", type=_int_in(1), default=300)
+@arg("--videos", type=_int_in(0), default=2)
 def _sim_eval(args):
     from .policies.evaluate import evaluate_policy
     from .sim.scripted import PLANS
@@ -400,6 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_progress_bars() -> None:
+    """End any progress bar an error interrupted, so the error starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", [])):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing at run time may reach a hub
     parser = build_parser()
@@ -410,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._fn(args) or 0)
     except RoborewardError as exc:
+        _close_progress_bars()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
