@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import build_store
 
 from roboreward.cli import main
 from roboreward.data import EpisodeStore
@@ -72,13 +71,14 @@ class Case:
 
 # ---------------------------------------------------------------------------------------- the world
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
+def world(tmp_path_factory, make_store) -> dict[str, Path]:
     """One valid store, a reward-model and a policy checkpoint, and a valid parquet; every case
     damages a copy or points at these (which must never change)."""
     base = tmp_path_factory.mktemp("world")
-    good, _ = build_store(base / "good.zarr", n_episodes=4, image_size=32, lengths=[20, 18, 22, 16])
+    good, _ = make_store(base / "good.zarr", n_episodes=4, image_size=32, lengths=[20, 18, 22, 16])
+    tiny, _ = make_store(base / "tiny.zarr", n_episodes=1, image_size=16, lengths=[10])
     featured = base / "featured.zarr"
-    build_store(featured, n_episodes=4, image_size=32, lengths=[20, 18, 22, 16])
+    make_store(featured, n_episodes=4, image_size=32, lengths=[20, 18, 22, 16])
     cache_embeddings(featured, MeanColour(), "mean-colour", progress=False)
 
     from roboreward.policies.base import make_policy, policy_class
@@ -93,7 +93,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
     bc_cfg = policy_class("bc").config_class.from_store(store, None, cameras=[], horizon=4, window=2, hidden_dim=16, n_layers=1)
     make_policy(bc_cfg).save_pretrained(base / "policy")
     write_progress_parquet(store, {"sparse": np.zeros(store.n_frames, np.float32)}, base / "progress.parquet")
-    return {"good": good.path, "featured": featured, "model": base / "model", "policy": base / "policy",
+    return {"good": good.path, "tiny": tiny.path, "featured": featured, "model": base / "model", "policy": base / "policy",
             "parquet": base / "progress.parquet"}
 
 
@@ -298,6 +298,7 @@ CASES = [
          prep=delete_chunk(f"data/{FRONT}", 2)),
     Case("export garbage chunk", ["data", "export-lerobot", "{case}", "--out", "{tmp}/lr"], "cannot be decoded",
          prep=garbage_chunk("data/observation.images.wrist", 0)),
+    Case("export frames too small for video", ["data", "export-lerobot", "{tiny}", "--out", "{tmp}/lr"], "needs at least 32 px"),
     Case("export not a store", ["data", "export-lerobot", "{case}", "--out", "{tmp}/lr"], "not a zarr store", prep=not_a_store),
     Case("cache deleted chunk", ["data", "cache-embeddings", "{case}", "--image-size", "32"], f"data/{FRONT}: chunk c/0/0/0/0",
          prep=delete_chunk(f"data/{FRONT}", 0)),
@@ -419,7 +420,7 @@ def test_bad_input_is_one_line(case, world, tmp_path, capsys):
         case.prep(world, case_path)
     fmt = {**{k: str(v) for k, v in world.items()}, "tmp": str(tmp_path), "case": str(case_path)}
     argv = [a.format(**fmt) for a in case.argv]
-    watched = [world["good"], world["featured"], world["model"], world["policy"], case_path]
+    watched = [world["good"], world["tiny"], world["featured"], world["model"], world["policy"], case_path]
     before = [digest(p) for p in watched]
     capsys.readouterr()
     try:

@@ -1033,6 +1033,9 @@ def _write_episode_metadata(root: Path, store: EpisodeStore, fps: int) -> None:
         (root / "meta" / f"temporal_proportions_{level}.json").write_text(json.dumps(props, indent=2))
 
 
+MIN_VIDEO_SIDE = 32
+
+
 def export_lerobot(src, dst, repo_id: str = "local/roboreward", progress: bool = True,
                    overwrite: bool = False) -> Path:
     """Write a zarr store as a LeRobotDataset v3 folder with lerobot's own writer; returns ``dst``.
@@ -1051,6 +1054,12 @@ def export_lerobot(src, dst, repo_id: str = "local/roboreward", progress: bool =
     fps = int(round(store.fps))
     if abs(store.fps - fps) > 1e-6:
         raise StoreError(f"{src}: fps {store.fps} is not an integer; LeRobot datasets need an integer fps")
+    small = [(cam, store.features[cam].shape[:2]) for cam in store.cameras if min(store.features[cam].shape[:2]) < MIN_VIDEO_SIDE]
+    if small:
+        # Measured: lerobot's AV1 encoder (SVT-AV1) kills the process with SIGFPE on 16 and 24 px frames; 32 px works.
+        cam, (h, w) = small[0]
+        raise StoreError(f"{src}: camera {cam} is {h}x{w} px; LeRobot's AV1 video encoder needs at least "
+                         f"{MIN_VIDEO_SIDE} px per side (smaller frames crash it); generate or import the store at a larger size")
     tmp = _prepare_destination(dst, overwrite, "meta/info.json")
     features = _lerobot_features(store)
     with _hub_offline(), SuppressProgressBars():  # our bar, not one per datasets call
