@@ -61,7 +61,7 @@ def build_store(
     return store, episodes
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_store():
     """``make_store(path, n_episodes=3, image_size=16, lengths=None, seed=0)`` -> (store, episodes)."""
     return build_store
