@@ -35,8 +35,14 @@ from ..rewards.annotate import (
     model_levels,
 )
 from . import metrics as M
-from .metrics import FINAL_K
+from .metrics import DROP_TOLERANCE, FINAL_K, FREEZE_TOLERANCE
+from .probes import freeze_frames, hold_frames, probe_progress, probe_support
+
 GT_KEY = "gt.progress"
+GT_SUCCESS = "gt.success"
+GT_STAGE = "gt.stage"
+HOLD_SECONDS = 2.0
+"""How long the final frame is held (and a mid-episode frame frozen) for the hold and freeze probes."""
 
 
 def _level_key(level: str | None) -> str:
@@ -84,6 +90,50 @@ def _stage_targets(model, store: EpisodeStore, episodes: list[int], level: str):
         return None  # annotations name stages the model does not know: no stage accuracy
 
 
+def _gt_column(store: EpisodeStore, key: str, eps: list[int]) -> dict[int, np.ndarray] | None:
+    """Per-episode frames of a scalar ``gt.*`` target feature, or None when the store has none."""
+    if key not in store.features:
+        return None
+    column = np.asarray(store.array(key)[: store.n_frames]).reshape(store.n_frames, -1)[:, 0]
+    return {e: column[slice(*store.episode_range(e))] for e in eps}
+
+
+def _success_onsets(store: EpisodeStore, eps: list[int], truth) -> tuple[dict[int, int], str | None]:
+    """Frame at which the success condition first holds, per successful episode that shows it:
+    from ``gt.success`` (the simulator's per-frame check), else the first frame ``gt.progress``
+    reaches 1 (the simulator's progress is 1 exactly while the task is done); and the source used."""
+    flags = _gt_column(store, GT_SUCCESS, eps)
+    source = GT_SUCCESS
+    if flags is None and truth is not None:
+        flags, source = {e: truth[e] >= 1.0 - 1e-6 for e in eps}, f"{GT_KEY} >= 1"
+    if flags is None:
+        return {}, None
+    onsets = {e: M.first_true(flags[e]) for e in eps if store.episodes[e].success is True}
+    return {e: t for e, t in onsets.items() if t is not None}, source
+
+
+def _frame_stages(store: EpisodeStore, e: int, gt_stage) -> tuple[list | None, int | None, str | None]:
+    """(stage label of every frame, first frame of the final stage, source) of episode ``e`` from its
+    sparse annotations (a frame before the first subtask takes the first one's name, a frame in a
+    gap or after the last the previous one's, as the SARM targets do), else from ``gt.stage``."""
+    subtasks = sorted(store.episodes[e].annotations.get("sparse") or [], key=lambda sub: sub.start)
+    n = store.episodes[e].length
+    if subtasks:
+        starts = np.array([sub.start for sub in subtasks])
+        j = np.maximum(np.searchsorted(starts, np.arange(n), side="right") - 1, 0)
+        return [subtasks[k].name for k in j], subtasks[-1].start, "sparse annotations"
+    if gt_stage is not None:
+        stage = np.asarray(gt_stage[e]).astype(np.int64)
+        change = np.flatnonzero(stage[1:] != stage[:-1])
+        return [f"stage {k}" for k in stage.tolist()], int(change[-1] + 1) if len(change) else 0, GT_STAGE
+    return None, None, None
+
+
+def _counts(eps, success_of: dict[int, bool | None]) -> dict[str, int]:
+    eps = list(eps)
+    return {"n_success": sum(success_of[e] is True for e in eps), "n_failure": sum(success_of[e] is False for e in eps)}
+
+
 def _choose_video_episodes(store: EpisodeStore, episodes: list[int], n: int) -> list[int]:
     """A success and a failure first when both exist, then the rest in order."""
     picks: list[int] = []
@@ -107,6 +157,7 @@ def evaluate_reward(
     batch_frames: int = BATCH_FRAMES,
     final_k: int = FINAL_K,
     encoder: Callable[[np.ndarray], torch.Tensor] | None = None,
+    hold_seconds: float = HOLD_SECONDS,
 ) -> dict[str, Any]:
     """Run ``model`` (a RewardModel or a checkpoint folder) over whole ``episodes`` (default all;
     pass the held-out split) of the store and write metrics.json, plots and videos into ``out_dir``.
@@ -118,7 +169,20 @@ def evaluate_reward(
     ``auroc`` of final progress (mean of the last ``final_k`` frames), success vs failure;
     ``reversed_fall_share`` over the successful episodes played backwards; ``per_quality`` mean
     final progress. The first level's values are repeated at the top level. Returns the dict
-    written to metrics.json."""
+    written to metrics.json.
+
+    Figures on levels, not ranks (a model can rank successes above failures and still pay less for
+    finishing than for hovering); each carries ``n_success`` / ``n_failure``, the episodes it rests on:
+    ``post_success`` drop of progress once the success condition holds (``gt.success``, else
+    ``gt.progress`` reaching 1) below the peak before it: mean, worst, share above 0.05;
+    ``final_hold`` change of progress when a success's last frame is held ``hold_seconds``;
+    ``finish_vs_hover`` final progress of a success vs the frame before its final stage began
+    (sparse annotations, else ``gt.stage``): share higher, margin; ``freeze_drift`` rise of progress
+    while the scene is frozen ``hold_seconds`` at the middle frame of each success; ``calibration``
+    mean |progress - gt.progress| per sparse stage; ``final_progress_gap`` mean final progress of
+    successes minus failures. ``counts`` gives n_success / n_failure of the older figures. Hold and
+    freeze run the model on re-indexed frames (``roboreward.eval.probes``): models over cached
+    features only; for others they say ``unsupported``."""
     t0 = time.perf_counter()
     if isinstance(model, (str, os.PathLike)):
         from ..rewards.base import RewardModel
@@ -137,10 +201,21 @@ def evaluate_reward(
     labelled = [s is not None for s in success]
     good = [e for e, s in zip(eps, success) if s is True] if any(labelled) else list(eps)
     voc_scope = "successful episodes" if any(labelled) else "all episodes (no success labels)"
-    truth = None
-    if GT_KEY in store.features:
-        gt = np.asarray(store.array(GT_KEY)[: store.n_frames], dtype=np.float32).reshape(store.n_frames, -1)[:, 0]
-        truth = {e: gt[slice(*store.episode_range(e))] for e in eps}
+    success_of = dict(zip(eps, success))
+    truth = _gt_column(store, GT_KEY, eps)
+    if truth is not None:
+        truth = {e: v.astype(np.float32) for e, v in truth.items()}
+    pos = [e for e, s in zip(eps, success) if s is True]
+    neg = [e for e, s in zip(eps, success) if s is False]
+    onsets, onset_source = _success_onsets(store, eps, truth)
+    gt_stage = _gt_column(store, GT_STAGE, eps)
+    frame_stages = {e: _frame_stages(store, e, gt_stage) for e in eps}
+    extra = int(round(hold_seconds * store.fps))
+    unsupported = probe_support(model)
+    probes = [] if unsupported else (
+        [(e, hold_frames(store.episodes[e].length, extra)) for e in pos]
+        + [(e, freeze_frames(store.episodes[e].length // 2, extra)) for e in pos]
+    )
 
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
@@ -150,9 +225,13 @@ def evaluate_reward(
         stage_pred: dict[str, dict[int, np.ndarray]] = {}
         stage_true: dict[str, Any] = {}
         reversed_curves: dict[str, list[np.ndarray]] = {}
+        held: dict[str, dict[int, np.ndarray]] = {}
+        frozen: dict[str, dict[int, np.ndarray]] = {}
         for lvl in levels:
             key = _level_key(lvl)
             curves[key] = dict(zip(eps, episode_progress(model, store, eps, lvl, batch_frames=batch_frames)))
+            probed = probe_progress(model, store, probes, lvl, batch_frames=batch_frames) if probes else []
+            held[key], frozen[key] = dict(zip(pos, probed[: len(pos)])), dict(zip(pos, probed[len(pos):]))
             reversed_curves[key] = episode_progress(model, store, good, lvl, reverse=True, batch_frames=batch_frames) if good else []
             if lvl is not None:
                 targets = _stage_targets(model, store, eps, lvl)
@@ -164,6 +243,8 @@ def evaluate_reward(
         if was_training:
             model.train()
 
+    robust = {key: _episode_robustness(c, held[key], frozen[key], onsets, frame_stages, store, final_k)
+              for key, c in curves.items()}
     per_episode = []
     for e, info in zip(eps, infos):
         start, end = store.episode_range(e)
@@ -176,6 +257,9 @@ def evaluate_reward(
                 row.setdefault("mae", {})[key] = M.mae(c[e], truth[e])
             if key in stage_pred:
                 row.setdefault("stage_accuracy", {})[key] = M.stage_accuracy(stage_pred[key][e], stage_true[key].stage[start:end])
+            for figure, values in robust[key].items():
+                if e in values:
+                    row.setdefault(figure, {})[key] = values[e]
         per_episode.append(row)
 
     by_level: dict[str, dict[str, Any]] = {}
@@ -194,8 +278,6 @@ def evaluate_reward(
                 np.concatenate([stage_true[key].stage[slice(*store.episode_range(e))] for e in eps]),
             )
         finals = {e: M.final_progress(c[e], final_k) for e in eps}
-        pos = [e for e, s in zip(eps, success) if s is True]
-        neg = [e for e, s in zip(eps, success) if s is False]
         m["auroc"] = M.auroc([finals[e] for e in pos + neg], [True] * len(pos) + [False] * len(neg)) if pos and neg else float("nan")
         m["auroc_episodes"] = {"success": len(pos), "failure": len(neg)}
         m["final_progress"] = {
@@ -208,6 +290,16 @@ def evaluate_reward(
         for e, info in zip(eps, infos):
             quality.setdefault(info.quality, []).append(finals[e])  # type: ignore[arg-type]
         m["per_quality"] = {q: {"episodes": len(v), "final_progress_mean": _mean(v)} for q, v in sorted(quality.items())}
+        m.update(_level_robustness(
+            robust[key], c, finals, truth, frame_stages, success_of, pos, neg, onset_source, unsupported, hold_seconds, extra,
+        ))
+        m["counts"] = {
+            "voc": _counts(good, success_of),
+            **({"mae": _counts(eps, success_of)} if truth is not None else {}),
+            **({"stage_accuracy": _counts(eps, success_of)} if key in stage_pred else {}),
+            "auroc": _counts(pos + neg, success_of),
+            "reversed_fall_share": _counts(good, success_of),
+        }
         by_level[key] = m
 
     primary = _level_key(levels[0])
@@ -250,6 +342,114 @@ def evaluate_reward(
     result = _clean(result)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _episode_robustness(curve, held, frozen, onsets, frame_stages, store: EpisodeStore,
+                        final_k: int) -> dict[str, dict[int, float]]:
+    """Per-episode values of the level figures: {figure: {episode: value}} (episodes it applies to)."""
+    out: dict[str, dict[int, float]] = {"post_success_drop": {}, "hold_change": {}, "finish_margin": {}, "freeze_rise": {}}
+    for e, onset in onsets.items():
+        if e in curve:
+            out["post_success_drop"][e] = M.post_success_drop(curve[e], onset)
+    for e, p in held.items():
+        out["hold_change"][e] = M.hold_change(p, store.episodes[e].length - 1)
+    for e, p in frozen.items():
+        out["freeze_rise"][e] = M.freeze_rise(p, store.episodes[e].length // 2)
+    for e, (_, start, _) in frame_stages.items():
+        if store.episodes[e].success is True and start is not None and start >= 1:  # a frame before the final stage
+            out["finish_margin"][e] = M.finish_margin(curve[e], start, final_k)
+    return out
+
+
+def _level_robustness(values, curve, finals, truth, frame_stages, success_of, pos, neg, onset_source, unsupported,
+                      hold_seconds, extra) -> dict[str, Any]:
+    """The level figures of one level from the per-episode values, each with its n_success / n_failure."""
+    drop, hold, margin, rise = (values[k] for k in ("post_success_drop", "hold_change", "finish_margin", "freeze_rise"))
+    out: dict[str, Any] = {}
+    out["post_success"] = {
+        "drop_mean": _mean(list(drop.values())),
+        "drop_max": max(drop.values(), default=float("nan")),
+        "drop_share": float(np.mean([v > DROP_TOLERANCE for v in drop.values()])) if drop else float("nan"),
+        "tolerance": DROP_TOLERANCE,
+        "onset_source": onset_source,
+        **_counts(drop, success_of),
+    }
+    probe_note = {"unsupported": unsupported} if unsupported else {}
+    out["final_hold"] = {
+        "seconds": hold_seconds, "frames": extra,
+        "change_mean": _mean(list(hold.values())),
+        "change_min": min(hold.values(), default=float("nan")),
+        "fall_share": float(np.mean([v < -DROP_TOLERANCE for v in hold.values()])) if hold else float("nan"),
+        **probe_note, **_counts(hold, success_of),
+    }
+    sources = sorted({frame_stages[e][2] for e in margin})
+    out["finish_vs_hover"] = {
+        "higher_share": float(np.mean([v > 0 for v in margin.values()])) if margin else float("nan"),
+        "margin_mean": _mean(list(margin.values())),
+        "margin_min": min(margin.values(), default=float("nan")),
+        "stage_source": ", ".join(sources) if sources else None,
+        **_counts(margin, success_of),
+    }
+    out["freeze_drift"] = {
+        "seconds": hold_seconds, "frames": extra,
+        "rise_mean": _mean(list(rise.values())),
+        "rise_max": max(rise.values(), default=float("nan")),
+        "tolerance": FREEZE_TOLERANCE,
+        **probe_note, **_counts(rise, success_of),
+    }
+    per_stage: dict[str, Any] = {}
+    calibrated = [e for e in curve if truth is not None and frame_stages[e][0] is not None]
+    if calibrated:
+        labels = [lab for e in calibrated for lab in frame_stages[e][0]]
+        errors = M.stage_errors(np.concatenate([curve[e] for e in calibrated]),
+                                np.concatenate([truth[e] for e in calibrated]), labels)
+        for name, (err, frames) in errors.items():
+            having = [e for e in calibrated if name in frame_stages[e][0]]
+            per_stage[str(name)] = {"mae": err, "frames": frames, **_counts(having, success_of)}
+    out["calibration"] = {
+        "per_stage": per_stage,
+        "stage_source": ", ".join(sorted({frame_stages[e][2] for e in calibrated})) or None,
+        **_counts(calibrated, success_of),
+    }
+    out["final_progress_gap"] = {
+        "gap": M.final_progress_gap([finals[e] for e in pos], [finals[e] for e in neg]),
+        **_counts(pos + neg, success_of),
+    }
+    return out
+
+
+def summary_text(metrics: dict[str, Any]) -> str:
+    """The lines ``reward eval`` prints: the ranking figures, then the level figures, each with the
+    successes (s) and failures (f) it rests on and its goal."""
+    def num(x, fmt=".3f"):
+        return format(x, fmt) if isinstance(x, (int, float)) and not isinstance(x, bool) else "n/a"
+
+    def n(fig):
+        return f"[{fig.get('n_success', 0)} s / {fig.get('n_failure', 0)} f]"
+
+    keys = ("voc", "mae", "stage_accuracy", "auroc", "reversed_fall_share")
+    lines = ["  ".join(f"{k} {num(metrics.get(k))}" for k in keys)]
+    ps, hold = metrics.get("post_success", {}), metrics.get("final_hold", {})
+    lines.append(
+        f"after success: drop mean {num(ps.get('drop_mean'))} worst {num(ps.get('drop_max'))}, "
+        f"share > {ps.get('tolerance', DROP_TOLERANCE)} {num(ps.get('drop_share'), '.2f')} (goal 0) {n(ps)}; "
+        f"final {hold.get('seconds', HOLD_SECONDS):g} s hold change mean {num(hold.get('change_mean'))} "
+        f"worst {num(hold.get('change_min'))} {n(hold)}"
+    )
+    fh, fr, gap = metrics.get("finish_vs_hover", {}), metrics.get("freeze_drift", {}), metrics.get("final_progress_gap", {})
+    lines.append(
+        f"finish > hover {num(fh.get('higher_share'), '.2f')} (goal 1) margin mean {num(fh.get('margin_mean'))} {n(fh)}; "
+        f"frozen {fr.get('seconds', HOLD_SECONDS):g} s: rise mean {num(fr.get('rise_mean'))} max {num(fr.get('rise_max'))} "
+        f"(goal <= {fr.get('tolerance', FREEZE_TOLERANCE)}) {n(fr)}"
+    )
+    cal = metrics.get("calibration", {})
+    stages = ", ".join(f"{name} {num(v.get('mae'))}" for name, v in cal.get("per_stage", {}).items()) or "n/a"
+    lines.append(f"final progress success - failure {num(gap.get('gap'))} {n(gap)}; |progress - gt| per stage: {stages} {n(cal)}")
+    for fig in (hold, fr):
+        if fig.get("unsupported"):
+            lines.append(f"hold/freeze n/a: {fig['unsupported']}")
+            break
+    return "\n".join(lines)
 
 
 def _stage_names(model, level: str | None) -> list[str] | None:

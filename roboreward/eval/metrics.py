@@ -104,3 +104,87 @@ def reversed_fall_share(progress_of_reversed_episodes: Sequence) -> float:
     if not curves:
         return float("nan")
     return float(np.mean([falls(p) for p in curves]))
+
+
+# ---------------------------------------------------------------------------- beyond ranking
+# VOC and AUROC rank curves; a model can rank perfectly and still pay less for finishing than for
+# hovering over the goal (failures just end even lower). These figures look at levels, not ranks.
+DROP_TOLERANCE = 0.05
+"""A success whose progress falls by more than this after the success condition holds counts as dropping."""
+FREEZE_TOLERANCE = 0.01
+"""Most progress may rise while the scene is frozen (nothing happens, so nothing should be paid)."""
+
+
+def first_true(flags) -> int | None:
+    """Index of the first True value (the frame a success condition first holds), or None."""
+    f = np.asarray(flags).astype(bool).reshape(-1)
+    return int(np.argmax(f)) if f.any() else None
+
+
+def post_success_drop(progress, onset: int) -> float:
+    """How far progress falls once the task is done: the highest value up to and including the
+    frame ``onset`` (where the success condition first holds) minus the lowest value from it on.
+    0 for a curve that never falls below what it had reached; never negative."""
+    p = _vector(progress, "progress")
+    if not 0 <= onset < len(p):
+        raise RoborewardError(f"post_success_drop: onset {onset} is outside the episode's {len(p)} frames")
+    return float(p[: onset + 1].max() - p[onset:].min())
+
+
+def hold_change(progress, at: int) -> float:
+    """Change of progress over a hold: the last value minus the value at frame ``at``, the last
+    real frame, after which the curve's inputs repeat that frame. Negative = the model takes back
+    reward while nothing changes."""
+    p = _vector(progress, "progress")
+    if not 0 <= at < len(p):
+        raise RoborewardError(f"hold_change: frame {at} is outside the curve's {len(p)} frames")
+    return float(p[-1] - p[at])
+
+
+def freeze_rise(progress, at: int) -> float:
+    """Most progress rises while frozen: the highest value after frame ``at`` (the frame whose
+    inputs repeat from then on) minus the value at ``at``. A model that pays for elapsed time rises;
+    one that reads the scene stays at 0 (negative when it only falls). 0 with no frozen frames."""
+    p = _vector(progress, "progress")
+    if not 0 <= at < len(p):
+        raise RoborewardError(f"freeze_rise: frame {at} is outside the curve's {len(p)} frames")
+    return float(p[at + 1:].max() - p[at]) if at + 1 < len(p) else 0.0
+
+
+def finish_margin(progress, final_stage_start: int, k: int = FINAL_K) -> float:
+    """Final progress (``final_progress``, the score AUROC ranks) minus the progress at the last
+    frame before the final stage began (``final_stage_start - 1``: the robot about to place, or
+    hovering over the goal). Positive = finishing pays more than getting close."""
+    p = _vector(progress, "progress")
+    if not 1 <= final_stage_start < len(p) + 1:
+        raise RoborewardError(
+            f"finish_margin: the final stage starts at frame {final_stage_start}; it needs a frame before it "
+            f"in the episode's {len(p)} frames"
+        )
+    return final_progress(p, k) - float(p[final_stage_start - 1])
+
+
+def stage_errors(pred, truth, stage) -> dict:
+    """Calibration per stage: ``{stage: (mean |pred - truth|, frames)}`` over the frames labelled
+    ``stage`` (any hashable labels, one per frame; None or a negative int = unlabelled), skipping
+    frames whose truth is NaN. Stages in order of first appearance."""
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    labels = list(stage)
+    if not (pred.shape == truth.shape == (len(labels),)):
+        raise RoborewardError(f"stage_errors: pred {pred.shape}, truth {truth.shape} and {len(labels)} stage labels differ")
+    out: dict = {}
+    err = np.abs(pred - truth)
+    for label in dict.fromkeys(labels):
+        if label is None or (isinstance(label, (int, np.integer)) and label < 0):
+            continue
+        mask = np.array([x == label for x in labels]) & ~np.isnan(truth)
+        if mask.any():
+            out[label] = (float(err[mask].mean()), int(mask.sum()))
+    return out
+
+
+def final_progress_gap(success_finals, failure_finals) -> float:
+    """Mean final progress of successes minus that of failures: how far apart the model puts them,
+    which AUROC (order only) does not say. NaN when either side is empty."""
+    s, f = np.asarray(list(success_finals), np.float64), np.asarray(list(failure_finals), np.float64)
+    return float(s.mean() - f.mean()) if len(s) and len(f) else float("nan")

@@ -2,8 +2,12 @@
 0 -> 1, failed ones whose progress stalls at 0.4, and a tiny SARM trained on successes.
 
 Frames are 8x8 images; channel 0 of rows 1..7 holds the true progress (x200) plus noise, channel 2
-a per-task constant. ``encode`` maps them to 16-d features deterministically."""
+a per-task constant. ``encode`` maps them to 16-d features deterministically. ``gt.success`` holds
+from the frame a success's progress reaches ``SUCCESS_AT`` on (a few frames before its end), as the
+simulator's per-frame success check does once the object is placed."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,6 +15,7 @@ from torch.utils.data import default_collate
 
 from roboreward.data import Episode, EpisodeStore, FeatureSpec, Subtask
 from roboreward.data.cache import cache_embeddings
+from roboreward.rewards import RewardModel, RewardModelConfig
 from roboreward.rewards.sarm import SARM, SARMConfig, SARMDataset
 
 CAMS = ("observation.images.front", "observation.images.wrist")
@@ -22,6 +27,7 @@ _W = np.random.default_rng(7).standard_normal((DIM - 8, 4)).astype(np.float32)
 PLAN = [(24, True, "expert"), (30, True, "expert"), (27, True, "suboptimal"), (33, True, "expert"),
         (28, True, "expert"), (26, False, "failure"), (31, True, "suboptimal"), (25, False, "failure"),
         (29, True, "expert"), (22, False, "failure"), (26, True, "suboptimal"), (23, True, "expert")]
+SUCCESS_AT = 0.9
 TRAIN = [0, 1, 2, 3, 4, 6]
 HELD_OUT = [5, 7, 8, 9, 10, 11]
 
@@ -40,6 +46,7 @@ def build_eval_store(path, cache: bool = True) -> EpisodeStore:
     feats = {cam: FeatureSpec((8, 8, 3), "uint8", "rgb") for cam in CAMS}
     feats["observation.state"] = FeatureSpec((2,), "float32", "low_dim")
     feats["gt.progress"] = FeatureSpec((), "float32", "target")
+    feats["gt.success"] = FeatureSpec((), "bool", "target")
     store = EpisodeStore.create(path, feats, fps=10.0)
     for i, (length, success, quality) in enumerate(PLAN):
         progress = np.linspace(0.0, 1.0 if success else 0.4, length, dtype=np.float32)
@@ -52,6 +59,7 @@ def build_eval_store(path, cache: bool = True) -> EpisodeStore:
             data[cam] = img.astype(np.uint8)
         data["observation.state"] = np.stack([progress, rng.standard_normal(length)], 1).astype(np.float32)
         data["gt.progress"] = progress
+        data["gt.success"] = (progress >= SUCCESS_AT) if success else np.zeros(length, bool)
         cut = int(round(0.4 * length))
         # A failure never gets past reaching (its progress stalls at the end of that stage).
         subtasks = [Subtask("reach", 0, cut), Subtask("grasp", cut, length)] if success else [Subtask("reach", 0, length)]
@@ -85,3 +93,19 @@ def train_tiny_sarm(store: EpisodeStore, steps: int = 60, seed: int = 0, **overr
         loss.backward()
         opt.step()
     return model.eval()
+
+
+@dataclass
+class ClockConfig(RewardModelConfig):
+    type: str = "test_clock"
+    """Not registered: a test-only model."""
+
+
+class ClockModel(RewardModel):
+    """Progress = elapsed share of the episode: the frame counter a reward model must beat."""
+
+    name = "test_clock"
+    config_class = ClockConfig
+
+    def episode_progress(self, store, episodes, level=None, reverse=False):
+        return [torch.linspace(0, 1, store.episodes[e].length) for e in episodes]

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from evaltoy import CAMS, FEATURE_KEY, HELD_OUT, PLAN, encode, tiny_config
+from evaltoy import CAMS, FEATURE_KEY, HELD_OUT, PLAN, ClockConfig, ClockModel, encode, tiny_config
 
 from roboreward.data import EpisodeStore
 from roboreward.data.cache import cached_features
 from roboreward.eval import auroc, evaluate_reward, final_progress
-from roboreward.rewards import RewardModel, RewardModelConfig
 from roboreward.rewards.annotate import episode_progress
 from roboreward.rewards.sarm import SARM
 
@@ -100,22 +98,6 @@ def test_missing_feature_cache_is_built_with_the_key_s_encoder(eval_store, tiny_
 
 
 # ---------------------------------------------------------------------------- any model, via the hook
-@dataclass
-class ClockConfig(RewardModelConfig):
-    type: str = "test_clock"
-    """Not registered: a test-only model."""
-
-
-class ClockModel(RewardModel):
-    """Progress = elapsed share of the episode: the frame counter a reward model must beat."""
-
-    name = "test_clock"
-    config_class = ClockConfig
-
-    def episode_progress(self, store, episodes, level=None, reverse=False):
-        return [torch.linspace(0, 1, store.episodes[e].length) for e in episodes]
-
-
 def test_a_model_without_cached_features_plugs_in_through_episode_progress(eval_store, tmp_path):
     model = ClockModel(ClockConfig())
     result = evaluate_reward(model, eval_store.path, tmp_path / "clock", episodes=HELD_OUT, videos=1, plots=1)
