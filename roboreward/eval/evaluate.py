@@ -420,15 +420,17 @@ def _level_robustness(values, curve, finals, truth, frame_stages, success_of, po
 
 def summary_text(metrics: dict[str, Any]) -> str:
     """The lines ``reward eval`` prints: the ranking figures, then the level figures, each with the
-    successes (s) and failures (f) it rests on and its goal."""
+    successes and failures it rests on and its goal."""
     def num(x, fmt=".3f"):
         return format(x, fmt) if isinstance(x, (int, float)) and not isinstance(x, bool) else "n/a"
 
     def n(fig):
-        return f"[{fig.get('n_success', 0)} s / {fig.get('n_failure', 0)} f]"
+        return f"[{fig.get('n_success', 0)} succ / {fig.get('n_failure', 0)} fail]"
 
     keys = ("voc", "mae", "stage_accuracy", "auroc", "reversed_fall_share")
     lines = ["  ".join(f"{k} {num(metrics.get(k))}" for k in keys)]
+    if "auroc" in metrics.get("counts", {}):
+        lines[0] += f"  (auroc on {n(metrics['counts']['auroc'])[1:-1]})"
     ps, hold = metrics.get("post_success", {}), metrics.get("final_hold", {})
     lines.append(
         f"after success: drop mean {num(ps.get('drop_mean'))} worst {num(ps.get('drop_max'))}, "

@@ -103,7 +103,7 @@ def test_a_model_that_pays_for_time_rises_while_frozen(eval_store, tmp_path):
     assert m["final_progress_gap"]["gap"] == pytest.approx(gap, abs=1e-6)
     assert (m["final_progress_gap"]["n_success"], m["final_progress_gap"]["n_failure"]) == (3, 3)
     text = summary_text(m)
-    assert "rise mean 0.200 max 0.200 (goal <= 0.01) [3 s / 0 f]" in text and "finish > hover 1.00" in text
+    assert "rise mean 0.200 max 0.200 (goal <= 0.01) [3 succ / 0 fail]" in text and "finish > hover 1.00" in text
 
 
 def test_a_model_that_reads_the_scene_stays_put_while_frozen(eval_store, tmp_path):
