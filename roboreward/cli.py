@@ -271,10 +271,19 @@ def _held_out(model_path: Path, dataset: Path, which: str) -> list[int] | None:
         if candidate.is_file():
             split = json.loads(candidate.read_text())
             trained_on = split.get("dataset")
-            if trained_on and Path(trained_on).resolve() != dataset.resolve():
-                raise RoborewardError(
-                    f"--episodes val: the model was trained on {trained_on}, not {dataset}; pass --episodes all"
-                )
+            if trained_on:
+                recorded = Path(trained_on).expanduser()
+                # A relative path was typed in the training run's working directory, which is not
+                # recorded: try the cwd and every folder above the run folder (`--out runs/x` was
+                # given from one of them), so an eval from another directory still finds the store.
+                bases = [Path.cwd(), *candidate.resolve().parent.parents, candidate.resolve().parent]
+                places = {recorded.resolve()} if recorded.is_absolute() else {(b / recorded).resolve() for b in bases}
+                if dataset.resolve() not in places:
+                    raise RoborewardError(
+                        f"--episodes val: the model was trained on {trained_on} (recorded in {candidate}), not "
+                        f"{dataset.resolve()}; pass that store, or --episodes with ids the model did not train on "
+                        "(--episodes all would score its training episodes too)"
+                    )
             return list(split["val"])
     raise RoborewardError(f"--episodes val: no split.json beside {model_path}; pass --episodes all or a list")
 
@@ -307,15 +316,14 @@ def _reward_train(args):
 @arg("--videos", type=_int_in(0), default=2, help="overlay mp4s to write")
 @arg("--plots", type=_int_in(0), default=8, help="per-episode progress plots to write")
 def _reward_eval(args):
-    from .eval.evaluate import evaluate_reward
+    from .eval.evaluate import evaluate_reward, summary_text
 
     out = args.out or args.model / "eval"
     metrics = evaluate_reward(
         args.model, args.dataset, out, episodes=_held_out(args.model, args.dataset, args.episodes),
         level=args.level, videos=args.videos, plots=args.plots,
     )
-    keys = ("voc", "mae", "stage_accuracy", "auroc", "reversed_fall_share")
-    print("  ".join(f"{k} {metrics.get(k):.3f}" if isinstance(metrics.get(k), float) else f"{k} n/a" for k in keys))
+    print(summary_text(metrics))
     print(f"wrote {out / 'metrics.json'} (+ plots and videos)")
 
 
