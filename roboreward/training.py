@@ -103,7 +103,8 @@ class TrainConfig:
     num_workers: int = 0
     """DataLoader worker processes (0 = load in the training process)."""
     seed: int = 0
-    """Seeds the data order and all in-step randomness; same seed + config = same weights."""
+    """Seeds the initial weights (``fit`` builds the model right after seeding), the data order and
+    all in-step randomness; same seed + config = same weights."""
     mixed_precision: str = "auto"
     """``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``no`` (fp32) or ``bf16`` (bf16 on CUDA; fp32 on CPU)."""
     log_every: int = 50

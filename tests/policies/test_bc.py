@@ -119,6 +119,36 @@ def test_state_only_policy(store):
     torch.testing.assert_close(single, policy.select_action(None, item["observation.state"][None])[0])
 
 
+@pytest.mark.parametrize("policy, message", [
+    ({"hiden_dim": 32}, "policy: unknown key 'hiden_dim'; allowed: action_key, cameras, dropout, env_state_key, "
+                        "frame_gap, hidden_dim, horizon, loss, n_layers, state_key, type, window"),
+    ({"hidden_dim": "big"}, "policy.hidden_dim: expected int, got 'big'"),
+    ({"horizon": 2.5}, "policy.horizon: expected int, got 2.5"),
+    ({"loss": True}, "policy.loss: expected a string, got True"),
+    ({"cameras": "observation.images.front"}, "policy.cameras: expected a list, got 'observation.images.front'"),
+    ({"dropout": 2.0}, "policy: dropout must be in [0, 1), got 2.0"),
+    ({"state_std": [1, 1]}, "policy.state_std is read from the dataset; remove it"),
+    ({"type": "sarm"}, "policy type 'sarm' is not registered"),
+])
+def test_bad_policy_section_is_one_config_error(policy, message):
+    from roboreward.config import from_dict
+    from roboreward.policies.train import BCTrainConfig
+
+    with pytest.raises(ConfigError) as info:
+        from_dict(BCTrainConfig, {"policy": {"type": "bc", **policy}}, "bc.yaml")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_policy_section_values_take_their_declared_types():
+    from roboreward.config import from_dict
+    from roboreward.policies.train import BCTrainConfig
+
+    # YAML reads 1e-1 as a string and 4.0 as a float: both become what the field declares.
+    config = from_dict(BCTrainConfig, {"policy": {"type": "bc", "dropout": "1e-1", "horizon": 4.0, "cameras": []}})
+    assert config.policy == {"type": "bc", "dropout": 0.1, "horizon": 4, "cameras": []}
+    assert type(config.policy["horizon"]) is int
+
+
 def _train_tiny(store, out, seed: int):
     from roboreward.config import from_dict
     from roboreward.policies.train import BCTrainConfig, train_bc
