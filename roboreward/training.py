@@ -29,8 +29,9 @@ Validation runs with forked RNG so it never changes training, whatever ``val_eve
 What was actually run is recorded too: ``training_state.json`` holds ``segments``, one
 ``[step it started from, step it reached]`` pair per process that trained the run up to that
 checkpoint, e.g. ``[[0, 37], [37, 100]]`` for a run killed after its step-37 checkpoint and resumed
-(steps a killed process ran after its last checkpoint are redone, so they are not listed). A test
-can so tell a real resume from a run that silently started again at step 0 (same weights, one segment).
+(steps a killed process ran after its last checkpoint are redone, so they are not listed). So a
+test can tell a real resume from a run that silently started again at step 0 (same weights, one
+segment).
 
 Checkpoint layout (no pickle anywhere; every file is safetensors or JSON)::
 
@@ -320,8 +321,8 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
 
 
 def run_segments(out: str | os.PathLike) -> list[list[int]]:
-    """``[[step started from, step reached], ...]`` of the processes that trained run ``out`` up to its newest
-    checkpoint (see the module docstring); [] when it has none."""
+    """``[[step started from, step reached], ...]`` of the processes that trained run ``out`` up to
+    its newest checkpoint (see the module docstring); [] when it has none."""
     ckpt = latest_checkpoint(out)
     if ckpt is None:
         return []
