@@ -9,7 +9,8 @@ Observation (``gymnasium.spaces.Dict``, LeRobot feature keys):
 Action: (6,) float32 joint position targets in the same units, clipped to the joint limits.
 One ``step`` is one control period (30 Hz by default) made of ``substeps`` physics steps.
 ``info``: stage, stage_name, stage_progress, progress, success, plus the task's named terms
-under ``gt``.
+under ``gt``; at reset also ``visual``, the appearance drawn for the episode (``{}`` without
+visual options; see ``visual.py``).
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ import mujoco
 import numpy as np
 
 from .robot import FEATURE_NAMES, HIGH, HOME_DEG, JOINT_NAMES, LOW, from_lerobot, to_lerobot
-from .scene import scene_xml
+from .scene import NEUTRAL_CHECKER, TABLE_CHECKER, scene_xml
 from .tasks import make_task
+from .visual import VisualConfig, VisualRandomiser, copy_statistics, distractor_xml, make_visual_config
 
 CAMERAS = ("front", "wrist")
 
@@ -52,6 +54,10 @@ class EnvConfig:
     """Physics steps run at reset so objects come to rest on the table before the first frame."""
     environment_state: bool = True
     """Add ``observation.environment_state`` (the task objects' poses) to the observation."""
+    visual: object | None = None
+    """Appearance options (``roboreward.sim.visual.VisualConfig``, or a dict of its fields): object
+    and table colours, lights, camera pose jitter, distractors, drawn per episode from the reset
+    seed. None: the plain scene."""
 
     def __post_init__(self):
         unknown = set(self.cameras) - set(CAMERAS)
@@ -77,12 +83,29 @@ class SO101Env(gym.Env):
         self.config, self.render_mode = config, render_mode
         self.metadata = {**self.metadata, "render_fps": config.fps}
         self.task = make_task(config.task, config.task_config)
-        xml = scene_xml(
-            self.task.assets_xml(), self.task.worldbody_xml(), 1.0 / (config.fps * config.substeps), self.task.extra_xml()
-        )
-        self.model = mujoco.MjModel.from_xml_string(xml)
+        self.visual: VisualConfig = make_visual_config(config.visual)
+        # Only what an option needs is compiled in, so the plain scene stays exactly as it was.
+        def xml(distractors: int) -> str:
+            return scene_xml(
+                self.task.assets_xml(),
+                self.task.worldbody_xml() + distractor_xml(distractors, self.visual.distractor_size_m[1]),
+                1.0 / (config.fps * config.substeps),
+                self.task.extra_xml(),
+                table_checker=TABLE_CHECKER if self.visual.table_colour is None else NEUTRAL_CHECKER,
+            )
+
+        self.model = mujoco.MjModel.from_xml_string(xml(self.visual.max_distractors))
+        if self.visual.max_distractors:
+            # Extra bodies change the model's bounding statistics, and with them every camera's
+            # near clipping plane (znear is relative to the extent): the wrist camera would clip
+            # the jaw pads. Keep the plain scene's statistics (a 2 ms compile).
+            copy_statistics(mujoco.MjModel.from_xml_string(xml(0)), self.model)
         self.data = mujoco.MjData(self.model)
         self.task.bind(self.model, self.data)
+        self._visual = None if self.visual.is_default else VisualRandomiser(self.model, self.task, self.visual)
+        self._visual_seed: int | None = None
+        self._visual_episode = 0
+        self.last_visual: dict = {}
         self._qadr = np.array([self.model.joint(n).qposadr[0] for n in JOINT_NAMES])
         self._vadr = np.array([self.model.joint(n).dofadr[0] for n in JOINT_NAMES])
         self._act = np.array([self.model.actuator(n).id for n in JOINT_NAMES])
@@ -109,11 +132,26 @@ class SO101Env(gym.Env):
         self.data.qpos[self._qadr] = home
         self.data.ctrl[self._act] = home
         self.task.reset(self.np_random)
+        self.last_visual = self._draw_visual(seed)
         mujoco.mj_forward(self.model, self.data)
         mujoco.mj_step(self.model, self.data, nstep=self.config.settle_steps)
         self._steps = 0
         self.last_state = self.task.evaluate()
-        return self._observation(), self._info(self.last_state)
+        return self._observation(), {**self._info(self.last_state), "visual": self.last_visual}
+
+    def _draw_visual(self, seed: int | None) -> dict:
+        """This episode's appearance, from its own RNG stream (the env's ``np_random``, which draws
+        the object poses, is never touched): the seed of the last seeded reset and the number of
+        resets since it, like gymnasium's seeding."""
+        if self._visual is None:
+            return {}
+        if seed is not None:
+            self._visual_seed, self._visual_episode = int(seed), 0
+        elif self._visual_seed is None:  # never seeded: a random stream, as np_random is
+            self._visual_seed, self._visual_episode = int(np.random.SeedSequence().generate_state(1)[0]), 0
+        else:
+            self._visual_episode += 1
+        return self._visual.apply(self._visual_seed, self._visual_episode)
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64)

@@ -25,9 +25,17 @@ def lookat_xyaxes(pos, target, up=(0.0, 0.0, 1.0)) -> str:
     return " ".join(f"{v:.5f}" for v in (*right, *cam_up))
 
 
-def scene_xml(assets: str, worldbody: str, timestep: float, extra: str = "") -> str:
+TABLE_CHECKER = ("0.78 0.72 0.62", "0.74 0.68 0.58")
+"""The table's checker colours: light wood."""
+NEUTRAL_CHECKER = ("1 1 1", "0.94 0.94 0.94")
+"""A faint grey-white checker, tinted to any colour by the table material's rgba (visual variation)."""
+
+
+def scene_xml(assets: str, worldbody: str, timestep: float, extra: str = "",
+              table_checker: tuple[str, str] = TABLE_CHECKER) -> str:
     """The full MJCF of one task scene. ``timestep`` is set so an integer number of substeps makes
-    one control period; ``extra`` holds other top-level sections (e.g. ``<contact>`` excludes)."""
+    one control period; ``extra`` holds other top-level sections (e.g. ``<contact>`` excludes);
+    ``table_checker`` the two colours of the table's checker texture."""
     return f"""
 <mujoco model="so101_scene">
   <include file="{MODEL_PATH.as_posix()}"/>
@@ -41,7 +49,7 @@ def scene_xml(assets: str, worldbody: str, timestep: float, extra: str = "") -> 
     <headlight ambient="0.45 0.45 0.45" diffuse="0.5 0.5 0.5" specular="0.1 0.1 0.1"/>
   </visual>
   <asset>
-    <texture name="table_tex" type="2d" builtin="checker" rgb1="0.78 0.72 0.62" rgb2="0.74 0.68 0.58"
+    <texture name="table_tex" type="2d" builtin="checker" rgb1="{table_checker[0]}" rgb2="{table_checker[1]}"
              width="64" height="64"/>
     <material name="table_mat" texture="table_tex" texrepeat="8 8"/>
     <texture name="sky" type="skybox" builtin="gradient" rgb1="0.55 0.6 0.68" rgb2="0.2 0.22 0.26"

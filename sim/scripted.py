@@ -405,13 +405,16 @@ def _annotations(labels: list[tuple[str, str, int, int]], gt_stage: np.ndarray,
 
 
 def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, failure_mode: str | None = None,
-                     render: bool = True, task_config: dict | None = None) -> Episode:
+                     render: bool = True, task_config: dict | None = None, visual: dict | None = None) -> Episode:
     """Run one scripted demonstration and return it as an ``Episode``.
 
     ``quality``: ``expert`` | ``suboptimal`` | ``failure``; ``failure_mode`` picks one of
     ``FAILURE_MODES[task]`` (default: drawn from the seed). ``render=False`` skips the cameras
     (state, action and ground truth only), for fast success-rate checks. ``task_config``: overrides
-    of the task's default config (e.g. narrower object randomisation).
+    of the task's default config (e.g. narrower object randomisation). ``visual``: appearance options
+    (``roboreward.sim.visual.VisualConfig`` fields); what was drawn is ``episode.info["visual"]``.
+    Appearance never changes the physics: states, actions and ground truth are those of the same
+    seed without it.
     """
     if task not in PLANS:
         raise ValueError(f"task {task!r} has no scripted demonstrator; choose from {sorted(PLANS)}")
@@ -421,7 +424,7 @@ def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, 
         raise ValueError("failure_mode is only meaningful with quality='failure'")
     rng = np.random.default_rng(seed)
     env = SO101Env(EnvConfig(task=task, image_size=image_size, cameras=CAMERAS if render else (),
-                             max_episode_steps=10_000, task_config=task_config or None))
+                             max_episode_steps=10_000, task_config=task_config or None, visual=visual or None))
     try:
         env._last_obs, env._last_info = env.reset(seed=seed)
         ik = ArmIK(env.model)
@@ -453,6 +456,7 @@ def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, 
         success=bool(data["gt.success"][-1]),
         quality=quality,
         annotations=_annotations(labels, data["gt.stage"], env.task.stages),
+        info={"visual": env.last_visual} if env.last_visual else {},
     )
 
 

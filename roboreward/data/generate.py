@@ -1,8 +1,10 @@
 """Generate a demonstration store from the simulator's scripted demonstrators.
 
-A recipe (task, episode count, quality mix, image size, seed) fully determines the store: episode
-i uses seed ``seed + i`` and the i-th entry of the quality plan. The recipe is saved in the store,
-so re-running the same command after an interruption resumes where the last commit left off.
+A recipe (task, episode count, quality mix, image size, seed, optional task_config and visual
+options) fully determines the store: episode i uses seed ``seed + i`` and the i-th entry of the
+quality plan. The recipe is saved in the store, so re-running the same command after an
+interruption resumes where the last commit left off. With ``visual`` options each episode's drawn
+appearance is recorded in its entry (``info.visual``).
 """
 from __future__ import annotations
 
@@ -72,6 +74,10 @@ class Recipe:
     task_config: dict = field(default_factory=dict)
     """Overrides of the task's default config (``roboreward.sim.tasks``), e.g. narrower object
     randomisation; empty = the task's defaults."""
+    visual: dict = field(default_factory=dict)
+    """Appearance options (``roboreward.sim.visual.VisualConfig`` fields): ranges drawn per episode
+    (domain randomisation) or fixed values (held-out looks); empty = the plain scene. Appearance
+    never changes physics: the same seed gives the same states and actions with or without it."""
     name: str = ""
     """Dataset name (recipes in datasets/)."""
     description: str = ""
@@ -80,6 +86,8 @@ class Recipe:
         self.mix = parse_mix(self.mix)
         if not isinstance(self.task_config, dict):
             raise StoreError(f"task_config must be a mapping of task config fields, got {self.task_config!r}")
+        if not isinstance(self.visual, dict):
+            raise StoreError(f"visual must be a mapping of visual options (roboreward.sim.visual.VisualConfig), got {self.visual!r}")
         if self.episodes < 1:
             raise StoreError(f"episodes must be >= 1, got {self.episodes}")
         if not 16 <= self.image_size <= 512:
@@ -92,19 +100,20 @@ class Recipe:
         return load_config(cls, path)
 
     def identity(self) -> dict:
-        """The fields that decide the data (name and description do not; an empty task_config is
-        left out, so stores written before the field existed still resume)."""
+        """The fields that decide the data (name and description do not; an empty task_config or
+        visual is left out, so stores written before those fields existed still resume)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
-        if not out["task_config"]:
-            del out["task_config"]
+        for optional in ("task_config", "visual"):
+            if not out[optional]:
+                del out[optional]
         return out
 
 
 def _episode(args):
     from roboreward.sim.scripted import generate_episode
 
-    task, quality, seed, image_size, task_config = args
-    return generate_episode(task, quality, seed, image_size=image_size, task_config=task_config)
+    task, quality, seed, image_size, task_config, visual = args
+    return generate_episode(task, quality, seed, image_size=image_size, task_config=task_config, visual=visual)
 
 
 def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = False, progress: bool = True) -> EpisodeStore:
@@ -117,6 +126,10 @@ def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = Fal
         from roboreward.sim.tasks import make_task_config
 
         make_task_config(recipe.task, recipe.task_config)  # bad keys fail now, in one line, before any write
+    if recipe.visual:
+        from roboreward.sim.visual import check_visual_config
+
+        check_visual_config(recipe.task, recipe.visual)  # likewise
     path = Path(path)
     recipe_json = recipe.identity()
     if path.exists() and not overwrite:
@@ -137,7 +150,8 @@ def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = Fal
         )
         store.set_attr("recipe", recipe_json)
     plan = quality_plan(recipe.episodes, recipe.mix)
-    todo = [(recipe.task, plan[i], recipe.seed + i, recipe.image_size, recipe.task_config) for i in range(store.n_episodes, recipe.episodes)]
+    todo = [(recipe.task, plan[i], recipe.seed + i, recipe.image_size, recipe.task_config, recipe.visual)
+            for i in range(store.n_episodes, recipe.episodes)]
     workers = workers or min(len(todo), os.cpu_count() or 1)
     bar = tqdm(total=recipe.episodes, initial=store.n_episodes, unit="ep", desc=f"generate {recipe.task}", disable=not progress)
     if workers <= 1 or len(todo) <= 1:

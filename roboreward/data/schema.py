@@ -15,7 +15,8 @@ Root attribute ``roboreward`` (a dict)::
     robot_type: str               e.g. "so101_follower"
     features: {key: {shape, dtype, kind, names}}   per-frame shape (without time)
     cameras: [key, ...]           the rgb feature keys, in view order
-    episodes: [{task, success, quality, length, annotations: {sparse: [[name, start, end]], dense: [...]}}]
+    episodes: [{task, success, quality, length, annotations: {sparse: [[name, start, end]], dense: [...]},
+                info (optional, free-form JSON; absent when empty)}]
 
 ``episodes`` is the commit record: an episode exists once its entry is in the root attributes.
 Arrays may run ahead of it after an interrupted write; readers ignore that tail and writers drop it.
@@ -107,6 +108,9 @@ class Episode:
     quality: str = "unknown"
     annotations: dict[str, list[Subtask]] = field(default_factory=dict)
     """``{"sparse": [...], "dense": [...]}``; each list sorted, non-overlapping, inside the episode."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Free-form JSON metadata of the episode (e.g. ``{"visual": ...}``, the appearance a generator
+    drew); stored with the episode's entry, left out of it when empty."""
 
     @property
     def length(self) -> int:
@@ -126,15 +130,21 @@ class EpisodeInfo:
     success: bool | None = None
     quality: str = "unknown"
     annotations: dict[str, list[Subtask]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    """Free-form JSON metadata (``Episode.info``). Left out of the entry when empty, so stores without
+    it are unchanged; readers that predate it ignore the key (``from_json`` reads known keys only)."""
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "task": self.task,
             "length": int(self.length),
             "success": self.success,
             "quality": self.quality,
             "annotations": {lvl: [s.to_json() for s in subs] for lvl, subs in self.annotations.items()},
         }
+        if self.info:
+            out["info"] = self.info
+        return out
 
     @classmethod
     def from_json(cls, value: dict) -> "EpisodeInfo":
@@ -146,7 +156,21 @@ class EpisodeInfo:
             annotations={
                 lvl: [Subtask.from_json(s) for s in subs] for lvl, subs in value.get("annotations", {}).items()
             },
+            info=dict(value.get("info") or {}),
         )
+
+
+def check_info(info: Any, where: str) -> dict:
+    """``info`` as the JSON it is stored as (tuples become lists, numpy scalars are refused), or a
+    StoreError naming the problem; checked before any write."""
+    import json
+
+    if not isinstance(info, dict):
+        raise StoreError(f"{where}: info must be a dict of JSON values, got {type(info).__name__}")
+    try:
+        return json.loads(json.dumps(info, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{where}: info is not JSON ({exc}); use plain str/int/float/bool/list/dict values") from None
 
 
 def check_annotations(annotations: dict[str, list[Subtask]], length: int, where: str) -> None:

@@ -34,6 +34,7 @@ from .schema import (
     FeatureSpec,
     StoreError,
     check_annotations,
+    check_info,
 )
 
 EPISODE_ENDS = "meta/episode_ends"
@@ -374,6 +375,7 @@ class EpisodeStore:
             success=info.success,
             quality=info.quality,
             annotations=dict(info.annotations),
+            info=dict(info.info),
         )
 
     def keys(self, kind: str | None = None) -> list[str]:
@@ -431,6 +433,7 @@ class EpisodeStore:
                 raise StoreError(f"{where}: {key} has NaN or inf values")
             arrays[key] = value
         check_annotations(episode.annotations, length, where)
+        extra = check_info(episode.info, where)
 
         start = self.n_frames
         end = start + length
@@ -442,7 +445,7 @@ class EpisodeStore:
         ends.resize((index + 1,))
         ends[index] = end
         # Commit: one atomic rewrite of the root attributes.
-        info = EpisodeInfo(episode.task, length, episode.success, episode.quality, dict(episode.annotations))
+        info = EpisodeInfo(episode.task, length, episode.success, episode.quality, dict(episode.annotations), extra)
         meta = dict(self._meta)
         meta["episodes"] = [*self._meta["episodes"], info.to_json()]
         self.root.attrs[ATTRS_KEY] = meta

@@ -81,6 +81,9 @@ class Task:
     objects: ClassVar[tuple[str, ...]] = ()
     """Bodies whose poses make up ``observation.environment_state`` (LeRobot's name for the
     privileged object state of sim datasets), each as x, y, z (m) and cos, sin of its yaw."""
+    visual_parts: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """Parts whose colour ``VisualConfig.object_colours`` can set: part name -> geom names (a trailing
+    ``*`` matches a prefix). Appearance only: the success detector never reads a colour."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -123,6 +126,11 @@ class Task:
         """Randomise object poses (write qpos / body_pos), then call ``self._reset_tracking()``.
         Runs before ``mj_forward``."""
         raise NotImplementedError
+
+    def workspace_xy(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(x_min, y_min), (x_max, y_max) (m) of the table area the task's objects and the arm's
+        moves can cover under this config; distractors are placed outside it."""
+        raise NotImplementedError(f"task {self.name!r} does not define workspace_xy(), needed for distractors")
 
     def keep_out_xy(self) -> list[np.ndarray]:
         """Centres of obstacles a scripted grasp should keep its open jaw away from."""

@@ -69,6 +69,7 @@ class DrawerTask(Task):
     name = "drawer"
     stages = ("reach_handle", "open_drawer", "grasp_cube", "transport", "place")
     objects = ("drawer", "cube")
+    visual_parts = {"cube": ("cube",), "drawer": ("tray_*",), "cabinet": ("cabinet_*",), "handle": ("handle*",)}
     instruction = "Open the drawer, then put the red cube inside it."
 
     @staticmethod
@@ -128,6 +129,15 @@ class DrawerTask(Task):
     def hook_point(self) -> np.ndarray:
         """Grasp-site position that puts the closed jaws between the handle bar and the drawer front."""
         return self.data.body("drawer").xpos + [HOOK_SITE_X, 0.0, HANDLE_Z]
+
+    def workspace_xy(self):
+        c = self.config
+        side = c.cube_side_offset[1] + c.cube_size
+        # The cabinet (+-8 cm), the drawer pulled out towards the robot with its handle (~21 cm in
+        # front of the cabinet's centre), and the cube beside the cabinet with the open jaw round it.
+        x_lo = min(c.cabinet_x_range[0] - 0.21, c.cube_x_range[0] - 0.06)
+        x_hi = c.cabinet_x_range[1] + 0.10
+        return (x_lo, c.cabinet_y_range[0] - side - 0.06), (x_hi, c.cabinet_y_range[1] + side + 0.06)
 
     def keep_out_xy(self) -> list[np.ndarray]:
         return [self.data.body("drawer").xpos.copy()]

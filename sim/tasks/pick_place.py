@@ -83,6 +83,7 @@ class PickPlaceTask(Task):
     name = "pick_place"
     stages = ("reach", "grasp", "transport", "place")
     objects = ("cube", "bowl")
+    visual_parts = {"cube": ("cube",), "bowl": ("bowl_*",)}
     instruction = "Pick up the red cube and place it in the bowl."
 
     @staticmethod
@@ -106,6 +107,14 @@ class PickPlaceTask(Task):
         set_free_pose(self.data, "cube_joint", [*cube_xy, c.cube_size / 2], rng.uniform(-yaw, yaw))
         self.model.body("bowl").pos[:2] = bowl_xy
         self._reset_tracking()
+
+    def workspace_xy(self):
+        c = self.config
+        ys = [v for r in (c.y_range, c.cube_y_range, c.bowl_y_range) if r is not None for v in r]
+        # Margin: the bowl's outer radius, or the open jaw (~6 cm) swinging round the cube; a
+        # suboptimal demo's detour carries up to 7 cm sideways.
+        mx, my = c.bowl_inner_radius + 0.04, c.bowl_inner_radius + 0.07
+        return (c.x_range[0] - mx, min(ys) - my), (c.x_range[1] + mx, max(ys) + my)
 
     # The expert and the detectors share these geometric facts.
     def keep_out_xy(self) -> list[np.ndarray]:

@@ -51,6 +51,7 @@ class StackTask(Task):
     name = "stack"
     stages = ("reach", "grasp", "transport", "place")
     objects = ("cube_a", "cube_b")
+    visual_parts = {"cube_a": ("cube_a",), "cube_b": ("cube_b",)}
     instruction = "Stack the red cube on top of the blue cube."
 
     @staticmethod
@@ -73,6 +74,13 @@ class StackTask(Task):
         set_free_pose(self.data, "cube_a_joint", [*a_xy, c.cube_a_size / 2], rng.uniform(-yaw, yaw))
         set_free_pose(self.data, "cube_b_joint", [*b_xy, c.cube_b_size / 2], rng.uniform(-yaw, yaw))
         self._reset_tracking()
+
+    def workspace_xy(self):
+        c = self.config
+        ys = [v for r in (c.y_range, c.cube_a_y_range, c.cube_b_y_range) if r is not None for v in r]
+        # Margin: the open jaw round a cube, plus a suboptimal demo's sideways detour (<= 7 cm).
+        mx, my = 0.08, 0.11
+        return (c.x_range[0] - mx, min(ys) - my), (c.x_range[1] + mx, max(ys) + my)
 
     def keep_out_xy(self) -> list[np.ndarray]:
         return [self.data.body("cube_b").xpos.copy()]

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from roboreward.data import SCHEMA_VERSION, Episode, EpisodeStore, FeatureSpec, StoreError, Subtask
+from roboreward.data import SCHEMA_VERSION, Episode, EpisodeInfo, EpisodeStore, FeatureSpec, StoreError, Subtask
 
 FRONT = "observation.images.front"
 WRIST = "observation.images.wrist"
@@ -22,6 +22,7 @@ def assert_episode_equal(got: Episode, want: Episode):
     assert got.success == want.success
     assert got.quality == want.quality
     assert got.annotations == want.annotations
+    assert got.info == want.info
 
 
 def test_round_trip_exact(tmp_path, make_store):
@@ -73,6 +74,35 @@ def test_append_after_reopen(tmp_path, make_store, make_episode):
     assert reread.n_episodes == 3 and reread.n_frames == 15
     for i, want in enumerate([*episodes, extra]):
         assert_episode_equal(reread.read_episode(i), want)
+
+
+def test_episode_info_round_trip_and_left_out_when_empty(tmp_path, make_store, make_episode):
+    """``Episode.info`` (free-form JSON, e.g. a generator's drawn scene appearance) is stored in the
+    episode's entry and read back; an empty one writes no key, so stores without it are unchanged
+    and the schema version stays."""
+    store, _ = make_store(tmp_path / "s.zarr", n_episodes=1, lengths=[4])
+    ep = make_episode(1, 5)
+    ep.info = {"visual": {"object_colours": {"cube": [0.2, 0.7, 0.25]}, "distractors": [], "light_intensity": 0.45},
+               "note": (1, 2)}
+    store.add_episode(ep)
+    reread = EpisodeStore(store.path)
+    want = {"visual": ep.info["visual"], "note": [1, 2]}  # as JSON: a tuple reads back as a list
+    assert reread.episodes[1].info == want and reread.read_episode(1).info == want
+    assert reread.episodes[0].info == {} and reread.read_episode(0).info == {}
+    meta = json.loads((store.path / "zarr.json").read_text())["attributes"]["roboreward"]
+    assert "info" not in meta["episodes"][0] and meta["episodes"][1]["info"] == want
+    assert meta["schema_version"] == SCHEMA_VERSION == 1
+    # Readers take the keys they know and ignore others: that is how code older than ``info`` reads it.
+    assert EpisodeInfo.from_json({**meta["episodes"][1], "from_the_future": 1}).info == want
+    # Non-JSON info is refused before anything is written.
+    frames = reread.n_frames
+    append = EpisodeStore(store.path, mode="a")
+    for bad, pattern in [({"x": np.float32(1.0)}, "info is not JSON"), ([1], "info must be a dict"),
+                         ({"x": float("nan")}, "info is not JSON")]:
+        ep.info = bad
+        with pytest.raises(StoreError, match=f"episode 2: {pattern}"):
+            append.add_episode(ep)
+    assert EpisodeStore(store.path).n_frames == frames and append.n_episodes == 2
 
 
 def test_read_only_store_refuses_writes(store_path, make_episode):
