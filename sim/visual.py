@@ -417,10 +417,10 @@ class VisualRandomiser:
         out: dict = {}
         scale = rng.uniform(*c._intensity) if c._intensity else 1.0
         tint = c._tint.sample(rng) if c._tint else np.ones(3)
-        ambient = np.full(3, rng.uniform(*c._ambient)) if c._ambient else self._head_ambient.copy()
+        ambient = (np.full(3, rng.uniform(*c._ambient)) if c._ambient else self._head_ambient.astype(float)) * tint
         m.light_diffuse[self._light] = self._light_diffuse * scale * tint
         m.vis.headlight.diffuse[:] = self._head_diffuse * scale * tint
-        m.vis.headlight.ambient[:] = ambient * tint
+        m.vis.headlight.ambient[:] = ambient
         pos, direction = self._light_pos.copy(), self._light_dir.copy()
         if c._tilt:
             tilt = np.radians(rng.uniform(*c._tilt))
@@ -430,7 +430,7 @@ class VisualRandomiser:
             direction = -towards_lamp
             out.update(light_tilt_deg=float(np.degrees(tilt)), light_azimuth_deg=float(np.degrees(azimuth)))
         m.light_pos[self._light], m.light_dir[self._light] = pos, direction
-        out.update(light_intensity=float(scale), light_ambient=_floats(m.vis.headlight.ambient),
+        out.update(light_intensity=float(scale), light_ambient=_floats(ambient),
                    light_colour=_floats(tint), light_pos=_floats(pos), light_dir=_floats(direction))
         return out
 

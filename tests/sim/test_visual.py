@@ -43,35 +43,63 @@ def _hash(a) -> str:
 
 
 # -- the plain scene is unchanged ---------------------------------------------------------------------
-# Hashes of episodes generated at 32 px by the code before visual variation existed (commit 52d4aae,
-# MuJoCo 4.0.0). Physics hashes hold for that MuJoCo version; image hashes also need the renderer
-# they were made with (Mesa llvmpipe through EGL).
-GOLDEN_MUJOCO, GOLDEN_RENDERER = "4.0.0", "llvmpipe"
+# Hashes of episodes generated at 32 px by the code before visual variation existed (commit be2711a),
+# per MuJoCo version (physics differs between versions; the old code was run under each). Image hashes
+# also need the renderer they were made with (Mesa llvmpipe through EGL).
+GOLDEN_RENDERER = "llvmpipe"
 GOLDEN = {
-    ("pick_place", "expert", 0): {
-        "action": "87af832277c4431f", "gt.progress": "11182067f6c1a115", "gt.stage": "1bb06549122e0254",
-        "gt.stage_progress": "13f89ba18deefd04", "gt.success": "885a5ecf0e5d7601",
-        "observation.environment_state": "e74be06f980c6c4d", "observation.images.front": "3943e2117d5392a8",
-        "observation.images.wrist": "d492b9f47f9d4798", "observation.state": "420441f0949a803f"},
-    ("stack", "suboptimal", 1): {
-        "action": "5c58a036c09e2047", "gt.progress": "7e8691c5e7e87a76", "gt.stage": "5368e8ce252ab57b",
-        "gt.stage_progress": "75d15d3d65ed757f", "gt.success": "c0ebe30ee4261926",
-        "observation.environment_state": "9539e9639deb45e9", "observation.images.front": "4d4c427895846d36",
-        "observation.images.wrist": "c2efc0b94fe900fa", "observation.state": "1a140838982ef3e8"},
-    ("drawer", "failure", 2): {
-        "action": "a4f5f351d5450a5b", "gt.progress": "92b6e680f8ad689e", "gt.stage": "aa469b33a347bf66",
-        "gt.stage_progress": "778d6d296b53db3b", "gt.success": "8366046b51294596",
-        "observation.environment_state": "0e2de9a9cdb94a86", "observation.images.front": "d20df41723e6fa5f",
-        "observation.images.wrist": "86ba598c832748d3", "observation.state": "7ea06b772d7e1119"},
+    "4.0.0": {
+        ("pick_place", "expert", 0): {
+            "action": "87af832277c4431f", "gt.progress": "11182067f6c1a115", "gt.stage": "1bb06549122e0254",
+            "gt.stage_progress": "13f89ba18deefd04", "gt.success": "885a5ecf0e5d7601",
+            "observation.environment_state": "e74be06f980c6c4d", "observation.images.front": "3943e2117d5392a8",
+            "observation.images.wrist": "d492b9f47f9d4798", "observation.state": "420441f0949a803f"},
+        ("stack", "suboptimal", 1): {
+            "action": "5c58a036c09e2047", "gt.progress": "7e8691c5e7e87a76", "gt.stage": "5368e8ce252ab57b",
+            "gt.stage_progress": "75d15d3d65ed757f", "gt.success": "c0ebe30ee4261926",
+            "observation.environment_state": "9539e9639deb45e9", "observation.images.front": "4d4c427895846d36",
+            "observation.images.wrist": "c2efc0b94fe900fa", "observation.state": "1a140838982ef3e8"},
+        ("drawer", "failure", 2): {
+            "action": "a4f5f351d5450a5b", "gt.progress": "92b6e680f8ad689e", "gt.stage": "aa469b33a347bf66",
+            "gt.stage_progress": "778d6d296b53db3b", "gt.success": "8366046b51294596",
+            "observation.environment_state": "0e2de9a9cdb94a86", "observation.images.front": "d20df41723e6fa5f",
+            "observation.images.wrist": "86ba598c832748d3", "observation.state": "7ea06b772d7e1119"},
+    },
+    "3.3.0": {
+        ("pick_place", "expert", 0): {
+            "action": "573bd15c02678d75", "gt.progress": "1b80467cbfe58894", "gt.stage": "1bb06549122e0254",
+            "gt.stage_progress": "532388c52d3c8712", "gt.success": "c77858a0c033826b",
+            "observation.environment_state": "ce2fcb0c4e35f373", "observation.images.front": "32851d85de64137f",
+            "observation.images.wrist": "214c5553f225f2ad", "observation.state": "6badcde8c3a225f9"},
+        ("stack", "suboptimal", 1): {
+            "action": "e782d8e93b8777bd", "gt.progress": "0ddda1e8d596fffd", "gt.stage": "947f4fa9eba1ef2d",
+            "gt.stage_progress": "73ed89c8f86d97cb", "gt.success": "dbba4b8cccd7823c",
+            "observation.environment_state": "d49d319218564b20", "observation.images.front": "b7cd039770e5daf3",
+            "observation.images.wrist": "f1b4cbf6b47a8504", "observation.state": "10b454e8040e1c53"},
+        ("drawer", "failure", 2): {
+            "action": "eed20db52419a098", "gt.progress": "8868cacfa5298424", "gt.stage": "aa469b33a347bf66",
+            "gt.stage_progress": "6919f9459b67886b", "gt.success": "8366046b51294596",
+            "observation.environment_state": "05feeedba92d4202", "observation.images.front": "505b29444cd4067a",
+            "observation.images.wrist": "d82ac962c4d827ca", "observation.state": "3b2750f2b21b3a94"},
+    },
 }
 # A 3-episode store from Recipe(task=pick_place, episodes=3, mix 0.34/0.33/0.33, image_size=32, seed=10):
 # each array's bytes, and the episode entries as sorted JSON.
 GOLDEN_STORE = {
-    "action": "6038cbbf7e91ba47", "gt.progress": "c9e907b9eb8fa412", "gt.stage": "8aa6ff3f6b350f67",
-    "gt.stage_progress": "a701ed903e3009e2", "gt.success": "33d2411904b97d9f",
-    "observation.environment_state": "abc87f297c0e3e49", "observation.images.front": "70b117f64d15f807",
-    "observation.images.wrist": "f92e9d21f8257831", "observation.state": "c49113d0baff1234",
-    "episodes": "ac1e5e1160e047b9",
+    "4.0.0": {
+        "action": "6038cbbf7e91ba47", "gt.progress": "c9e907b9eb8fa412", "gt.stage": "8aa6ff3f6b350f67",
+        "gt.stage_progress": "a701ed903e3009e2", "gt.success": "33d2411904b97d9f",
+        "observation.environment_state": "abc87f297c0e3e49", "observation.images.front": "70b117f64d15f807",
+        "observation.images.wrist": "f92e9d21f8257831", "observation.state": "c49113d0baff1234",
+        "episodes": "ac1e5e1160e047b9",
+    },
+    "3.3.0": {
+        "action": "fbd7ca2c4a0dbd9b", "gt.progress": "022032c5d7c3a00f", "gt.stage": "8aa6ff3f6b350f67",
+        "gt.stage_progress": "f8290fa4c93c5054", "gt.success": "afac9fcf5dd82da0",
+        "observation.environment_state": "9c15f36bdd5dd410", "observation.images.front": "ddd59be0803cdc81",
+        "observation.images.wrist": "54e0c7a9fa9cc2d1", "observation.state": "32cdedfbdbd19d53",
+        "episodes": "ac1e5e1160e047b9",
+    },
 }
 
 
@@ -90,13 +118,13 @@ def _renderer_name() -> str:
 
 
 def _golden_keys() -> tuple[str, ...]:
-    if mujoco.__version__ != GOLDEN_MUJOCO:
-        pytest.skip(f"golden hashes were made with MuJoCo {GOLDEN_MUJOCO}, this is {mujoco.__version__}")
+    if mujoco.__version__ not in GOLDEN:
+        pytest.skip(f"golden hashes were made with MuJoCo {', '.join(GOLDEN)}, this is {mujoco.__version__}")
     images = GOLDEN_RENDERER in _renderer_name()
     return PHYSICS_KEYS + (IMAGE_KEYS if images else ())
 
 
-@pytest.mark.parametrize("task,quality,seed", sorted(GOLDEN))
+@pytest.mark.parametrize("task,quality,seed", sorted(GOLDEN["4.0.0"]))
 def test_default_config_episode_is_unchanged(task, quality, seed):
     """Without visual options an episode is bit for bit what the generator wrote before visual
     variation existed, so the committed benchmark recipes regenerate the same datasets."""
@@ -104,7 +132,7 @@ def test_default_config_episode_is_unchanged(task, quality, seed):
     ep = generate_episode(task, quality, seed, image_size=32)
     assert ep.info == {}
     got = {k: _hash(ep.data[k]) for k in keys}
-    assert got == {k: GOLDEN[(task, quality, seed)][k] for k in keys}
+    assert got == {k: GOLDEN[mujoco.__version__][(task, quality, seed)][k] for k in keys}
 
 
 def test_default_recipe_store_is_unchanged(tmp_path):
@@ -116,9 +144,9 @@ def test_default_recipe_store_is_unchanged(tmp_path):
     assert all("info" not in e for e in entries)  # no visual options: the entries are as before
     assert "visual" not in store.root.attrs["extra"]["recipe"]
     got = {k: hashlib.sha256(np.ascontiguousarray(store.array(k)[:]).tobytes()).hexdigest()[:16] for k in keys}
-    assert got == {k: GOLDEN_STORE[k] for k in keys}
+    assert got == {k: GOLDEN_STORE[mujoco.__version__][k] for k in keys}
     episodes = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]
-    assert episodes == GOLDEN_STORE["episodes"]
+    assert episodes == GOLDEN_STORE[mujoco.__version__]["episodes"]
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
