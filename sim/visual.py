@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import colorsys
 import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import mujoco
 import numpy as np
@@ -76,7 +76,8 @@ class ColourSpec:
             return bool(np.all(rgb >= v[0] - 1e-9) and np.all(rgb <= v[1] + 1e-9))
         h, s, val = colorsys.rgb_to_hsv(*rgb)
         hue = (h * 360.0 - v[0][0]) % 360.0 + v[0][0]  # the hue's turn that starts at the low end
-        return bool(hue <= v[1][0] + 1e-6 and v[0][1] - 1e-6 <= s <= v[1][1] + 1e-6 and v[0][2] - 1e-6 <= val <= v[1][2] + 1e-6)
+        eps = 1e-6
+        return bool(hue <= v[1][0] + eps and v[0][1] - eps <= s <= v[1][1] + eps and v[0][2] - eps <= val <= v[1][2] + eps)
 
 
 def parse_colour(value, where: str) -> ColourSpec:
@@ -133,7 +134,8 @@ def _per_camera(value, where: str, n: int, low: float, high: float) -> dict[str,
     for cam, v in value.items():
         if cam not in CAMERA_NAMES:
             raise ValueError(f"{where}: unknown camera {cam!r}; cameras: {', '.join(CAMERA_NAMES)}")
-        arr = np.atleast_1d(np.asarray(v, dtype=float)) if isinstance(v, (int, float, list, tuple)) and not isinstance(v, bool) else None
+        numeric = isinstance(v, (int, float, list, tuple)) and not isinstance(v, bool)
+        arr = np.atleast_1d(np.asarray(v, dtype=float)) if numeric else None
         if arr is None or arr.shape != (n,) or not np.all((arr >= low) & (arr <= high)):
             shape = "a number" if n == 1 else "[x, y, z]"
             raise ValueError(f"{where}.{cam}={v!r} must be {shape} with values in [{low:g}, {high:g}]")
@@ -202,7 +204,8 @@ class VisualConfig:
         self._offset_rot = _per_camera(self.camera_offset_deg, "camera_offset_deg", 3, -45.0, 45.0)
         count = _range(self.distractors, "distractors", 0, MAX_DISTRACTORS)
         if count is None or not all(float(c).is_integer() for c in count):
-            raise ValueError(f"distractors={self.distractors!r} must be a whole number or a [low, high] pair in [0, {MAX_DISTRACTORS}]")
+            raise ValueError(f"distractors={self.distractors!r} must be a whole number or a [low, high] pair "
+                             f"in [0, {MAX_DISTRACTORS}]")
         self._count = (int(count[0]), int(count[1]))
         self._size = _range(self.distractor_size_m, "distractor_size_m", 0.005, 0.08)
         self._distractor_colour = parse_colour(self.distractor_colour, "distractor_colour")
@@ -217,11 +220,6 @@ class VisualConfig:
         """True when no option is set: the scene renders exactly as a plain env's."""
         return not (self._objects or self._table or self._tint or self._intensity or self._ambient or self._tilt
                     or self._jitter_pos or self._jitter_rot or self._offset_pos or self._offset_rot or self._count[1])
-
-    def to_dict(self) -> dict:
-        """The options as given (JSON), leaving out those at their default."""
-        default = VisualConfig()
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
 
 
 def make_visual_config(value=None) -> VisualConfig:
@@ -376,7 +374,6 @@ class VisualRandomiser:
         self._body_pos = model.body_pos[self._distractor_bodies].copy()
         self._body_quat = model.body_quat[self._distractor_bodies].copy()
         self._geom_size = model.geom_size[self._distractor_geoms].copy()
-        self._geom_group = model.geom_group[self._distractor_geoms].copy()
 
     @staticmethod
     def stream(seed: int, episode: int, option: str) -> np.random.Generator:
@@ -460,12 +457,13 @@ class VisualRandomiser:
         """Put distractors where nothing uses the table: outside the task's workspace (grown by the
         object's radius and a margin), off the arm's base, in the front camera's view (its compiled
         pose) and not between that camera and the workspace. A distractor with no such spot left
-        after a few hundred draws is hidden (the list says how many were placed)."""
+        after a few hundred draws stays hidden, as do those beyond this episode's count (the list
+        holds the placed ones)."""
         m, c = self.model, self.config
         m.body_pos[self._distractor_bodies] = self._body_pos
         m.body_quat[self._distractor_bodies] = self._body_quat
         m.geom_size[self._distractor_geoms] = self._geom_size
-        m.geom_group[self._distractor_geoms] = self._geom_group
+        m.geom_group[self._distractor_geoms] = HIDDEN_GROUP  # shown below, one shape per placed distractor
         lo, hi = (np.asarray(v, float) for v in self.task.workspace_xy())
         front = self._cams["front"]
         cam_pos, cam_rot = self._cam_pos[front], _quat_mat(self._cam_quat[front])
@@ -500,8 +498,8 @@ class VisualRandomiser:
                 break
             if spot is None:
                 continue
-            shown, hidden = (box, cyl) if shape == "box" else (cyl, box)
-            m.geom_group[shown], m.geom_group[hidden] = 0, HIDDEN_GROUP
+            shown = box if shape == "box" else cyl
+            m.geom_group[shown] = 0
             m.geom_size[shown] = [width / 2, width / 2, height / 2] if shape == "box" else [width / 2, height / 2, 0]
             m.geom_rgba[shown, :3] = rgb
             m.body_pos[body] = [spot[0], spot[1], height / 2]

@@ -264,6 +264,9 @@ def test_distractors_stay_clear_of_the_task(task):
                 rel = mat.reshape(3, 3).T @ (np.asarray(d["pos"]) - env.model.cam_pos[cam])
                 assert rel[2] < 0 and abs(rel[0] / rel[2]) < view and abs(rel[1] / rel[2]) < view  # in the picture
             np.testing.assert_allclose(env.data.xpos[ids, :2], [d["pos"][:2] for d in placed])
+            shown = np.isin(env.model.geom_bodyid, ids) & (env.model.geom_group == 0)
+            assert shown.sum() == 4 and sorted(env.model.geom_type[shown] == mujoco.mjtGeom.mjGEOM_BOX) == sorted(
+                d["shape"] == "box" for d in placed)  # one shape each, the one recorded
         for i in ids:  # no collision, so they cannot touch anything
             geoms = np.flatnonzero(env.model.geom_bodyid == i)
             assert not env.model.geom_contype[geoms].any() and not env.model.geom_conaffinity[geoms].any()
