@@ -331,7 +331,7 @@ def _reward_eval(args):
 @arg("--model", required=True, type=_existing_path, help="reward model checkpoint folder")
 @arg("--dataset", required=True, type=_existing_path, help="zarr store")
 @arg("--name", default=None, help="name of the progress group in the store (default: the model type)")
-@arg("--parquet", type=Path, default=None, help="where to write sarm_progress.parquet (default: beside the store)")
+@arg("--parquet", type=Path, default=None, help="where to write LeRobot's progress parquet (default: <store stem>.sarm_progress.parquet beside the store)")
 def _reward_annotate(args):
     from .rewards.annotate import annotate
     from .rewards.base import RewardModel

@@ -62,9 +62,16 @@ def cli(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "roboreward.cli", *map(str, args)]
 
 
-def start(args: list[str], log: Path) -> subprocess.Popen:
+def start(args: list[str], log: Path, kill_at: str | None = None) -> subprocess.Popen:
+    """Run the CLI; ``kill_at`` (``<point>:<n>``, roboreward.faults) makes it SIGKILL itself there."""
+    env = {**ENV, "ROBOREWARD_KILL_AT": kill_at} if kill_at else ENV
     with open(log, "w") as f:  # the child keeps its own descriptor
-        return subprocess.Popen(args, env=ENV, stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.Popen(args, env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def killed_at_point(proc: subprocess.Popen, log: Path) -> None:
+    proc.wait(timeout=240)
+    assert proc.returncode == -signal.SIGKILL, f"exit {proc.returncode}, not killed at its point\n{log.read_text()[-2000:]}"
 
 
 def finish(proc: subprocess.Popen, log: Path, timeout: float = 240) -> str:
@@ -211,10 +218,10 @@ def test_generate(generated, tmp_path):
     rng = np.random.default_rng([SEED, 1])
     out = tmp_path / "pp.zarr"
     args = cli(*GENERATE, "--out", out)
-    proc = start(args, tmp_path / "killed.log")
-    k = int(rng.integers(1, EPISODES))
-    kill_when(proc, tmp_path / "killed.log", lambda: n_committed(out) >= k, float(rng.uniform(0.0, 0.15)))
-    assert k <= n_committed(out) < EPISODES
+    # Mid-write of episode k (its arrays written, not committed) or right after committing it.
+    point, k = [("store.arrays_written", 1), ("store.arrays_written", 2), ("store.committed", 1)][int(rng.integers(3))]
+    killed_at_point(start(args, tmp_path / "killed.log", kill_at=f"{point}:{k}"), tmp_path / "killed.log")
+    assert n_committed(out) == (k if point == "store.committed" else k - 1)
     assert not [p for p in check_store(out) if p.severity == "error"]
     run(args, tmp_path / "rerun.log")
     assert check_store(out) == []
@@ -229,12 +236,13 @@ def test_import_lerobot(work, generated, tmp_path):
     out, ref = tmp_path / "killed" / "pp.zarr", tmp_path / "straight" / "pp.zarr"
     straight = start(cli("data", "import-lerobot", source, "--out", ref), tmp_path / "straight.log")
     args = cli("data", "import-lerobot", source, "--out", out)
-    proc = start(args, tmp_path / "killed.log")
     partial = out.with_name(out.name + ".partial")
-    # Killed while it decodes episode k + 1 into the partial store (k of them committed).
-    k = int(rng.integers(0, EPISODES))
-    kill_when(proc, tmp_path / "killed.log", lambda: n_committed(partial) >= k, float(rng.uniform(0.0, 0.04)))
-    assert not out.exists()  # killed before the final rename
+    # Killed after writing episode k's arrays, before its commit (k - 1 episodes committed), or just
+    # after a commit: exact points, since the whole import of this tiny source takes ~0.2 s.
+    k = int(rng.integers(1, EPISODES + 1))
+    point = str(rng.choice(["store.arrays_written", "store.committed"]))
+    killed_at_point(start(args, tmp_path / "killed.log", kill_at=f"{point}:{k}"), tmp_path / "killed.log")
+    assert not out.exists() and n_committed(partial) == (k if point == "store.committed" else k - 1)
     run(args, tmp_path / "rerun.log")
     finish(straight, tmp_path / "straight.log")
     assert not partial.exists()
@@ -245,14 +253,13 @@ def test_cache_embeddings(cached, generated, tmp_path):
     rng = np.random.default_rng([SEED, 3])
     path = copy_store(generated, tmp_path / "pp.zarr")
     args = cli("data", "cache-embeddings", path, *CACHE)
-    proc = start(args, tmp_path / "killed.log")
     group = path / "features" / FEATURE_KEY
-    # Killed while it encodes block m + 1 (m blocks of 128 frames committed).
+    # Killed after block m's features are written, before its `done` counter (m - 1 blocks of 128
+    # frames committed): the worst moment, at an exact point.
     n = EpisodeStore(path).n_frames
-    m = int(rng.integers(0, (n - 1) // 128 + 1))
-    kill_when(proc, tmp_path / "killed.log", lambda: zarr.open_group(str(group), mode="r").attrs["done"] >= 128 * m,
-              float(rng.uniform(0.0, 0.05)))
-    assert zarr.open_group(str(group), mode="r").attrs["done"] < n
+    m = int(rng.integers(1, (n - 1) // 128 + 2))
+    killed_at_point(start(args, tmp_path / "killed.log", kill_at=f"cache.block_written:{m}"), tmp_path / "killed.log")
+    assert zarr.open_group(str(group), mode="r").attrs["done"] == 128 * (m - 1)
     run(args, tmp_path / "rerun.log")
     assert_same_store(path, cached)
 

@@ -15,8 +15,9 @@ import torch
 import zarr
 from tqdm.auto import tqdm
 
+from ..faults import kill_point
 from .schema import StoreError
-from .store import ARRAY_CONFIG, LOWDIM_CHUNK_FRAMES, CheckedArray, EpisodeStore, lowdim_codec
+from .store import ARRAY_CONFIG, LOWDIM_CHUNK_FRAMES, CheckedArray, EpisodeStore, lowdim_codec, remove_partial_files
 
 FEATURES = "features"
 FEATURE_DTYPE = "float16"  # halves the cache; pooled CNN features lose nothing measurable at fp16
@@ -84,6 +85,7 @@ def cache_embeddings(
     if not store.cameras:
         raise StoreError(f"{store.path}: the store has no cameras, so there is nothing to encode")
     total = store.n_frames
+    remove_partial_files(store.path / FEATURES)
     root = zarr.open_group(str(store.path), mode="r+")
     group = root[FEATURES][cache_key] if FEATURES in root and cache_key in root[FEATURES] else None
     done = int(group.attrs.get("done", 0)) if group is not None else 0
@@ -118,6 +120,7 @@ def cache_embeddings(
             open_arrays(int(encoded[store.cameras[0]].shape[-1]))
         for cam, values in encoded.items():
             arrays[cam][start:end] = values
+        kill_point("cache.block_written")
         group.attrs["done"] = end
         bar.update(end - start)
     bar.close()

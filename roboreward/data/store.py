@@ -26,6 +26,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
+from ..faults import kill_point
 from .schema import (
     ATTRS_KEY,
     SCHEMA_VERSION,
@@ -182,6 +183,14 @@ class CheckedArray:
                 + (f" (and {len(found) - 1} more chunks)" if len(found) > 1 else "")
                 + f"; the store is damaged: {repair_hint(self._store.path)}"
             ) from exc
+
+
+def remove_partial_files(path: Path) -> None:
+    """Delete the temporary files (``<key>.<uuid>.partial``) a writer killed inside zarr's atomic
+    write leaves behind; never part of the data. Called by every writer before it writes (one
+    writer at a time per store)."""
+    for leftover in Path(path).rglob("*.partial"):
+        leftover.unlink(missing_ok=True)
 
 
 class EpisodeStore:
@@ -403,9 +412,7 @@ class EpisodeStore:
         ends = self.checked(EPISODE_ENDS)
         if ends.shape[0] != self.n_episodes:
             ends.resize((self.n_episodes,))
-        # A writer killed inside zarr's atomic write leaves its temporary file (<key>.<uuid>.partial).
-        for leftover in self.path.rglob("*.partial"):
-            leftover.unlink(missing_ok=True)
+        remove_partial_files(self.path)
 
     def add_episode(self, episode: Episode) -> int:
         """Append one episode; returns its index. The episode exists only once this returns."""
@@ -444,6 +451,7 @@ class EpisodeStore:
         ends = self.checked(EPISODE_ENDS)
         ends.resize((index + 1,))
         ends[index] = end
+        kill_point("store.arrays_written")
         # Commit: one atomic rewrite of the root attributes.
         info = EpisodeInfo(episode.task, length, episode.success, episode.quality, dict(episode.annotations), extra)
         meta = dict(self._meta)
@@ -453,6 +461,7 @@ class EpisodeStore:
         self.episodes.append(info)
         self.episode_ends = np.append(self.episode_ends, np.int64(end))
         self.episode_starts = np.append(self.episode_starts, np.int64(start))
+        kill_point("store.committed")
         return index
 
     def set_attr(self, name: str, value) -> None:

@@ -32,7 +32,7 @@ import zarr
 
 from ..data.cache import ensure_features
 from ..data.schema import StoreError
-from ..data.store import ARRAY_CONFIG, LOWDIM_CHUNK_FRAMES, EpisodeStore, lowdim_codec
+from ..data.store import ARRAY_CONFIG, LOWDIM_CHUNK_FRAMES, EpisodeStore, lowdim_codec, remove_partial_files
 from ..errors import RoborewardError
 
 PROGRESS_GROUP = "progress"
@@ -296,6 +296,7 @@ def annotate(
         if v.shape != (n,) or not np.isfinite(v).all():
             raise RoborewardError(f"model {name!r} gave {v.shape} {level} values with NaN/inf or a wrong length for {n} frames")
 
+    remove_partial_files(store_path / PROGRESS_GROUP)
     root = zarr.open_group(str(store_path), mode="r+")
     group = root.require_group(PROGRESS_GROUP).require_group(name)
     group.attrs["complete"] = False  # first: a run killed while rewriting must not read as done

@@ -30,8 +30,6 @@ from .base import RewardModel, RewardModelConfig, make_reward_model, reward_conf
 
 GT_PROGRESS = "gt.progress"
 SPLIT_FILE = "split.json"
-# Filled from the store and the training split by ``from_store``; an override would be overwritten.
-DATA_DERIVED = ("feature_key", "feature_dim", "tasks", "sparse_stages", "sparse_priors", "dense_stages", "dense_priors")
 
 
 @dataclass(frozen=True)
@@ -132,8 +130,7 @@ class RewardTrainConfig:
         # Unknown keys, wrong types and bad values fail now, in one line, not after minutes of
         # feature caching; from_store then gets the values converted to their declared types.
         config_class = reward_model_class(str(self.model["type"])).config_class
-        derived = tuple(dict.fromkeys(DATA_DERIVED + tuple(config_class.data_derived)))
-        self.model = check_fields(config_class, self.model, "model", derived)
+        self.model = check_fields(config_class, self.model, "model", config_class.data_derived)
         probe = dict(self.model)
         if probe.get("state_key") and "state_dim" not in probe:
             probe["state_dim"] = 1  # from_store reads the real size from the store
@@ -227,7 +224,7 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
     feature_key = cache_for_training(dataset, config.data, progress=progress)
     store = EpisodeStore(dataset)  # re-open: the cache group is new
     split = {"train": train_eps, "val": val_eps, "val_fraction": config.data.val_fraction,
-             "split_seed": config.data.split_seed, "n_episodes": store.n_episodes, "dataset": str(dataset),
+             "split_seed": config.data.split_seed, "n_episodes": store.n_episodes, "dataset": str(dataset.resolve()),
              "feature_key": feature_key}
     split_path = out / SPLIT_FILE
     old = _read_split(split_path)

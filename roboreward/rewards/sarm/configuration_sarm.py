@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...config import ConfigError
 from ..base import RewardModelConfig
@@ -21,6 +21,10 @@ READOUTS = ("expected", "argmax")
 
 @dataclass
 class SARMConfig(RewardModelConfig):
+    # Filled by ``from_store`` from the store and the training split; a user override would be overwritten.
+    data_derived: ClassVar[tuple[str, ...]] = ("feature_key", "feature_dim", "tasks", "sparse_stages", "sparse_priors",
+                                               "dense_stages", "dense_priors")
+
     type: str = "sarm"
     """Registered name; always ``sarm``."""
 
@@ -156,10 +160,11 @@ class SARMConfig(RewardModelConfig):
     ) -> "SARMConfig":
         """A config whose data fields (cameras, feature_dim, state_dim, tasks, stages, priors) come
         from ``store`` and its feature cache ``feature_key``; priors from ``episodes`` (the training
-        split; default all). ``overrides`` set any other field."""
+        split; default all). ``overrides`` set any other field (a bad one is one ConfigError line)."""
         from ...data.cache import cached_features
         from .data_sarm import stage_priors
 
+        overrides = cls.check_overrides(dict(overrides), "model")
         state_key = overrides.get("state_key")
         if state_key is not None and "state_dim" not in overrides:
             store.array(state_key)  # raises naming the store's features
