@@ -293,6 +293,7 @@ def _held_out(model_path: Path, dataset: Path, which: str) -> list[int] | None:
 @arg("--dataset", required=True, type=_existing_path, help="zarr store")
 @arg("--out", type=Path, default=None, help="run folder: checkpoints/, model/, split.json, tb/ (default outputs/runs/<dataset>_<model type>)")
 @arg("--steps", type=_int_in(1), default=None, help="override train.steps")
+@arg("--seed", type=_int_in(0), default=None, help="override train.seed (initial weights and batch order)")
 def _reward_train(args):
     from .config import load_config
     from .rewards.train import RewardTrainConfig, train_reward
@@ -301,8 +302,9 @@ def _reward_train(args):
     if args.out is None:
         args.out = Path("outputs/runs") / f"{args.dataset.name.removesuffix('.zarr')}_{config.model['type']}"
         print(f"run folder: {args.out}")
-    if args.steps is not None:
-        config.train = dataclasses.replace(config.train, steps=args.steps)
+    for name in ("steps", "seed"):
+        if getattr(args, name) is not None:
+            config.train = dataclasses.replace(config.train, **{name: getattr(args, name)})
     model_dir = train_reward(config, args.dataset, args.out)
     print(f"model: {model_dir}\nnext:  roboreward reward eval --model {model_dir} --dataset {args.dataset}")
 
@@ -376,7 +378,7 @@ def _bc_train(args):
 @arg("--policy", required=True, type=_existing_path, help="policy checkpoint folder (roboreward bc train's model/)")
 @arg("--task", default=None, help="pick_place, stack or drawer (default: the --recipe's task)")
 @arg("--recipe", type=_existing_path, default=None,
-     help="dataset recipe (datasets/*.yaml): roll out in its task and object randomisation (task_config)")
+     help="dataset recipe (datasets/*.yaml): roll out in its task, object randomisation (task_config) and look (visual)")
 @arg("--episodes", type=_int_in(1), default=20)
 @arg("--out", type=Path, default=None, help="output folder (default <policy>/sim_eval_<task>)")
 @arg("--envs", type=_int_in(1, 256), default=4, help="environments stepped in lockstep (one batch per step)")
@@ -388,21 +390,22 @@ def _sim_eval(args):
     from .policies.evaluate import evaluate_policy
     from .sim.scripted import PLANS
 
-    task_config = None
+    task_config = visual = None
     if args.recipe is not None:
         from .data.generate import Recipe
 
         recipe = Recipe.from_yaml(args.recipe)
         if args.task is not None and args.task != recipe.task:
             raise RoborewardError(f"--task {args.task} differs from the recipe's task {recipe.task}; give one of them")
-        args.task, task_config = recipe.task, recipe.task_config
+        args.task, task_config, visual = recipe.task, recipe.task_config, recipe.visual
     if args.task is None:
         raise RoborewardError("give --task (pick_place, stack, drawer) or --recipe datasets/<name>.yaml")
     if args.task not in PLANS:
         raise RoborewardError(f"unknown task {args.task!r}; available: {sorted(PLANS)}")
     out = args.out or args.policy / f"sim_eval_{args.task}"
     r = evaluate_policy(args.policy, args.task, args.episodes, out, image_size=args.image_size, n_envs=args.envs,
-                        execute=args.execute, max_steps=args.max_steps, videos=args.videos, task_config=task_config)
+                        execute=args.execute, max_steps=args.max_steps, videos=args.videos, task_config=task_config,
+                        visual=visual)
     print(f"{args.task}: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
           f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}); {out / 'sim_eval.json'}")
 

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .cache import FEATURES, cache_status
-from .schema import StoreError
+from .schema import StoreError, check_info
 from .store import ARRAY_CONFIG, LOWDIM_CHUNK_FRAMES, EpisodeStore, lowdim_codec
 from .validate import damaged_chunks, damaged_episodes
 
@@ -40,7 +40,7 @@ def _regenerator(store: EpisodeStore):
         from roboreward.sim.scripted import generate_episode
 
         return generate_episode(recipe.task, plan[i], recipe.seed + i, image_size=recipe.image_size,
-                                task_config=recipe.task_config)
+                                task_config=recipe.task_config, visual=recipe.visual)
 
     return rebuild
 
@@ -73,7 +73,10 @@ def repair_store(src, dst, regenerate: bool = False, overwrite: bool = False, pr
         elif rebuild is not None:
             episode = rebuild(i)
             info = store.episodes[i]
-            if episode.length != info.length or episode.quality != info.quality or episode.task != info.task:
+            # Its recorded look (Episode.info) too: a generator that draws it differently would not rebuild it.
+            same = (episode.length, episode.quality, episode.task, check_info(episode.info, f"episode {i}")) == (
+                info.length, info.quality, info.task, info.info)
+            if not same:
                 changed.append(i)  # this roboreward's generator differs from the one that wrote the store
             new.add_episode(episode)
             rebuilt.append(i)

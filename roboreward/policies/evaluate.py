@@ -52,11 +52,13 @@ def evaluate_policy(
     seed: int = 100_000,
     videos: int = 2,
     task_config: dict | None = None,
+    visual: dict | None = None,
 ) -> dict[str, Any]:
     """Success rate of ``policy`` (a Policy or a checkpoint folder) on ``episodes`` rollouts of
     ``task``; seeds start at ``seed`` (far from the demonstration seeds 0..N). Writes
     ``<out>/sim_eval.json`` and up to ``videos`` mp4s. ``task_config``: overrides of the task's
-    default config, to roll out in the object distribution a dataset recipe was generated with."""
+    default config, to roll out in the object distribution a dataset recipe was generated with;
+    ``visual``: the recipe's visual options (colours, light, cameras, distractors; sim/visual.py)."""
     from ..encoders import encoder_for_cache_key
     from ..sim.env import CAMERAS, EnvConfig, SO101Env
     from .base import Policy
@@ -79,7 +81,8 @@ def evaluate_policy(
     (out / "videos").mkdir(parents=True, exist_ok=True)
     # A policy without cameras steps physics only; video frames are then rendered on demand.
     envs = [SO101Env(EnvConfig(task=task, image_size=image_size, cameras=CAMERAS if encoder is not None else (),
-                               max_episode_steps=max_steps, terminate_on_success=True, task_config=task_config or None)) for _ in range(min(n_envs, episodes))]
+                               max_episode_steps=max_steps, terminate_on_success=True, task_config=task_config or None,
+                               visual=visual or None)) for _ in range(min(n_envs, episodes))]
     results: list[dict] = []
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
@@ -151,7 +154,7 @@ def evaluate_policy(
     low, high = wilson_interval(n_success, len(results))
     report = {
         "task": task, "episodes": len(results), "successes": n_success, "success_rate": n_success / len(results),
-        "ci95": [low, high], "task_config": task_config or {}, "execute": execute, "image_size": image_size, "max_steps": max_steps,
+        "ci95": [low, high], "task_config": task_config or {}, "visual": visual or {}, "execute": execute, "image_size": image_size, "max_steps": max_steps,
         "seconds": time.perf_counter() - t0, "rollouts": results,
     }
     (out / "sim_eval.json").write_text(json.dumps(report, indent=2))

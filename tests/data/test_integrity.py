@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -191,6 +192,23 @@ def test_repair_regenerates_a_generated_store_exactly(tmp_path):
     # A store without a recipe cannot be regenerated: one line that says what to do instead.
     proc = cli("data", "repair", fixed.path, "--out", tmp_path / "again.zarr", "--regenerate")
     assert proc.returncode == 0  # nothing damaged: nothing to regenerate
+
+
+def test_repair_regenerates_the_recorded_look(tmp_path):
+    """A store generated with visual options gets its damaged episodes back in their own look."""
+    src = tmp_path / "vis.zarr"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: pick_place\nepisodes: 2\nmix: {expert: 1.0}\nimage_size: 16\n"
+                      "visual: {object_colours: {cube: [0.2, 0.7, 0.25]}, light_intensity: [0.7, 1.3]}\n")
+    assert cli("data", "generate", "--recipe", recipe, "--workers", 1, "--out", src).returncode == 0
+    good = tmp_path / "copy.zarr"
+    shutil.copytree(src, good)
+    chunk_file(src, f"data/{FRONT}", 0).unlink()
+    proc = cli("data", "repair", src, "--out", tmp_path / "fixed.zarr", "--regenerate")
+    assert proc.returncode == 0 and "differ" not in proc.stdout, proc.stdout + proc.stderr
+    fixed, want = EpisodeStore(tmp_path / "fixed.zarr"), EpisodeStore(good)
+    np.testing.assert_array_equal(fixed.array(FRONT)[:], want.array(FRONT)[:])
+    assert [e.info for e in fixed.episodes] == [e.info for e in want.episodes] and want.episodes[0].info
 
 
 def test_repair_refuses_regenerate_without_recipe(store5, tmp_path):
