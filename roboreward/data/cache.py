@@ -47,21 +47,29 @@ def cache_status(store: EpisodeStore) -> dict[str, dict]:
     return out
 
 
+def cache_command(store: EpisodeStore, key: str) -> str:
+    """The `data cache-embeddings` command line that builds cache ``key`` (encoder name and input
+    size read from the key, ``<name>-<weights hash>-<size>px``)."""
+    name, _, rest = key.rpartition("-")
+    encoder = name.rpartition("-")[0]
+    size = rest.removesuffix("px")
+    if encoder and size.isdigit():
+        return f"roboreward data cache-embeddings {store.path} --encoder {encoder} --image-size {size}"
+    return f"roboreward data cache-embeddings {store.path} (with the encoder that made {key})"
+
+
 def cached_features(store: EpisodeStore, key: str) -> dict[str, CheckedArray]:
     """The complete cache ``key`` as {camera: (n_frames, D) array}; a clear error if absent or partial."""
     status = cache_status(store).get(key)
     if status is None:
         have = sorted(cache_status(store))
-        raise StoreError(
-            f"{store.path}: no feature cache {key!r} (have {have or 'none'}); run `roboreward data cache-embeddings "
-            f"--dataset {store.path}` with the same encoder"
-        )
+        raise StoreError(f"{store.path}: no feature cache {key!r} (have {have or 'none'}); run `{cache_command(store, key)}`")
     if status["error"]:
         raise StoreError(f"{store.path}: features/{key}: {status['error']}")
     if status["done"] < store.n_frames:
         raise StoreError(
-            f"{store.path}: features/{key} covers {status['done']} of {store.n_frames} frames; run `roboreward data "
-            "cache-embeddings` again to finish it"
+            f"{store.path}: features/{key} covers {status['done']} of {store.n_frames} frames; run "
+            f"`{cache_command(store, key)}` again to finish it"
         )
     return {cam: store.checked(f"{FEATURES}/{key}/{cam}") for cam in store.cameras}
 
@@ -150,5 +158,10 @@ def ensure_features(
         encoder = encoder_for_cache_key(feature_key)
     config = getattr(encoder, "config", None)
     info = {"name": config.name, "weights": encoder.weights_path.name, "image_size": config.image_size} if config else None
+    done = 0 if status is None or status["error"] else status["done"]
+    # Say so: encoding is minutes of work, and a cache at another size (say 128 px) is not reused.
+    print(f"note: {store.path} has features/{feature_key} for {done} of {store.n_frames} frames; encoding the rest "
+          "once (kept in the store)" + (f"; other caches here: {sorted(k for k in cache_status(store) if k != feature_key)}"
+                                       if len(cache_status(store)) > (status is not None) else ""))
     cache_embeddings(store.path, encoder, feature_key, batch_size=batch_size, progress=progress, encoder_info=info)
     return True

@@ -84,7 +84,7 @@ def test_resume_after_crash_does_not_recompute_finished_blocks(big_store):
         cache_embeddings(big_store, crashing, "mean-color", batch_size=2, progress=False)
     store = EpisodeStore(big_store)
     assert cache_status(store)["mean-color"]["done"] == 32
-    with pytest.raises(StoreError, match=r"features/mean-color covers 32 of 60 frames; run `roboreward data cache-embeddings` again"):
+    with pytest.raises(StoreError, match=r"features/mean-color covers 32 of 60 frames; run `roboreward data cache-embeddings .*` again"):
         cached_features(store, "mean-color")
     # finished blocks hold correct values already
     group = zarr.open_group(str(big_store / "features" / "mean-color"), mode="r")
@@ -232,3 +232,12 @@ def test_default_encoder_uses_packaged_weights(tmp_path, make_store):
     direct = encoder(EpisodeStore(store.path).array(FRONT)[:]).numpy()
     assert cached[FRONT].shape == (5, 1280)
     np.testing.assert_allclose(cached[FRONT][:].astype(np.float32), direct, rtol=2e-3, atol=2e-3)
+
+
+def test_missing_cache_error_names_the_command_that_builds_it(store_path):
+    """The fix is a command the CLI accepts (the store is positional) with the encoder and size the
+    model needs, not the CLI's defaults."""
+    store = EpisodeStore(store_path)
+    with pytest.raises(StoreError) as info:
+        cached_features(store, "efficientnet_lite0-579344248a-96px")
+    assert f"run `roboreward data cache-embeddings {store_path} --encoder efficientnet_lite0 --image-size 96`" in str(info.value)

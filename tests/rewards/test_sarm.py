@@ -346,3 +346,16 @@ def test_tiny_training_learns_progress(toy_store, seed):
         r = np.corrcoef(pred[row, :length].numpy(), truth)[0, 1]
         assert r > 0.9, (e, r)
         assert abs(float(pred[row, length - 1]) - 1.0) < 0.25 and float(pred[row, 0]) < 0.25
+
+
+def test_task_vocabulary_covers_every_episode_not_only_the_training_split(toy_store):
+    """A held-out episode whose task the training split lacks gets an embedding, not a crash at the
+    first validation; stage priors still come from the training split."""
+    only_first = [e for e in range(toy_store.n_episodes) if toy_store.episodes[e].task == toy_store.episodes[0].task]
+    cfg = SARMConfig.from_store(toy_store, FEATURE_KEY, episodes=only_first, window=4, max_rewind=2, d_model=32, n_heads=2,
+                                n_layers=1)
+    assert cfg.tasks == sorted(TASKS)
+    model = SARM(cfg).eval()
+    other = next(e for e in range(toy_store.n_episodes) if e not in only_first)
+    batch = episode_batch(toy_store, cfg, [other])
+    assert torch.isfinite(model.progress(batch)).all()

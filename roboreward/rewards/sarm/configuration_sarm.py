@@ -159,7 +159,7 @@ class SARMConfig(RewardModelConfig):
         **overrides: Any,
     ) -> "SARMConfig":
         """A config whose data fields (cameras, feature_dim, state_dim, tasks, stages, priors) come
-        from ``store`` and its feature cache ``feature_key``; priors from ``episodes`` (the training
+        from ``store`` and its feature cache ``feature_key``; tasks from every episode, priors from ``episodes`` (the training
         split; default all). ``overrides`` set any other field (a bad one is one ConfigError line)."""
         from ...data.cache import cached_features
         from .data_sarm import stage_priors
@@ -175,7 +175,9 @@ class SARMConfig(RewardModelConfig):
         dim = int(feats[cameras[0]].shape[1])
         fields: dict[str, Any] = {"feature_key": feature_key, "cameras": cameras, "feature_dim": dim}
         eps = list(range(store.n_episodes)) if episodes is None else list(episodes)
-        fields["tasks"] = sorted({store.episodes[e].task for e in eps})
+        # Every task of the store, not only the training split's: a held-out episode of a task the
+        # split happens to miss must get an (untrained) embedding, not a crash at validation.
+        fields["tasks"] = sorted(store.tasks)
         for level in cfg.levels:
             stage_set = stage_priors(store, eps, level)
             fields[f"{level}_stages"] = list(stage_set.names)
