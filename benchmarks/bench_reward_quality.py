@@ -88,13 +88,15 @@ def main():
     work = Path(args.workdir or ROOT / "outputs" / ("quality_quick" if args.quick else "quality"))
     record = {"quick": args.quick, "config": args.config, "goals": GOALS, "cells": {}}
     size = ["--image-size", 64] if args.quick else []  # quick: same pipeline, 16/8 episodes at 64 px, 300 steps
-    for task in args.tasks.split(","):
-        # Tasks without a randomised recipe or held-out variants (drawer today) get what they have.
-        for train in [t for t in args.train.split(",") if (ROOT / f"datasets/{task}_{t}.yaml").is_file()]:
-            store = work / f"{task}_{train}.zarr"
-            cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_{train}.yaml", "--out", store,
-                *(["--episodes", 16, *size] if args.quick else []))
-            for seed in (int(s) for s in args.seeds.split(",")):
+    # Seeds outermost: every task and training set gets its first seed before any gets a second, and
+    # the JSON is rewritten after each cell, so a run cut short still leaves a complete first pass.
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for task in args.tasks.split(","):
+            # Tasks without a randomised recipe or held-out variants (drawer today) get what they have.
+            for train in [t for t in args.train.split(",") if (ROOT / f"datasets/{task}_{t}.yaml").is_file()]:
+                store = work / f"{task}_{train}.zarr"
+                cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_{train}.yaml", "--out", store,
+                    *(["--episodes", 16, *size] if args.quick else []))
                 run = work / f"sarm_{task}_{train}_s{seed}"
                 t0 = time.perf_counter()
                 cli("reward", "train", "--config", args.config, "--dataset", store, "--out", run, "--seed", seed,
@@ -115,7 +117,12 @@ def main():
                     f = figures(json.loads((out / "metrics.json").read_text()))
                     f["train_seconds"] = train_seconds if name == "in_domain" else None
                     record["cells"][f"{task}/{train}/s{seed}/{name}"] = f
+                    summarise(record, args.out, quiet=True)
+    summarise(record, args.out)
 
+
+def summarise(record: dict, out, quiet: bool = False) -> None:
+    """Aggregate the cells over seeds, print the table (unless ``quiet``) and write the JSON."""
     rows, summary = [], {}
     keys = sorted({k.rsplit("/", 2)[0] + "|" + k.rsplit("/", 1)[1] for k in record["cells"]})
     for key in keys:
@@ -133,9 +140,10 @@ def main():
         rows.append([task, train, name, *(agg[f]["mean"] if agg[f] else "n/a" for f in FIGURES),
                      f"{agg['n_success']}/{agg['n_failure']}", agg["goals_met"]])
     record["summary"] = summary
-    print(common.table(rows, ["task", "trained on", "evaluated on", "VOC", "AUROC", "finish>hover", "min final (succ)",
-                              "drop share", "freeze rise", "final gap", "stage acc", "MAE", "succ/fail", "goals met"]))
-    common.write("bench_reward_quality", record, args.out)
+    if not quiet:
+        print(common.table(rows, ["task", "trained on", "evaluated on", "VOC", "AUROC", "finish>hover", "min final (succ)",
+                                  "drop share", "freeze rise", "final gap", "stage acc", "MAE", "succ/fail", "goals met"]))
+    common.write("bench_reward_quality", record, out)
 
 
 if __name__ == "__main__":
