@@ -141,6 +141,7 @@ def ensure_features(
     encoder: Callable[[np.ndarray], torch.Tensor] | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    announce: bool = False,
 ) -> bool:
     """Make sure the store has the complete feature cache ``feature_key`` (None: nothing to do),
     encoding only the missing frames. ``encoder`` defaults to the one the key names
@@ -159,9 +160,11 @@ def ensure_features(
     config = getattr(encoder, "config", None)
     info = {"name": config.name, "weights": encoder.weights_path.name, "image_size": config.image_size} if config else None
     done = 0 if status is None or status["error"] else status["done"]
-    # Say so: encoding is minutes of work, and a cache at another size (say 128 px) is not reused.
-    print(f"note: {store.path} has features/{feature_key} for {done} of {store.n_frames} frames; encoding the rest "
-          "once (kept in the store)" + (f"; other caches here: {sorted(k for k in cache_status(store) if k != feature_key)}"
-                                       if len(cache_status(store)) > (status is not None) else ""))
+    # ``announce`` (eval, annotate: where encoding is a side effect): say so, since it is minutes of
+    # work and a cache at another size (say 128 px) is not reused.
+    if announce:
+        print(f"note: {store.path} has features/{feature_key} for {done} of {store.n_frames} frames; encoding the rest "
+              "once (kept in the store)" + (f"; other caches here: {sorted(k for k in cache_status(store) if k != feature_key)}"
+                                           if len(cache_status(store)) > (status is not None) else ""))
     cache_embeddings(store.path, encoder, feature_key, batch_size=batch_size, progress=progress, encoder_info=info)
     return True

@@ -192,7 +192,7 @@ def evaluate_reward(
     out_dir.mkdir(parents=True, exist_ok=True)
     store = EpisodeStore(store_path)
     config = getattr(model, "config", None)
-    built_cache = ensure_features(store, getattr(config, "feature_key", None), encoder)
+    built_cache = ensure_features(store, getattr(config, "feature_key", None), encoder, announce=True)
     store = EpisodeStore(store_path)
     eps = _episode_list(store, episodes)
     levels = [level] if level is not None else model_levels(model)
