@@ -359,3 +359,27 @@ def test_task_vocabulary_covers_every_episode_not_only_the_training_split(toy_st
     other = next(e for e in range(toy_store.n_episodes) if e not in only_first)
     batch = episode_batch(toy_store, cfg, [other])
     assert torch.isfinite(model.progress(batch)).all()
+
+
+def test_freeze_augmentation_repeats_the_last_moving_frame_with_its_targets():
+    from roboreward.rewards.sarm.modeling_sarm import apply_freeze, freeze_index
+
+    assert freeze_index(torch.tensor([3, 5]), 5).tolist() == [[0, 1, 2, 2, 2], [0, 1, 2, 3, 4]]
+    feats = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    tau = torch.linspace(0, 1, 5).repeat(2, 1)
+    out = apply_freeze({"feats": feats, "sarm.sparse.tau": tau}, torch.tensor([2, 5]))
+    assert torch.equal(out["feats"][0, 2:], feats[0, 1:2].expand(3, 3))  # inputs frozen from position 2 ...
+    assert torch.equal(out["sarm.sparse.tau"][0, 2:], tau[0, 1].repeat(3))  # ... and the targets with them
+    assert torch.equal(out["feats"][1], feats[1]) and torch.equal(out["sarm.sparse.tau"][1], tau[1])
+    with pytest.raises(ConfigError, match="freeze_prob"):
+        SARMConfig(tasks=["t"], sparse_stages=["a"], sparse_priors=[1.0], freeze_prob=1.5)
+
+
+def test_training_loss_with_freeze_augmentation(toy_store):
+    cfg = small_config(toy_store, freeze_prob=1.0)
+    model = SARM(cfg).train()
+    data = SARMDataset(toy_store, cfg)
+    batch = default_collate([data[i] for i in range(0, len(data), max(1, len(data) // 16))])
+    terms = model.loss(batch)
+    assert torch.isfinite(terms["loss"]) and terms["loss"] > 0
+    terms["loss"].backward()

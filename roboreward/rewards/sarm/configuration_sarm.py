@@ -84,6 +84,10 @@ class SARMConfig(RewardModelConfig):
     perturb_prob: float = 0.2
     """Probability that a training clip's task is swapped for another task of the data, with target
     progress 0 (stage 0). Needs two or more tasks; ignored otherwise."""
+    freeze_prob: float = 0.0
+    """Probability that a training clip is frozen from a random frame on: every later frame repeats
+    the last moving one (features and state) and keeps its targets, so a scene where nothing happens
+    (a pause, the hold after success) earns no progress. 0 = off (SARM as published)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -113,7 +117,7 @@ class SARMConfig(RewardModelConfig):
         if self.max_rewind > self.window - 1:
             # Rewound frames are window frames replayed backwards, so there are at most window - 1.
             raise ConfigError(f"max_rewind must be in [0, window - 1 = {self.window - 1}], got {self.max_rewind}")
-        for name in ("rewind_prob", "perturb_prob"):
+        for name in ("rewind_prob", "perturb_prob", "freeze_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:

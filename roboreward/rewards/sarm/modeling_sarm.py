@@ -98,6 +98,26 @@ def append_rewind(
     return out, pad
 
 
+def freeze_index(cut: torch.Tensor, window: int) -> torch.Tensor:
+    """Gather index (B, window) that freezes each clip from position ``cut[b]`` on: positions
+    cut..window-1 repeat position cut-1 (``cut[b] == window``: unchanged)."""
+    j = torch.arange(window, device=cut.device)[None, :]
+    return torch.minimum(j, (cut[:, None] - 1).clamp(min=0)).where(j >= cut[:, None], j)
+
+
+def apply_freeze(per_frame: dict[str, torch.Tensor], cut: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Freeze every per-frame tensor (B, window, ...) of a clip, inputs and targets with the one
+    index: the frozen frames are copies of the last moving one and carry its targets, so a scene in
+    which nothing happens is taught to earn no progress (a pause, a hold after success)."""
+    window = next(iter(per_frame.values())).shape[1]
+    index = freeze_index(cut, window)
+    out = {}
+    for key, x in per_frame.items():
+        idx = index.reshape(*index.shape, *([1] * (x.ndim - 2))).expand(-1, -1, *x.shape[2:])
+        out[key] = torch.gather(x, 1, idx)
+    return out
+
+
 @register_reward_model
 class SARM(RewardModel):
     name = "sarm"
@@ -296,6 +316,13 @@ class SARM(RewardModel):
             steps, perturb = self.sample_augmentations(pad, b)
         else:
             steps, perturb = torch.zeros(b, dtype=torch.long, device=self.device), torch.zeros(b, dtype=torch.bool, device=self.device)
+        if self.training and cfg.freeze_prob > 0:
+            # Cut after a real frame: pads lead the clip, so the first real one is at window - real.
+            window, real = pad.shape[1], (~pad).sum(1)
+            first = window - real + 1
+            draw = first + (torch.rand(b, device=self.device) * (window - first)).floor().long()
+            use = (torch.rand(b, device=self.device) < cfg.freeze_prob) & (first < window)
+            per_frame = apply_freeze(per_frame, torch.where(use, draw, window))
         if cfg.max_rewind and bool(steps.any()):
             per_frame, pad = append_rewind(per_frame, pad, steps, cfg.max_rewind)
         if bool(perturb.any()):
