@@ -18,7 +18,7 @@ progress rise over a 2 s freeze [<= 0.01], final-progress gap success - failure,
 MAE vs the simulator's progress, and the successes/failures the figures rest on. Writes
 benchmarks/results/bench_reward_quality.json.
 
-    python benchmarks/bench_reward_quality.py [--quick] [--tasks pick_place,stack] [--train mixed,randomised]
+    python benchmarks/bench_reward_quality.py [--quick] [--tasks pick_place,stack] [--train mixed,randomised] [--label L --config C]
         [--variants control,colours,light,camera,distractors] [--seeds 0,1,2] [--config configs/reward/sarm.yaml]
 """
 from __future__ import annotations
@@ -84,9 +84,14 @@ def main():
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seeds", default="0")
     p.add_argument("--config", default=str(ROOT / "configs/reward/sarm.yaml"))
+    p.add_argument("--label", default="", help="names a model variant (another --config): its runs are <train>+<label>")
     args = p.parse_args()
     work = Path(args.workdir or ROOT / "outputs" / ("quality_quick" if args.quick else "quality"))
-    record = {"quick": args.quick, "config": args.config, "goals": GOALS, "cells": {}}
+    record = {"quick": args.quick, "goals": GOALS, "cells": {}}
+    # Cells of earlier runs (other tasks, seeds or variants) are kept: each run adds or refreshes its own.
+    previous = args.out or common.RESULTS / f"bench_reward_quality{'_quick' if args.quick else ''}.json"
+    if previous.is_file():
+        record["cells"].update(json.loads(previous.read_text()).get("cells", {}))
     size = ["--image-size", 64] if args.quick else []  # quick: same pipeline, 16/8 episodes at 64 px, 300 steps
     # Seeds outermost: every task and training set gets its first seed before any gets a second, and
     # the JSON is rewritten after each cell, so a run cut short still leaves a complete first pass.
@@ -97,7 +102,8 @@ def main():
                 store = work / f"{task}_{train}.zarr"
                 cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_{train}.yaml", "--out", store,
                     *(["--episodes", 16, *size] if args.quick else []))
-                run = work / f"sarm_{task}_{train}_s{seed}"
+                condition = f"{train}+{args.label}" if args.label else train
+                run = work / f"sarm_{task}_{condition}_s{seed}"
                 t0 = time.perf_counter()
                 cli("reward", "train", "--config", args.config, "--dataset", store, "--out", run, "--seed", seed,
                     *(["--steps", 300] if args.quick else []))
@@ -116,7 +122,8 @@ def main():
                             "--episodes", episodes, "--videos", 1 if name in ("in_domain", "colours") else 0, "--plots", 4)
                     f = figures(json.loads((out / "metrics.json").read_text()))
                     f["train_seconds"] = train_seconds if name == "in_domain" else None
-                    record["cells"][f"{task}/{train}/s{seed}/{name}"] = f
+                    f["config"] = str(Path(args.config).resolve().relative_to(ROOT)) if Path(args.config).resolve().is_relative_to(ROOT) else args.config
+                    record["cells"][f"{task}/{condition}/s{seed}/{name}"] = f
                     summarise(record, args.out, quiet=True)
     summarise(record, args.out)
 
