@@ -103,7 +103,14 @@ def quality_table(d):
         v = agg.get(key)
         return "n/a" if v is None else fmt.format(v["mean"]) + (f" ± {v['std']:.2f}" if v["n"] > 1 else "")
 
-    for key, agg in d["summary"].items():
+    order = ["in_domain", "control", "colours", "light", "camera", "distractors"]
+
+    def place(key):
+        task, train, name = key.split("/")
+        return (task, train, order.index(name) if name in order else len(order), name)
+
+    for key in sorted(d["summary"], key=place):
+        agg = d["summary"][key]
         task, train, name = key.split("/")
         name = "in domain" if name == "in_domain" else name
         print(f"| {task} | {train} | {name} | {cell(agg, 'voc', '{:.3f}')} | {cell(agg, 'auroc')} | "
