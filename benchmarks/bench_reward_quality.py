@@ -79,20 +79,24 @@ def meets(f: dict) -> bool:
 
 def main():
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="pick_place,stack,drawer")
-    p.add_argument("--train", default="mixed,randomised", help="training recipes: datasets/<task>_<name>.yaml")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--tasks", default=None, help="default pick_place,stack,drawer (--quick: pick_place)")
+    p.add_argument("--train", default=None, help="training recipes datasets/<task>_<name>.yaml (default mixed,randomised; --quick: mixed)")
+    p.add_argument("--variants", default=None, help=f"default {','.join(VARIANTS)} (--quick: colours)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--config", default=str(ROOT / "configs/reward/sarm.yaml"))
     p.add_argument("--label", default="", help="names a model variant (another --config): its runs are <train>+<label>")
     args = p.parse_args()
+    # --quick: the same pipeline and figures on one task, one variant, 6 + 4 episodes at 32 px, 100 steps.
+    args.tasks = args.tasks or ("pick_place" if args.quick else "pick_place,stack,drawer")
+    args.train = args.train or ("mixed" if args.quick else "mixed,randomised")
+    args.variants = args.variants or ("colours" if args.quick else ",".join(VARIANTS))
     work = Path(args.workdir or ROOT / "outputs" / ("quality_quick" if args.quick else "quality"))
     record = {"quick": args.quick, "goals": GOALS, "cells": {}}
     # Cells of earlier runs (other tasks, seeds or variants) are kept: each run adds or refreshes its own.
     previous = args.out or common.RESULTS / f"bench_reward_quality{'_quick' if args.quick else ''}.json"
     if previous.is_file():
         record["cells"].update(json.loads(previous.read_text()).get("cells", {}))
-    size = ["--image-size", 64] if args.quick else []  # quick: same pipeline, 16/8 episodes at 64 px, 300 steps
+    size = ["--image-size", 32] if args.quick else []
     # Seeds outermost: every task and training set gets its first seed before any gets a second, and
     # the JSON is rewritten after each cell, so a run cut short still leaves a complete first pass.
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -101,12 +105,12 @@ def main():
             for train in [t for t in args.train.split(",") if (ROOT / f"datasets/{task}_{t}.yaml").is_file()]:
                 store = work / f"{task}_{train}.zarr"
                 cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_{train}.yaml", "--out", store,
-                    *(["--episodes", 16, *size] if args.quick else []))
+                    *(["--episodes", 6, *size] if args.quick else []))
                 condition = f"{train}+{args.label}" if args.label else train
                 run = work / f"sarm_{task}_{condition}_s{seed}"
                 t0 = time.perf_counter()
                 cli("reward", "train", "--config", args.config, "--dataset", store, "--out", run, "--seed", seed,
-                    *(["--steps", 300] if args.quick else []))
+                    *(["--steps", 100] if args.quick else []))
                 train_seconds = time.perf_counter() - t0
                 evals = {"in_domain": (store, "val")}
                 for v in args.variants.split(","):
@@ -115,7 +119,7 @@ def main():
                 for name, (eval_store, episodes) in evals.items():
                     if name != "in_domain":
                         cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_heldout_{name}.yaml", "--out", eval_store,
-                            *(["--episodes", 8, *size] if args.quick else []))
+                            *(["--episodes", 4, *size] if args.quick else []))
                     out = run / f"eval_{name}"
                     if not (out / "metrics.json").is_file():  # the cell is done once its metrics exist
                         cli("reward", "eval", "--model", run / "model", "--dataset", eval_store, "--out", out,
