@@ -163,8 +163,8 @@ def ensure_features(
     # ``announce`` (eval, annotate: where encoding is a side effect): say so, since it is minutes of
     # work and a cache at another size (say 128 px) is not reused.
     if announce:
+        others = sorted(k for k in cache_status(store) if k != feature_key)
         print(f"note: {store.path} has features/{feature_key} for {done} of {store.n_frames} frames; encoding the rest "
-              "once (kept in the store)" + (f"; other caches here: {sorted(k for k in cache_status(store) if k != feature_key)}"
-                                           if len(cache_status(store)) > (status is not None) else ""))
+              "once (kept in the store)" + (f"; other caches here: {others}" if others else ""))
     cache_embeddings(store.path, encoder, feature_key, batch_size=batch_size, progress=progress, encoder_info=info)
     return True

@@ -53,7 +53,8 @@ def repair_store(src, dst, regenerate: bool = False, overwrite: bool = False, pr
         raise StoreError(f"--out {dst} is the damaged store itself; write the repaired copy elsewhere and swap it in once checked")
     if dst.exists() and not overwrite:
         raise StoreError(f"{dst} already exists; pass --overwrite or another --out")
-    damaged = set(damaged_episodes(store))
+    damage = damaged_chunks(store)  # decodes every chunk once, for the episodes and the caches
+    damaged = set(damaged_episodes(store, problems=damage))
     rebuild = _regenerator(store) if regenerate and damaged else None
     tmp = dst.with_name(f".{dst.name}.repair-tmp")
     if tmp.exists():  # left by a killed repair
@@ -89,7 +90,8 @@ def repair_store(src, dst, regenerate: bool = False, overwrite: bool = False, pr
     extra["repaired_from"] = {"path": str(src), "dropped": dropped, "regenerated": rebuilt}
     new.root.attrs["extra"] = extra
 
-    caches = _copy_caches(store, new, np.concatenate(prefix_rows) if prefix_rows else np.zeros(0, np.int64))
+    caches = _copy_caches(store, new, np.concatenate(prefix_rows) if prefix_rows else np.zeros(0, np.int64),
+                          {p.array for p in damage})
     if dst.exists():  # --overwrite
         shutil.rmtree(dst)
     tmp.rename(dst)
@@ -99,12 +101,11 @@ def repair_store(src, dst, regenerate: bool = False, overwrite: bool = False, pr
             "progress_not_copied": progress}
 
 
-def _copy_caches(store: EpisodeStore, new: EpisodeStore, rows: np.ndarray) -> dict[str, int]:
+def _copy_caches(store: EpisodeStore, new: EpisodeStore, rows: np.ndarray, bad: set[str]) -> dict[str, int]:
     """Copy each feature cache's rows for ``rows`` (source frames, in new-store order) as far as they
-    are cached and intact; returns {key: frames copied}."""
+    are cached and intact (``bad``: arrays with damaged chunks); returns {key: frames copied}."""
     if FEATURES not in store.root:
         return {}
-    bad = {p.array for p in damaged_chunks(store)}
     out = {}
     for key, status in cache_status(store).items():
         if status["error"] or status["dim"] is None:

@@ -61,11 +61,12 @@ def damaged_chunks(store: EpisodeStore, decode: bool = True) -> list[ChunkProble
     return found
 
 
-def damaged_episodes(store: EpisodeStore, decode: bool = True) -> list[int]:
+def damaged_episodes(store: EpisodeStore, decode: bool = True, problems: list[ChunkProblem] | None = None) -> list[int]:
     """Episodes whose frames lie in a damaged chunk of any array (a damaged episode_ends array
-    cannot be attributed and makes the store unreadable; it is not listed here)."""
+    cannot be attributed and makes the store unreadable; it is not listed here). ``problems``:
+    the result of ``damaged_chunks`` when the caller has it already (it decodes every chunk)."""
     eps: set[int] = set()
-    for p in damaged_chunks(store, decode=decode):
+    for p in damaged_chunks(store, decode=decode) if problems is None else problems:
         if p.array != EPISODE_ENDS:
             eps.update(episodes_of_frames(store.episode_ends, p.start, p.end))
     return sorted(eps)
@@ -122,8 +123,7 @@ def check_store(path, scan_data: bool = True) -> list[Problem]:
             error(f"{name}: {count - MAX_LINES_PER_ARRAY} more damaged chunks")
     damaged_arrays = set(per_array)
     if damage:
-        eps = sorted({e for p in damage if p.array != EPISODE_ENDS for e in episodes_of_frames(store.episode_ends, p.start, p.end)})
-        error(f"damaged episodes {eps}: {repair_hint(store.path, list_damage=False)}")
+        error(f"damaged episodes {damaged_episodes(store, problems=damage)}: {repair_hint(store.path, list_damage=False)}")
 
     for key, spec in store.features.items():
         if key not in present or f"data/{key}" in damaged_arrays or not hasattr(store.data[key], "dtype"):
