@@ -20,6 +20,11 @@ benchmarks/results/bench_reward_quality.json.
 
     python benchmarks/bench_reward_quality.py [--quick] [--tasks pick_place,stack] [--train mixed,randomised] [--label L --config C]
         [--variants control,colours,light,camera,distractors] [--seeds 0,1,2] [--config configs/reward/sarm.yaml]
+        [--label L --readout readout_filter=stage,readout_gate=0.05]
+
+``--readout`` re-reads the models trained with ``--config`` (no retraining) with other readout fields
+(``reward eval --readout``); its cells are ``<train>+<label>`` and its evaluations
+``<run>/eval_<set>+<label>``.
 """
 from __future__ import annotations
 
@@ -85,7 +90,11 @@ def main():
     p.add_argument("--seeds", default="0")
     p.add_argument("--config", default=str(ROOT / "configs/reward/sarm.yaml"))
     p.add_argument("--label", default="", help="names a model variant (another --config): its runs are <train>+<label>")
+    p.add_argument("--readout", default="", help="KEY=VALUE,...: evaluate the --config models with these readout fields (needs --label)")
     args = p.parse_args()
+    readout = [kv for kv in args.readout.split(",") if kv]
+    if readout and not args.label:
+        p.error("--readout needs --label to name the cells it writes")
     # --quick: the same pipeline and figures on one task, one variant, 6 + 4 episodes at 32 px, 100 steps.
     args.tasks = args.tasks or ("pick_place" if args.quick else "pick_place,stack,drawer")
     args.train = args.train or ("mixed" if args.quick else "mixed,randomised")
@@ -107,10 +116,13 @@ def main():
                 cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_{train}.yaml", "--out", store,
                     *(["--episodes", 6, *size] if args.quick else []))
                 condition = f"{train}+{args.label}" if args.label else train
-                run = work / f"sarm_{task}_{condition}_s{seed}"
+                # A readout variant reads the models trained with --config alone; a config variant trains its own.
+                run = work / f"sarm_{task}_{train if readout else condition}_s{seed}"
+                suffix = f"+{args.label}" if readout else ""
                 t0 = time.perf_counter()
-                cli("reward", "train", "--config", args.config, "--dataset", store, "--out", run, "--seed", seed,
-                    *(["--steps", 100] if args.quick else []))
+                if not (readout and (run / "model" / "config.json").is_file()):  # a readout variant needs only the model
+                    cli("reward", "train", "--config", args.config, "--dataset", store, "--out", run, "--seed", seed,
+                        *(["--steps", 100] if args.quick else []))
                 train_seconds = time.perf_counter() - t0
                 evals = {"in_domain": (store, "val")}
                 for v in args.variants.split(","):
@@ -120,12 +132,14 @@ def main():
                     if name != "in_domain":
                         cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_heldout_{name}.yaml", "--out", eval_store,
                             *(["--episodes", 4, *size] if args.quick else []))
-                    out = run / f"eval_{name}"
+                    out = run / f"eval_{name}{suffix}"
                     if not (out / "metrics.json").is_file():  # the cell is done once its metrics exist
                         cli("reward", "eval", "--model", run / "model", "--dataset", eval_store, "--out", out,
-                            "--episodes", episodes, "--videos", 1 if name in ("in_domain", "colours") else 0, "--plots", 4)
+                            "--episodes", episodes, "--videos", 1 if name in ("in_domain", "colours") else 0, "--plots", 4,
+                            *[a for kv in readout for a in ("--readout", kv)])
                     f = figures(json.loads((out / "metrics.json").read_text()))
-                    f["train_seconds"] = train_seconds if name == "in_domain" else None
+                    f["train_seconds"] = train_seconds if name == "in_domain" and not readout else None
+                    f["readout"] = readout or None
                     f["config"] = str(Path(args.config).resolve().relative_to(ROOT)) if Path(args.config).resolve().is_relative_to(ROOT) else args.config
                     record["cells"][f"{task}/{condition}/s{seed}/{name}"] = f
                     summarise(record, args.out, quiet=True)

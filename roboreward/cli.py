@@ -87,6 +87,30 @@ def _fraction(value: str) -> float:
     return number
 
 
+def _key_value(value: str) -> tuple[str, object]:
+    """argparse type: ``KEY=VALUE`` with VALUE read as a YAML scalar (``stage``, ``1e-3``, ``true``)."""
+    import yaml
+
+    key, sep, raw = value.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{value!r} is not KEY=VALUE (e.g. readout_filter=stage)")
+    try:
+        parsed = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        parsed = raw
+    return key.strip(), parsed
+
+
+READOUT_HELP = ("KEY=VALUE: change how the checkpoint's outputs are read, no retraining (repeatable; for SARM: "
+                "readout, readout_filter=stage, filter_back_prob, filter_evidence)")
+
+
+def _load_reward(path: Path, readout: list[tuple[str, object]] | None):
+    from .rewards.base import RewardModel
+
+    return RewardModel.from_pretrained(path, overrides=dict(readout or ()))
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -317,12 +341,14 @@ def _reward_train(args):
 @arg("--level", default=None, help="sparse or dense (default: every level the model has)")
 @arg("--videos", type=_int_in(0), default=2, help="overlay mp4s to write")
 @arg("--plots", type=_int_in(0), default=8, help="per-episode progress plots to write")
+@arg("--readout", type=_key_value, action="append", default=None, help=READOUT_HELP)
 def _reward_eval(args):
     from .eval.evaluate import evaluate_reward, summary_text
 
     out = args.out or args.model / "eval"
+    model = _load_reward(args.model, args.readout)
     metrics = evaluate_reward(
-        args.model, args.dataset, out, episodes=_held_out(args.model, args.dataset, args.episodes),
+        model, args.dataset, out, episodes=_held_out(args.model, args.dataset, args.episodes),
         level=args.level, videos=args.videos, plots=args.plots,
     )
     print(summary_text(metrics))
@@ -334,11 +360,11 @@ def _reward_eval(args):
 @arg("--dataset", required=True, type=_existing_path, help="zarr store")
 @arg("--name", default=None, help="name of the progress group in the store (default: the model type)")
 @arg("--parquet", type=Path, default=None, help="where to write LeRobot's progress parquet (default: <store stem>.sarm_progress.parquet beside the store)")
+@arg("--readout", type=_key_value, action="append", default=None, help=READOUT_HELP)
 def _reward_annotate(args):
     from .rewards.annotate import annotate
-    from .rewards.base import RewardModel
 
-    info = annotate(RewardModel.from_pretrained(args.model), args.dataset, name=args.name, parquet_path=args.parquet)
+    info = annotate(_load_reward(args.model, args.readout), args.dataset, name=args.name, parquet_path=args.parquet)
     print(f"progress/{info['name']} ({', '.join(info['levels'])}) for {info['frames']} frames; parquet {info['parquet']}")
 
 

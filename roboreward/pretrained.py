@@ -53,6 +53,9 @@ class TypedConfig:
     data_derived: ClassVar[tuple[str, ...]] = ()
     """Fields that ``from_store`` fills from the data; given as an override they are refused, since
     they would be overwritten."""
+    readout_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields that change how a trained model's outputs are read, not its weights: they may be
+    overridden when a checkpoint is loaded (``from_pretrained(path, overrides=...)``), no retraining."""
 
     @classmethod
     def check_overrides(cls, overrides: dict[str, Any], where: str) -> dict[str, Any]:
@@ -160,9 +163,12 @@ class Pretrained(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                        overrides: dict[str, Any] | None = None):
         """Load a folder written by ``save_pretrained``. Called on a family base it builds whatever
-        class the config's ``type`` names; called on a concrete class it also checks the type."""
+        class the config's ``type`` names; called on a concrete class it also checks the type.
+        ``overrides`` replaces config fields the class lists in ``readout_fields`` (how outputs are
+        read, e.g. SARM's readout filter); any other field is refused, since the weights fix it."""
         from safetensors import safe_open
         from safetensors.torch import load_model
 
@@ -184,6 +190,15 @@ class Pretrained(nn.Module):
         model_cls = registry.classes[data["type"]]
         if "name" in cls.__dict__ and not issubclass(model_cls, cls):
             raise CheckpointError(f"{cfg_file}: holds a {data['type']!r} model, not {cls.name!r}")
+        if overrides:
+            allowed = model_cls.config_class.readout_fields
+            fixed = sorted(set(overrides) - set(allowed))
+            if fixed:
+                raise CheckpointError(
+                    f"checkpoint {path}: {fixed[0]!r} is fixed by the trained weights and cannot be overridden; "
+                    f"readout fields of {data['type']!r}: {', '.join(allowed) or 'none'}"
+                )
+            data = {**data, **overrides}
         try:
             config = from_dict(model_cls.config_class, data, str(cfg_file))
         except RoborewardError as exc:
@@ -213,4 +228,5 @@ class Pretrained(nn.Module):
         if missing or unexpected:
             detail = f"missing {sorted(missing)[:3]}" if missing else f"unexpected {sorted(unexpected)[:3]}"
             raise CheckpointError(f"{weights}: weights do not match the config ({detail}); was config.json edited?")
+        model.checkpoint_path = str(path)  # where it came from, for the records of annotate and eval
         return model.to(map_location).eval()

@@ -54,7 +54,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -337,14 +337,15 @@ def read_training_state(folder: Path) -> dict[str, Any]:
         raise TrainError(f"{folder / STATE_JSON}: unreadable ({exc}); delete the folder to resume from an older checkpoint") from None
 
 
-def check_resume_config(out: str | os.PathLike, run_config: dict[str, Any]) -> Path | None:
+def check_resume_config(out: str | os.PathLike, run_config: dict[str, Any], free: Sequence[str] = ()) -> Path | None:
     """The checkpoint ``out`` would resume from (None for a fresh run); refuses (one line) when it
-    was written with a different run config, ignoring ``TrainConfig.RESUME_FREE`` fields."""
+    was written with a different run config, ignoring ``TrainConfig.RESUME_FREE`` fields and the
+    dotted paths in ``free`` (e.g. ``model.readout_filter``: how a model's outputs are read)."""
     ckpt = latest_checkpoint(out)
     if ckpt is None:
         return None
     saved = read_training_state(ckpt).get("run_config")
-    diff = _first_difference(_comparable(saved), _comparable(run_config))
+    diff = _first_difference(_comparable(saved, free), _comparable(run_config, free))
     if diff is not None:
         key, old, new = diff
         raise TrainError(
@@ -354,12 +355,19 @@ def check_resume_config(out: str | os.PathLike, run_config: dict[str, Any]) -> P
     return ckpt
 
 
-def _comparable(cfg: Any) -> Any:
+def _comparable(cfg: Any, free: Sequence[str] = ()) -> Any:
     cfg = json.loads(json.dumps(cfg))  # tuples -> lists, as stored
     if isinstance(cfg, dict):
         train = cfg.get("train") if isinstance(cfg.get("train"), dict) else cfg
         for key in TrainConfig.RESUME_FREE:
             train.pop(key, None)
+        for path in free:
+            *parents, leaf = path.split(".")
+            node = cfg
+            for name in parents:
+                node = node.get(name) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(leaf, None)
     return cfg
 
 
@@ -444,12 +452,13 @@ def fit(
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
     collate_fn: Callable[[list], Any] | None = None,
     run_config: dict[str, Any] | None = None,
+    resume_free: Sequence[str] = (),
     progress: bool = True,
 ) -> Path:
     """Train the model ``build()`` returns (``loss(batch)`` -> dict with ``"loss"``;
     ``save_pretrained(path)``), built right after seeding from ``config.seed``, on ``dataset`` for
     ``config.steps`` steps, writing into ``out``; resumes from ``out``'s newest checkpoint when there
-    is one (refusing a different ``run_config``). ``build`` may also be a module already built (its
+    is one (refusing a different ``run_config``, except at the dotted paths ``resume_free``). ``build`` may also be a module already built (its
     initial weights are then the caller's). ``validate(model)`` runs on the main process with the
     unwrapped model in eval mode under no_grad; its metrics go to TensorBoard as ``val/<name>`` and
     to stdout as one line. Returns ``<out>/model``, the final ``save_pretrained`` folder."""
@@ -461,7 +470,7 @@ def fit(
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision))
     main = accelerator.is_main_process
     ckpts = out / CHECKPOINTS
-    resume_from = check_resume_config(out, run_config)
+    resume_from = check_resume_config(out, run_config, resume_free)
     if main:
         ckpts.mkdir(parents=True, exist_ok=True)
         for stale in ckpts.glob(".tmp_*"):  # left by a run killed mid-write; never pointed at

@@ -69,27 +69,6 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _stage_targets(model, store: EpisodeStore, episodes: list[int], level: str):
-    """Per-frame SARM-style targets (global frame index) from the store's annotations with the
-    model's own stages and priors, or None (no annotations at that level / stages that differ)."""
-    from ..rewards.sarm.data_sarm import StageSet, sarm_targets
-
-    from ..rewards.sarm.data_sarm import SINGLE_STAGE
-
-    config = getattr(model, "config", None)
-    if not hasattr(config, "stages"):
-        return None
-    try:
-        stages = StageSet.from_config(config, level)
-        annotated = [bool(store.episodes[e].annotations.get(level)) for e in episodes]
-        # Without annotations only a one-stage model (the whole episode) has targets.
-        if not all(annotated) and not (stages.names == (SINGLE_STAGE,) and not any(annotated)):
-            return None
-        return sarm_targets(store, episodes, level, {level: stages})[level]
-    except (StoreError, RoborewardError):
-        return None  # annotations name stages the model does not know: no stage accuracy
-
-
 def _gt_column(store: EpisodeStore, key: str, eps: list[int]) -> dict[int, np.ndarray] | None:
     """Per-episode frames of a scalar ``gt.*`` target feature, or None when the store has none."""
     if key not in store.features:
@@ -234,7 +213,7 @@ def evaluate_reward(
             held[key], frozen[key] = dict(zip(pos, probed[: len(pos)])), dict(zip(pos, probed[len(pos):]))
             reversed_curves[key] = episode_progress(model, store, good, lvl, reverse=True, batch_frames=batch_frames) if good else []
             if lvl is not None:
-                targets = _stage_targets(model, store, eps, lvl)
+                targets = model.stage_targets(store, eps, lvl)
                 probs = episode_stage_probs(model, store, eps, lvl, batch_frames=batch_frames) if targets is not None else None
                 if probs is not None:
                     stage_pred[key] = {e: p.argmax(-1) for e, p in zip(eps, probs)}
@@ -328,7 +307,9 @@ def evaluate_reward(
         files["videos"].append(str(path.relative_to(out_dir)))
 
     result: dict[str, Any] = {
-        "model": {"name": getattr(model, "name", type(model).__name__), "feature_key": getattr(config, "feature_key", None)},
+        "model": {"name": getattr(model, "name", type(model).__name__), "feature_key": getattr(config, "feature_key", None),
+                  "path": getattr(model, "checkpoint_path", None),
+                  "readout": {f: getattr(config, f) for f in getattr(config, "readout_fields", ())}},
         "store": str(store.path),
         "episodes": eps,
         "levels": by_level,

@@ -3,7 +3,7 @@
 A probe is ``(episode, frame_indices)``: the model sees frame ``frame_indices[j]`` of the episode at
 position j, every input of that frame together (all cameras and the state), so
 ``[0, 1, ..., 9, 9, 9, 9]`` freezes the scene at frame 9. Batches are built exactly as
-``roboreward.rewards.annotate`` builds them for whole episodes (``sarm.episode_batch``), then
+``roboreward.rewards.annotate`` builds them for whole episodes (``RewardModel.episode_batch``), then
 re-indexed, and go through the public ``RewardModel.progress``; no second inference loop.
 
 Only models over cached features (``config.feature_key``, SARM and its kin) can be probed: a model
@@ -47,11 +47,9 @@ def freeze_frames(at: int, extra: int) -> list[int]:
 
 
 def _reindexed_batch(model, store: EpisodeStore, probes: list[Probe]) -> dict:
-    from ..rewards.sarm.data_sarm import episode_batch  # any config with feature_key/cameras/state_key
-
     episodes = list(dict.fromkeys(e for e, _ in probes))
     row = {e: i for i, e in enumerate(episodes)}
-    source = episode_batch(store, model.config, episodes)
+    source = model.episode_batch(store, model.config, episodes)
     lengths = source["lengths"].tolist()
     index = [np.asarray(frames, dtype=np.int64) for _, frames in probes]
     for (e, _), idx in zip(probes, index):

@@ -9,7 +9,7 @@ It takes any RewardModel through one of two paths:
 - the model's own hook ``model.episode_progress(store, episodes, level=None, reverse=False)``
   returning one (T_e,) array per episode (models that read pixels, text, ...);
 - otherwise, models over cached features (a config with ``feature_key``/``cameras``[/``state_key``],
-  SARM and its kin): whole episodes from the feature cache (``sarm.episode_batch``) through the
+  SARM and its kin): whole episodes from the feature cache (``RewardModel.episode_batch``) through the
   API's ``model.progress(batch)``.
 
 Store layout::
@@ -44,10 +44,9 @@ BATCH_FRAMES = 8192
 
 # ---------------------------------------------------------------------------- model facts
 def model_levels(model) -> list[str | None]:
-    """Annotation levels the model has heads for (``config.levels``), readout level first; [None]
+    """Annotation levels the model has heads for (``RewardModel.levels``), readout level first; [None]
     for a model with a single unnamed progress output."""
-    levels = getattr(getattr(model, "config", None), "levels", None)
-    return list(levels) if levels else [None]
+    return list(model.levels)
 
 
 def _call_progress(model, batch: dict, level: str | None) -> torch.Tensor:
@@ -83,16 +82,7 @@ def episode_groups(lengths: Sequence[int], batch_frames: int) -> list[list[int]]
 
 
 def _feature_batch(model, store: EpisodeStore, episodes: list[int], reverse: bool) -> dict:
-    config = getattr(model, "config", None)
-    if getattr(config, "feature_key", None) is None:
-        raise RoborewardError(
-            f"reward model {getattr(model, 'name', type(model).__name__)!r} has neither an "
-            "episode_progress(store, episodes) method nor a config.feature_key to read cached features; "
-            "give it one of the two"
-        )
-    from .sarm.data_sarm import episode_batch  # works for any config with feature_key/cameras/state_key
-
-    batch = episode_batch(store, config, episodes)
+    batch = model.episode_batch(store, model.config, episodes)
     if reverse:
         # Play each episode backwards: reverse its real frames; the tail padding repeats the new last
         # frame (a causal model ignores it anyway).

@@ -8,6 +8,13 @@ every consumer (shaping, RA-BC, eval, deploy) takes any model through it.
 - ``save_pretrained(path)`` / ``from_pretrained(path)``: a folder with ``config.json`` and
   ``model.safetensors``. Never pickles: a checkpoint is data, loading it never runs code.
 
+What training, evaluation and annotation need beyond that is declared here too, so a new model is
+one folder plus its ``@register_reward_model`` line: its config's ``from_store`` (data-derived
+fields from a store), ``training_samples`` (what ``loss`` takes), ``episode_batch`` (whole
+episodes for ``progress``), ``levels``, ``stage_targets`` (for stage accuracy), ``training_notes``
+and ``fit_store``, the fit step ``reward train`` calls (gradient descent by default; a model fitted
+another way overrides it).
+
 Models register by name (``@register_reward_model``) and are built from their config's ``type``
 (``make_reward_model(config)``), so ``--reward.type=sarm`` works from the CLI and YAML.
 """
@@ -32,6 +39,12 @@ class RewardModelConfig(TypedConfig):
     and validate their own fields in ``__post_init__`` (calling ``super().__post_init__()``)."""
 
     kind: ClassVar[str] = "reward model"
+
+    @classmethod
+    def from_store(cls, store, feature_key: str, episodes=None, **overrides: Any) -> "RewardModelConfig":
+        """The config with its data-derived fields filled from ``store`` (its feature cache
+        ``feature_key`` and the training ``episodes``); ``overrides`` set the others."""
+        raise RoborewardError(f"reward type {cls.type!r} cannot be built from a store (its config has no from_store)")
 
 
 REGISTRY = Registry("reward model", "reward", builtins="roboreward.rewards")
@@ -113,3 +126,51 @@ class RewardModel(Pretrained, abstract=True):
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Training losses; ``"loss"`` is the one to minimise, the other keys are for logging."""
         raise RoborewardError(f"reward model {self.name!r} is zero-shot; it has no training loss")
+
+    # ------------------------------------------------------------------ what training, eval and annotate need
+    @property
+    def levels(self) -> list[str | None]:
+        """Annotation levels the model reads progress at, readout level first ([None]: one output)."""
+        levels = getattr(self.config, "levels", None)
+        return list(levels) if levels else [None]
+
+    @classmethod
+    def training_samples(cls, store, config: RewardModelConfig, episodes: list[int]):
+        """A torch Dataset of training samples that ``loss`` takes once collated, from ``episodes``."""
+        raise RoborewardError(f"reward model {cls.name!r} is not trained by gradient descent (no training_samples)")
+
+    @classmethod
+    def episode_batch(cls, store, config: RewardModelConfig, episodes: list[int]) -> dict:
+        """Whole ``episodes`` as one ``progress`` batch (with ``lengths``). Default: cached features
+        (``roboreward.rewards.features.episode_batch``) for a config with a ``feature_key``."""
+        if getattr(config, "feature_key", None) is None:
+            raise RoborewardError(
+                f"reward model {cls.name!r} has no config.feature_key to read cached features; "
+                "override episode_batch (or episode_progress) to read the store its own way"
+            )
+        from .features import episode_batch
+
+        return episode_batch(store, config, episodes)
+
+    def stage_targets(self, store, episodes: list[int], level: str | None):
+        """Per-frame stage targets (``targets.StageTargets``, global frame index) in this model's own
+        stages, for stage accuracy; None for a model without stages or data it cannot label."""
+        return None
+
+    @classmethod
+    def training_notes(cls, store, overrides: dict[str, Any], episodes: list[int]) -> list[str]:
+        """Notes printed before training: what the data makes the model learn that a user may not expect."""
+        return []
+
+    @classmethod
+    def fit_store(cls, config: RewardModelConfig, store, train_episodes: list[int], train, out, *,
+                  validate=None, run_config=None, resume_free=(), progress: bool = True):
+        """Train a model with ``config`` on ``train_episodes`` of ``store`` into ``out`` and return
+        ``<out>/model``. Default: gradient descent on ``training_samples`` with the shared loop
+        (``roboreward.training.fit``: checkpoints, resume, validation through ``validate``). A model
+        fitted otherwise (statistics, a single demo) overrides this; ``train`` is a TrainConfig."""
+        from ..training import fit
+
+        data = cls.training_samples(store, config, train_episodes)
+        return fit(lambda: make_reward_model(config), data, train, out, validate=validate,
+                   run_config=run_config, resume_free=resume_free, progress=progress)

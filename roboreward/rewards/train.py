@@ -7,86 +7,29 @@ build the model through the registry and train it with the shared loop (``robore
 Validation reports the loss terms on held-out clips (incl. stage accuracy), and, where the store has
 ``gt.progress``, the per-episode Pearson correlation and MAE of predicted progress.
 
-A model type plugs in with ``register_reward_trainer(name, dataset=..., episode_batch=...)``: its
-config class must offer ``from_store(store, feature_key, episodes=..., **overrides)``.
+Everything model-specific comes from the RewardModel API (``roboreward.rewards.base``): the
+config's ``from_store``, the model's ``training_notes``, ``training_samples``, ``episode_batch`` and
+``fit_store`` (the fit step: gradient descent unless the model overrides it).
 """
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import default_collate
 
 from ..config import ConfigError, check_fields
 from ..data.store import EpisodeStore
 from ..errors import RoborewardError
-from ..training import TrainConfig, check_resume_config, fit, process_state, write_atomic_text
-from .base import RewardModel, RewardModelConfig, make_reward_model, reward_config_from_dict, reward_model_class
+from ..training import TrainConfig, check_resume_config, process_state, write_atomic_text
+from .base import RewardModel, RewardModelConfig, reward_config_from_dict, reward_model_class
 
 GT_PROGRESS = "gt.progress"
 SPLIT_FILE = "split.json"
-
-
-@dataclass(frozen=True)
-class RewardTrainer:
-    """What the generic trainer needs from one model type beyond the RewardModel API."""
-
-    dataset: Callable[[EpisodeStore, RewardModelConfig, list[int]], Dataset]
-    """(store, config, episodes) -> training samples that ``model.loss`` takes once collated."""
-    episode_batch: Callable[[EpisodeStore, RewardModelConfig, list[int]], dict]
-    """(store, config, episodes) -> whole episodes as one ``model.progress`` batch (with ``lengths``)."""
-    notes: Callable[[EpisodeStore, dict[str, Any], list[int]], list[str]] | None = None
-    """(store, model overrides, training episodes) -> notes printed before training starts: what
-    the data makes the model learn that a user may not expect (e.g. no subtask annotations)."""
-
-
-REWARD_TRAINERS: dict[str, RewardTrainer] = {}
-
-
-def register_reward_trainer(name: str, dataset, episode_batch, notes=None) -> None:
-    if name in REWARD_TRAINERS:
-        raise ValueError(f"reward trainer {name!r} registered twice")
-    REWARD_TRAINERS[name] = RewardTrainer(dataset, episode_batch, notes)
-
-
-def sarm_notes(store: EpisodeStore, overrides: dict[str, Any], episodes: list[int]) -> list[str]:
-    """One note per annotation level SARM would train on that no training episode has: SARM then
-    trains a single stage and its progress is only the time fraction of the episode."""
-    from .sarm import SARMConfig
-    from .sarm.data_sarm import SINGLE_STAGE
-
-    mode = overrides.get("annotation_mode", SARMConfig.annotation_mode)
-    notes = []
-    for level in ("sparse", "dense") if mode == "dual" else (mode,):
-        if not any(store.episodes[e].annotations.get(level) for e in episodes):
-            notes.append(
-                f"note: {store.path} has no {level} subtask annotations, so SARM trains one stage {SINGLE_STAGE!r}: "
-                "its progress target is the time fraction of the episode (frame t of T: t/(T-1)), whatever happened "
-                f"in it. For stages, write episodes with annotations={{'{level}': [Subtask(name, start, end), ...]}} "
-                f"or import a LeRobot dataset with SARM's {level}_subtask_{{names,start_frames,end_frames}} columns "
-                "(roboreward data import-lerobot)"
-            )
-    return notes
-
-
-def _register_builtin() -> None:
-    from .sarm import SARMDataset, episode_batch
-
-    if "sarm" not in REWARD_TRAINERS:
-        register_reward_trainer("sarm", SARMDataset, episode_batch, notes=sarm_notes)
-
-
-def reward_trainer(name: str) -> RewardTrainer:
-    _register_builtin()
-    reward_model_class(name)  # unknown type: the registry's one-line error
-    if name not in REWARD_TRAINERS:
-        raise ConfigError(f"reward type {name!r} has no trainer; trainable: {sorted(REWARD_TRAINERS)}")
-    return REWARD_TRAINERS[name]
 
 
 @dataclass
@@ -135,7 +78,6 @@ class RewardTrainConfig:
         if probe.get("state_key") and "state_dim" not in probe:
             probe["state_dim"] = 1  # from_store reads the real size from the store
         reward_config_from_dict(probe, "model")
-        reward_trainer(str(self.model["type"]))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -148,14 +90,14 @@ class RewardValidator:
     """Validation callback: loss terms on a fixed set of held-out clips, and progress vs ground
     truth on whole held-out episodes. Inputs are read once and kept in memory."""
 
-    def __init__(self, store: EpisodeStore, model_config: RewardModelConfig, trainer: RewardTrainer,
+    def __init__(self, store: EpisodeStore, model_config: RewardModelConfig, model_cls: type[RewardModel],
                  episodes: list[int], n_clips: int):
-        dataset = trainer.dataset(store, model_config, episodes)
+        dataset = model_cls.training_samples(store, model_config, episodes)
         idx = np.unique(np.linspace(0, len(dataset) - 1, min(n_clips, len(dataset))).round().astype(int))
         self.clips = [default_collate([dataset[int(i)] for i in idx[s : s + 128]]) for s in range(0, len(idx), 128)]
         self.sizes = [len(idx[s : s + 128]) for s in range(0, len(idx), 128)]
         self.episodes = episodes
-        self.batch = trainer.episode_batch(store, model_config, episodes)
+        self.batch = model_cls.episode_batch(store, model_config, episodes)
         self.truth = None
         if GT_PROGRESS in store.keys("target"):
             arr = store.array(GT_PROGRESS)
@@ -210,15 +152,18 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
     dataset, out = Path(dataset), Path(out)
     store = EpisodeStore(dataset)
     model_type = str(config.model["type"])
-    trainer = reward_trainer(model_type)
+    model_cls = reward_model_class(model_type)
     run_config = {**asdict(config), "dataset_episodes": store.n_episodes}
+    # Readout fields change how outputs are read, not what is learned: a run resumes (or, finished,
+    # rewrites model/) with new ones instead of refusing them as a different config.
+    free = [f"model.{name}" for name in model_cls.config_class.readout_fields]
     # Refuse a mismatched resume before spending minutes on the feature cache.
-    check_resume_config(out, run_config)
+    check_resume_config(out, run_config, free)
     from ..data.sampler import split_episodes
 
     train_eps, val_eps = split_episodes(store.n_episodes, config.data.val_fraction, config.data.split_seed)
-    if trainer.notes is not None and process_state().is_main_process:
-        for note in trainer.notes(store, config.model, train_eps):
+    if process_state().is_main_process:
+        for note in model_cls.training_notes(store, config.model, train_eps):
             print(note)
 
     feature_key = cache_for_training(dataset, config.data, progress=progress)
@@ -234,16 +179,13 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
         out.mkdir(parents=True, exist_ok=True)
         write_atomic_text(split_path, json.dumps(split, indent=1) + "\n")
 
-    model_cls = reward_model_class(model_type)
-    from_store = getattr(model_cls.config_class, "from_store", None)
-    if from_store is None:
-        raise ConfigError(f"reward type {model_type!r} cannot be built from a store (its config has no from_store)")
-    model_config = from_store(store, feature_key, episodes=train_eps, **config.model)
-    train_data = trainer.dataset(store, model_config, train_eps)
-    validate = RewardValidator(store, model_config, trainer, val_eps, config.data.val_clips) if val_eps else None
-    # fit builds the model after seeding from train.seed, so the initial weights follow the seed.
-    return fit(lambda: make_reward_model(model_config), train_data, config.train, out, validate=validate,
-               run_config=run_config, progress=progress)
+    model_config = model_cls.config_class.from_store(store, feature_key, episodes=train_eps, **config.model)
+    gradient = model_cls.fit_store.__func__ is RewardModel.fit_store.__func__
+    validate = (RewardValidator(store, model_config, model_cls, val_eps, config.data.val_clips)
+                if val_eps and gradient else None)
+    # The default fit builds the model after seeding from train.seed, so the initial weights follow the seed.
+    return model_cls.fit_store(model_config, store, train_eps, config.train, out, validate=validate,
+                               run_config=run_config, resume_free=free, progress=progress)
 
 
 def load_split(run: str | os.PathLike) -> tuple[list[int], list[int]]:
@@ -255,7 +197,4 @@ def load_split(run: str | os.PathLike) -> tuple[list[int], list[int]]:
     return list(data["train"]), list(data["val"])
 
 
-__all__ = [
-    "REWARD_TRAINERS", "RewardDataConfig", "RewardTrainConfig", "RewardTrainer", "RewardValidator",
-    "cache_for_training", "load_split", "register_reward_trainer", "train_reward",
-]
+__all__ = ["RewardDataConfig", "RewardTrainConfig", "RewardValidator", "cache_for_training", "load_split", "train_reward"]

@@ -23,7 +23,8 @@ from roboreward.rewards.annotate import (
     progress_names,
     read_progress,
 )
-from roboreward.rewards.sarm import SARM, SARMConfig, episode_batch
+from roboreward.rewards.features import episode_batch
+from roboreward.rewards.sarm import SARM, SARMConfig
 
 COLUMNS = ["index", "episode_index", "frame_index", "progress_sparse", "progress_dense"]
 

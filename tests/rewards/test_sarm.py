@@ -13,15 +13,18 @@ from torch.utils.data import default_collate
 from roboreward.config import ConfigError
 from roboreward.data import Episode, EpisodeStore, FeatureSpec, StoreError, Subtask
 from roboreward.rewards import RewardModel, make_reward_model
+from roboreward.rewards.base import CheckpointError
+from roboreward.rewards.features import episode_batch
+from roboreward.rewards.targets import annotation_targets, stage_priors
 from roboreward.rewards.sarm import (
     SARM,
     SARMConfig,
     SARMDataset,
     append_rewind,
-    episode_batch,
+    filter_stage,
+    gate_step,
     rewind_index,
-    sarm_targets,
-    stage_priors,
+    stage_transitions,
 )
 
 
@@ -48,7 +51,7 @@ def test_priors_and_targets_hand_computed(tmp_path):
     st = stage_priors(store, level="sparse")
     assert st.names == ("a", "b")
     np.testing.assert_allclose(st.priors, [0.45, 0.55])  # a: mean(0.4, 0.5); b: mean(0.6, 0.5)
-    tg = sarm_targets(store, mode="sparse")["sparse"]
+    tg = annotation_targets(store, mode="sparse")["sparse"]
     # Episode 0, frame 2: stage a, tau = 2 / (4 - 1 - 0); progress = 0.45 * 2/3 = 0.3.
     assert tg.stage[2] == 0 and tg.tau[2] == pytest.approx(2 / 3) and tg.progress[2] == pytest.approx(0.3)
     # Episode 0, frame 6: stage b, tau = (6 - 4) / (10 - 1 - 4) = 0.4; progress = 0.45 + 0.55 * 0.4 = 0.67.
@@ -60,7 +63,7 @@ def test_priors_and_targets_hand_computed(tmp_path):
     # Priors from a subset of episodes (a training split) apply to the others as given.
     only0 = stage_priors(store, [0], "sparse")
     np.testing.assert_allclose(only0.priors, [0.4, 0.6])
-    tg1 = sarm_targets(store, [1], "sparse", stages={"sparse": only0})["sparse"]
+    tg1 = annotation_targets(store, [1], "sparse", stages={"sparse": only0})["sparse"]
     assert tg1.stage[0] == -1 and np.isnan(tg1.progress[0])  # episode 0 not requested
     assert tg1.progress[10 + 5] == pytest.approx(0.4 * 5 / 9)
 
@@ -71,12 +74,12 @@ def test_targets_in_gaps_and_single_stage(tmp_path):
     ])
     st = stage_priors(store)
     np.testing.assert_allclose(st.priors, np.array([3, 1, 2]) / 6)
-    tg = sarm_targets(store)["sparse"]
+    tg = annotation_targets(store)["sparse"]
     np.testing.assert_array_equal(tg.stage, [0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 2, 2])
     np.testing.assert_allclose(tg.tau, [0, 0, 0, 0.5, 1, 1, 1, 1, 0, 1, 1, 1])  # gaps: before 0, between/after 1
     np.testing.assert_allclose(tg.progress[[1, 5, 7, 8, 11]], [0.0, 0.5, 4 / 6, 4 / 6, 1.0], atol=1e-6)
     # No dense annotations anywhere: one stage over the episode, progress linear.
-    dense = sarm_targets(store, mode="dense")["dense"]
+    dense = annotation_targets(store, mode="dense")["dense"]
     assert dense.stages.names == ("task",)
     np.testing.assert_allclose(dense.progress, np.linspace(0, 1, 12), atol=1e-6)
 
@@ -88,7 +91,7 @@ def test_partly_annotated_data_is_rejected(tmp_path):
 
 
 def test_dual_mode_targets_and_heads(toy_store):
-    tg = sarm_targets(toy_store, mode="dual")
+    tg = annotation_targets(toy_store, mode="dual")
     assert set(tg) == {"sparse", "dense"}
     assert tg["sparse"].stages.names == ("reach", "grasp")
     assert tg["dense"].stages.names == ("approach", "close", "lift")
@@ -166,7 +169,7 @@ def test_rewind_labels_match_the_rewound_frames_exactly(toy_store):
     assert steps.max() == 4 and steps.min() == 0
     keys = [f"features.{c}" for c in CAMS] + ["frame_index"] + [f"sarm.{lvl}.{w}" for lvl in ("sparse", "dense") for w in ("stage", "tau", "progress")]
     out, new_pad = append_rewind({k: batch[k] for k in keys}, pad, steps, 4)
-    targets = sarm_targets(toy_store, mode="dual")
+    targets = annotation_targets(toy_store, mode="dual")
     starts = torch.as_tensor(toy_store.episode_starts)[batch["episode_index"]]
     t_last = batch["frame_index"][:, -1]
     for b in range(len(items)):
@@ -243,12 +246,61 @@ def test_save_load_round_trip_identical(toy_store, tmp_path):
     assert torch.equal(loaded.progress(batch), ref)
     assert torch.equal(loaded.progress(batch, level="dense"), model.progress(batch, level="dense"))
     assert type(SARM.from_pretrained(path)) is SARM
+    # Readout fields may change on a trained checkpoint; anything the weights fix may not.
+    filtered = RewardModel.from_pretrained(path, overrides={"readout_filter": "stage"})
+    assert filtered.config.readout_filter == "stage"
+    assert not torch.equal(filtered.progress(batch), ref)
+    with pytest.raises(CheckpointError, match="'d_model' is fixed by the trained weights.*readout_filter"):
+        RewardModel.from_pretrained(path, overrides={"d_model": 64})
+    with pytest.raises(CheckpointError, match="readout_filter 'hmm' is not one of"):
+        RewardModel.from_pretrained(path, overrides={"readout_filter": "hmm"})
 
 
-@pytest.mark.parametrize("fusion,state", [("mean", False), ("concat", True)])
-def test_stream_equals_offline(toy_store, fusion, state):
+def test_change_gate_keeps_progress_of_still_frames_and_follows_moving_ones(toy_store):
     torch.manual_seed(0)
-    cfg = small_config(toy_store, view_fusion=fusion, state_key="observation.state" if state else None)
+    cfg = small_config(toy_store)
+    model = SARM(cfg).eval()
+    gated = SARM(dataclasses.replace(cfg, readout_gate=1e-6))
+    gated.load_state_dict(model.state_dict())
+    gated.eval()
+    batch = episode_batch(toy_store, cfg, [1])
+    # Frames 0..9, then frame 9 held 20 more times: the model's own reading moves, the gated one stays.
+    index = torch.tensor(list(range(10)) + [9] * 20)
+    held = {k: v[:, index] if torch.is_tensor(v) and k != "lengths" else v for k, v in batch.items()}
+    raw, kept = model.progress(held)[0], gated.progress(held)[0]
+    assert (raw[10:] - raw[9]).abs().max() > 1e-3  # the still window is read differently...
+    assert torch.equal(kept[10:], kept[9].expand(20))  # ...but progress does not move
+    # Moving frames change far more than the tiny scale, so the gate is fully open there.
+    torch.testing.assert_close(kept[:10], raw[:10], rtol=0, atol=1e-6)
+    assert gate_step(torch.tensor([0.2]), torch.tensor([0.6]), torch.tensor([0.15]), 0.2, 0.05).item() == pytest.approx(0.4)
+
+
+def test_stage_filter_moves_on_freely_and_goes_back_only_on_sustained_evidence():
+    trans = stage_transitions(4, 1e-3)
+    assert torch.allclose(trans.sum(1), torch.ones(4)) and trans[3, 0] < 1e-3 < trans[0, 3]
+
+    def run(sequence):
+        belief, out = torch.full((1, 4), 0.25), []
+        for t, probs in enumerate(sequence):
+            belief = filter_stage(belief, torch.tensor([probs]), trans, 0.5, torch.tensor([t == 0]))
+            out.append(int(belief.argmax()))
+        return out
+
+    onehot = lambda k, p: [p if j == k else (1 - p) / 3 for j in range(4)]  # noqa: E731
+    # Forward: the belief follows the head at once, even skipping a stage.
+    assert run([onehot(0, 0.9)] * 3 + [onehot(2, 0.9)] * 3) == [0, 0, 0, 2, 2, 2]
+    # A stretch of frames read as "reach" after the last stage does not undo it...
+    assert run([onehot(3, 0.9)] * 5 + [onehot(0, 0.9)] * 5)[-1] == 3
+    # ...but sustained, confident evidence does (a dropped object): the filter is not a ratchet.
+    assert run([onehot(3, 0.9)] * 5 + [onehot(0, 0.999)] * 40)[-1] == 0
+
+
+@pytest.mark.parametrize("fusion,state,filt,gate", [("mean", False, "none", 0.0), ("concat", True, "none", 0.0),
+                                                   ("mean", True, "stage", 0.0), ("mean", False, "stage", 0.5)])
+def test_stream_equals_offline(toy_store, fusion, state, filt, gate):
+    torch.manual_seed(0)
+    cfg = small_config(toy_store, view_fusion=fusion, state_key="observation.state" if state else None,
+                       readout_filter=filt, filter_back_prob=0.05, readout_gate=gate)
     model = SARM(cfg).eval()
     eps = [1, 4]  # lengths 30 and 21: env 1 finishes first and starts episode 2 after a reset
     offline = model.progress(episode_batch(toy_store, cfg, eps + [2]))

@@ -74,7 +74,7 @@ def test_train_reward_end_to_end_and_resume(small_store, tmp_path, capsys):
     model = RewardModel.from_pretrained(final)
     assert isinstance(model, SARM) and model.config.feature_key == key
     assert model.config.tasks == sorted({store.episodes[e].task for e in train_eps})
-    from roboreward.rewards.sarm import episode_batch
+    from roboreward.rewards.features import episode_batch
 
     pred = model.progress(episode_batch(store, model.config, val_eps))
     assert pred.shape[0] == 2 and torch.isfinite(pred).all()

@@ -4,12 +4,11 @@ model lives here, so ``config.json`` + ``model.safetensors`` is a complete check
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...config import ConfigError
-from ..base import RewardModelConfig
+from ..features import FeatureRewardConfig
 
 if TYPE_CHECKING:
     from ...data.store import EpisodeStore
@@ -17,31 +16,22 @@ if TYPE_CHECKING:
 ANNOTATION_MODES = ("sparse", "dense", "dual")
 VIEW_FUSIONS = ("mean", "concat")
 READOUTS = ("expected", "argmax")
+READOUT_FILTERS = ("none", "stage")
 
 
 @dataclass
-class SARMConfig(RewardModelConfig):
+class SARMConfig(FeatureRewardConfig):
+    """Inputs (feature_key, cameras, feature_dim, state_key, state_dim, tasks): ``FeatureRewardConfig``."""
+
     # Filled by ``from_store`` from the store and the training split; a user override would be overwritten.
-    data_derived: ClassVar[tuple[str, ...]] = ("feature_key", "feature_dim", "tasks", "sparse_stages", "sparse_priors",
-                                               "dense_stages", "dense_priors")
+    data_derived: ClassVar[tuple[str, ...]] = FeatureRewardConfig.data_derived + (
+        "sparse_stages", "sparse_priors", "dense_stages", "dense_priors")
+    # How outputs are read, not learned: may be changed on a trained checkpoint (reward eval --readout).
+    readout_fields: ClassVar[tuple[str, ...]] = ("readout", "readout_filter", "filter_back_prob", "filter_evidence",
+                                                 "readout_gate", "gate_floor")
 
     type: str = "sarm"
     """Registered name; always ``sarm``."""
-
-    # ---------------------------------------------------------------- inputs
-    feature_key: str | None = None
-    """Feature-cache key in the store (``features/<key>/<camera>``) the model was trained on; streams
-    must be fed features from the same encoder."""
-    cameras: list[str] = field(default_factory=lambda: ["observation.images.front"])
-    """Camera keys, in view order; at least one. Their features are fused per frame."""
-    feature_dim: int = 1280
-    """Dimension of one camera's cached feature (efficientnet_lite0: 1280)."""
-    state_key: str | None = None
-    """Optional proprioceptive key (e.g. ``observation.state``) added to every frame token; None = images only."""
-    state_dim: int = 0
-    """Size of ``state_key``'s vector; 0 exactly when ``state_key`` is None."""
-    tasks: list[str] = field(default_factory=list)
-    """Task strings of the training data; each gets a learned embedding (the conditioning token)."""
 
     # ---------------------------------------------------------------- targets
     annotation_mode: str = "sparse"
@@ -75,6 +65,30 @@ class SARMConfig(RewardModelConfig):
     readout: str = "expected"
     """Progress from the heads: ``expected`` (sum over stages of p_k * progress_k; smooth, better for
     shaping) or ``argmax`` (the most likely stage's progress, as in the SARM paper)."""
+    readout_filter: str = "none"
+    """``none``: each frame's stage comes from its own window (SARM as published). ``stage``: a causal
+    left-to-right filter over stages (an HMM forward pass whose emissions are the stage head's
+    probabilities): moving on to a later stage is free, going back to an earlier one needs sustained
+    evidence, so one frame (or a stretch of unfamiliar frames) read as an earlier stage cannot undo
+    a finished task. Streams and ``progress`` run the same filter."""
+    filter_back_prob: float = 1e-3
+    """``stage`` filter: per-frame probability of a real return to an earlier stage (a dropped object),
+    in (0, 1). Lower holds finished stages harder."""
+    filter_evidence: float = 0.5
+    """``stage`` filter: exponent on the stage head's probabilities, in (0, 1]. Consecutive windows
+    share most frames, so their outputs are not independent evidence; < 1 counts each less."""
+    readout_gate: float = 0.0
+    """Change gate: progress moves towards the model's reading only as far as the scene changed since
+    the previous frame: by min(1, (change - gate_floor) / readout_gate) of the way, where change is
+    the RMS difference of the two frames' layer-normalised features (mean over cameras). A scene in
+    which nothing happens (a pause, the hold after success) then keeps its progress exactly, however
+    unfamiliar a window of still frames is to the model. 0 = off. Moving frames of the sim datasets
+    change 0.017 / 0.04 / 0.18 (1st / 5th / 50th percentile, efficientnet_lite0 at 96 px), so 0.05
+    gates little but the slowest motion."""
+    gate_floor: float = 0.0
+    """Change gate: the change a still scene shows on your camera (sensor noise, compression), which
+    counts as no change; measure it on a recording of a still scene. The sim renders still scenes
+    exactly, so 0 there."""
 
     # ---------------------------------------------------------------- augmentation (training only)
     max_rewind: int = 4
@@ -97,23 +111,23 @@ class SARMConfig(RewardModelConfig):
             raise ConfigError(f"view_fusion {self.view_fusion!r} is not one of {VIEW_FUSIONS}")
         if self.readout not in READOUTS:
             raise ConfigError(f"readout {self.readout!r} is not one of {READOUTS}")
-        self.cameras = list(self.cameras)
-        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
-            raise ConfigError(f"cameras must be one or more distinct camera keys, got {self.cameras}")
-        self.tasks = list(self.tasks)
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ConfigError("tasks must be distinct strings")
-        for name, value, low in (("feature_dim", self.feature_dim, 1), ("window", self.window, 1),
+        if self.readout_filter not in READOUT_FILTERS:
+            raise ConfigError(f"readout_filter {self.readout_filter!r} is not one of {READOUT_FILTERS}")
+        if not 0.0 < self.filter_back_prob < 1.0:
+            raise ConfigError(f"filter_back_prob must be in (0, 1), got {self.filter_back_prob}")
+        if not 0.0 < self.filter_evidence <= 1.0:
+            raise ConfigError(f"filter_evidence must be in (0, 1], got {self.filter_evidence}")
+        for name in ("readout_gate", "gate_floor"):
+            if not 0.0 <= getattr(self, name) < 10.0:
+                raise ConfigError(f"{name} must be in [0, 10) (an RMS feature change; 0 = off), got {getattr(self, name)}")
+        for name, value, low in (("window", self.window, 1),
                                  ("frame_gap", self.frame_gap, 1), ("d_model", self.d_model, 1),
                                  ("n_layers", self.n_layers, 1), ("n_heads", self.n_heads, 1),
-                                 ("mlp_ratio", self.mlp_ratio, 1), ("state_dim", self.state_dim, 0),
-                                 ("max_rewind", self.max_rewind, 0)):
+                                 ("mlp_ratio", self.mlp_ratio, 1), ("max_rewind", self.max_rewind, 0)):
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
         if self.d_model % self.n_heads:
             raise ConfigError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
-        if (self.state_key is None) != (self.state_dim == 0):
-            raise ConfigError("state_dim must be > 0 exactly when state_key is set (state_key=None, state_dim=0 for images only)")
         if self.max_rewind > self.window - 1:
             # Rewound frames are window frames replayed backwards, so there are at most window - 1.
             raise ConfigError(f"max_rewind must be in [0, window - 1 = {self.window - 1}], got {self.max_rewind}")
@@ -145,8 +159,7 @@ class SARMConfig(RewardModelConfig):
 
     def check_ready(self) -> None:
         """The data-derived fields a model needs; filled by ``from_store``."""
-        if not self.tasks:
-            raise ConfigError("tasks is empty; build the config with SARMConfig.from_store(store, ...) or list the tasks")
+        super().check_ready()
         for level in self.levels:
             if not self.stages(level)[0]:
                 raise ConfigError(
@@ -154,36 +167,13 @@ class SARMConfig(RewardModelConfig):
                     f"or give {level}_stages and {level}_priors"
                 )
 
-    @classmethod
-    def from_store(
-        cls,
-        store: "EpisodeStore",
-        feature_key: str,
-        episodes: Sequence[int] | None = None,
-        **overrides: Any,
-    ) -> "SARMConfig":
-        """A config whose data fields (cameras, feature_dim, state_dim, tasks, stages, priors) come
-        from ``store`` and its feature cache ``feature_key``; tasks from every episode, priors from ``episodes`` (the training
-        split; default all). ``overrides`` set any other field (a bad one is one ConfigError line)."""
-        from ...data.cache import cached_features
-        from .data_sarm import stage_priors
+    def store_fields(self, store: "EpisodeStore", episodes: list[int]) -> dict[str, Any]:
+        """Stages and priors of each level from the training ``episodes`` (``targets.stage_priors``)."""
+        from ..targets import stage_priors
 
-        overrides = cls.check_overrides(dict(overrides), "model")
-        state_key = overrides.get("state_key")
-        if state_key is not None and "state_dim" not in overrides:
-            store.array(state_key)  # raises naming the store's features
-            overrides["state_dim"] = int(math.prod(store.features[state_key].shape))
-        cfg = cls(**overrides)
-        feats = cached_features(store, feature_key)
-        cameras = cfg.cameras if "cameras" in overrides else list(store.cameras)
-        dim = int(feats[cameras[0]].shape[1])
-        fields: dict[str, Any] = {"feature_key": feature_key, "cameras": cameras, "feature_dim": dim}
-        eps = list(range(store.n_episodes)) if episodes is None else list(episodes)
-        # Every task of the store, not only the training split's: a held-out episode of a task the
-        # split happens to miss must get an (untrained) embedding, not a crash at validation.
-        fields["tasks"] = sorted(store.tasks)
-        for level in cfg.levels:
-            stage_set = stage_priors(store, eps, level)
+        fields: dict[str, Any] = {}
+        for level in self.levels:
+            stage_set = stage_priors(store, episodes, level)
             fields[f"{level}_stages"] = list(stage_set.names)
             fields[f"{level}_priors"] = list(stage_set.priors)
-        return replace(cfg, **fields)
+        return fields

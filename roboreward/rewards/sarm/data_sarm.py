@@ -1,182 +1,17 @@
-"""SARM's data side: stage priors and per-frame targets from subtask annotations, the training
-dataset (causal clips of cached features + targets) and whole-episode batches for ``progress``.
-
-Target conventions (annotations are [start, end) with end exclusive):
-- inside subtask k spanning [s, e): stage k, tau = (t - s) / (e - 1 - s) (1 for a one-frame
-  subtask), so the last frame of the last subtask reaches progress exactly 1;
-- before the first subtask: its stage, tau 0; between subtasks: the previous stage, tau 1;
-  after the last: the last stage, tau 1;
-- normalised progress = P_{k-1} + prior_k * tau with P the cumulative priors (P_{-1} = 0).
-An episode level without annotations anywhere in the data is one stage ``task`` over the episode.
-"""
+"""SARM's training samples: causal clips of cached features with per-frame stage / tau targets from
+the subtask annotations (``roboreward.rewards.targets`` holds the target conventions)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ...data.cache import cached_features
 from ...data.sampler import ClipConfig, ClipDataset
-from ...data.schema import ANNOTATION_LEVELS, StoreError, Subtask
+from ...data.schema import StoreError
 from ...data.store import EpisodeStore
+from ..targets import StageSet, annotation_targets
 from .configuration_sarm import SARMConfig
-
-SINGLE_STAGE = "task"
-
-
-@dataclass(frozen=True)
-class StageSet:
-    """Ordered stages of one annotation level and their dataset-level priors (sum 1)."""
-
-    level: str
-    names: tuple[str, ...]
-    priors: tuple[float, ...]
-
-    @property
-    def cumulative(self) -> np.ndarray:
-        """(K + 1,) [0, P_0, P_0 + P_1, ..., 1]: progress at the start of each stage, then 1."""
-        cum = np.concatenate([[0.0], np.cumsum(self.priors)])
-        cum[-1] = 1.0  # no float drift at the end of the task
-        return cum
-
-    @classmethod
-    def from_config(cls, config: SARMConfig, level: str) -> "StageSet":
-        names, priors = config.stages(level)
-        return cls(level, tuple(names), tuple(priors))
-
-
-def _episodes(store: EpisodeStore, episodes: Sequence[int] | None) -> list[int]:
-    eps = list(range(store.n_episodes)) if episodes is None else [int(e) for e in episodes]
-    if not eps:
-        raise StoreError("no episodes selected")
-    for e in eps:
-        store.episode_range(e)  # raises for an episode that does not exist
-    return eps
-
-
-def _check_level(level: str) -> None:
-    if level not in ANNOTATION_LEVELS:
-        raise StoreError(f"annotation level {level!r} is not one of {ANNOTATION_LEVELS}")
-
-
-def _has_level(store: EpisodeStore, eps: list[int], level: str) -> bool:
-    annotated = [bool(store.episodes[e].annotations.get(level)) for e in eps]
-    if any(annotated) and not all(annotated):
-        missing = eps[annotated.index(False)]
-        raise StoreError(
-            f"{store.path}: episode {missing} has no {level} annotations while others do; annotate it "
-            f"(`roboreward data annotate`) or leave it out"
-        )
-    return all(annotated)
-
-
-def episode_subtasks(store: EpisodeStore, episode: int, level: str, single_stage: bool) -> list[Subtask]:
-    if single_stage:
-        return [Subtask(SINGLE_STAGE, 0, store.episodes[episode].length)]
-    return list(store.episodes[episode].annotations[level])
-
-
-def stage_priors(store: EpisodeStore, episodes: Sequence[int] | None = None, level: str = "sparse") -> StageSet:
-    """Stage names ordered by where they happen (mean relative start) and priors: prior_k = mean over
-    the episodes that contain stage k of (its frames / episode length), normalised to sum 1 (gaps
-    between annotated subtasks would otherwise leave the priors short of 1).
-
-    Priors come from ``episodes`` (the training split). The stage *list* comes from every episode of
-    the store, so a held-out episode that reaches a stage no training episode reached (a small split
-    of mostly failures) still has a target; such a stage's prior falls back to all episodes."""
-    _check_level(level)
-    eps = _episodes(store, episodes)
-    every = list(range(store.n_episodes))
-    if not _has_level(store, eps, level):
-        return StageSet(level, (SINGLE_STAGE,), (1.0,))
-
-    def collect(ids):
-        fractions: dict[str, list[float]] = {}
-        starts: dict[str, list[float]] = {}
-        for e in ids:
-            length = store.episodes[e].length
-            for sub in store.episodes[e].annotations.get(level, []):
-                fractions.setdefault(sub.name, []).append((sub.end - sub.start) / length)
-                starts.setdefault(sub.name, []).append(sub.start / length)
-        return fractions, starts
-
-    fractions, starts = collect(eps)
-    all_fractions, all_starts = collect(every)
-    names = sorted(all_fractions, key=lambda n: (float(np.mean(all_starts[n])), n))
-    raw = np.array([np.mean(fractions[n]) if n in fractions else np.mean(all_fractions[n]) for n in names])
-    return StageSet(level, tuple(names), tuple(float(p) for p in raw / raw.sum()))
-
-
-@dataclass
-class StageTargets:
-    """Per-frame targets of one level, aligned with the store's frames (global index). Frames of
-    episodes that were not requested hold stage -1 and NaN."""
-
-    stages: StageSet
-    stage: np.ndarray
-    """(n_frames,) int64 stage index."""
-    tau: np.ndarray
-    """(n_frames,) float32 within-stage progress in [0, 1]."""
-    progress: np.ndarray
-    """(n_frames,) float32 normalised progress P_{k-1} + prior_k * tau."""
-
-
-def episode_targets(subtasks: list[Subtask], length: int, stages: StageSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(stage, tau, progress) for the frames of one episode; see the module docstring."""
-    index = {n: k for k, n in enumerate(stages.names)}
-    unknown = [s.name for s in subtasks if s.name not in index]
-    if unknown:
-        raise StoreError(f"subtask {unknown[0]!r} is not a known {stages.level} stage {list(stages.names)}")
-    t = np.arange(length)
-    sub_start = np.array([s.start for s in subtasks])
-    sub_end = np.array([s.end for s in subtasks])
-    sub_stage = np.array([index[s.name] for s in subtasks])
-    j = np.searchsorted(sub_start, t, side="right") - 1  # last subtask starting at or before t
-    before = j < 0
-    j = np.maximum(j, 0)
-    inside = ~before & (t < sub_end[j])
-    span = np.maximum(sub_end[j] - 1 - sub_start[j], 1)
-    tau = np.where(inside, np.clip((t - sub_start[j]) / span, 0.0, 1.0), np.where(before, 0.0, 1.0))
-    tau = np.where(inside & (sub_end[j] - sub_start[j] == 1), 1.0, tau)
-    stage = sub_stage[j].astype(np.int64)
-    cum = stages.cumulative
-    progress = cum[stage] + np.asarray(stages.priors)[stage] * tau
-    return stage, tau.astype(np.float32), np.clip(progress, 0.0, 1.0).astype(np.float32)
-
-
-def sarm_targets(
-    store: EpisodeStore,
-    episodes: Sequence[int] | None = None,
-    mode: str = "sparse",
-    stages: dict[str, StageSet] | None = None,
-) -> dict[str, StageTargets]:
-    """Per-frame targets for ``episodes`` (default all) at each level of ``mode`` (``sparse``,
-    ``dense`` or ``dual`` = both). ``stages`` gives the stage sets per level (e.g. a trained
-    model's, from its config); by default they are computed from ``episodes`` with ``stage_priors``."""
-    levels = {"sparse": ("sparse",), "dense": ("dense",), "dual": ("sparse", "dense")}.get(mode)
-    if levels is None:
-        raise StoreError(f"mode {mode!r} is not one of ('sparse', 'dense', 'dual')")
-    eps = _episodes(store, episodes)
-    out = {}
-    for level in levels:
-        stage_set = (stages or {}).get(level) or stage_priors(store, eps, level)
-        single = stage_set.names == (SINGLE_STAGE,) and not _has_level(store, eps, level)
-        n = store.n_frames
-        stage = np.full(n, -1, np.int64)
-        tau = np.full(n, np.nan, np.float32)
-        progress = np.full(n, np.nan, np.float32)
-        for e in eps:
-            start, end = store.episode_range(e)
-            try:
-                s, ta, p = episode_targets(episode_subtasks(store, e, level, single), end - start, stage_set)
-            except StoreError as exc:
-                raise StoreError(f"{store.path}: episode {e}: {exc}") from None
-            stage[start:end], tau[start:end], progress[start:end] = s, ta, p
-        out[level] = StageTargets(stage_set, stage, tau, progress)
-    return out
 
 
 def target_key(level: str, what: str) -> str:
@@ -209,7 +44,7 @@ class SARMDataset(Dataset):
             ),
             episodes,
         )
-        self.targets = sarm_targets(
+        self.targets = annotation_targets(
             self.store, self.clips.episodes, config.annotation_mode,
             {lvl: StageSet.from_config(config, lvl) for lvl in config.levels},
         )
@@ -225,30 +60,3 @@ class SARMDataset(Dataset):
             item[target_key(level, "tau")] = torch.from_numpy(tg.tau[frames])
             item[target_key(level, "progress")] = torch.from_numpy(tg.progress[frames])
         return item
-
-
-def episode_batch(store: EpisodeStore, config: SARMConfig, episodes: Sequence[int]) -> dict:
-    """Whole episodes as one ``progress`` batch: ``features.<camera>`` (B, T_max, D) float32,
-    the state key (B, T_max, S) if any, ``task`` [B], ``lengths`` (B,). Shorter episodes are padded
-    at the end with their last frame; the causal model's outputs at real frames ignore the padding."""
-    if config.feature_key is None:
-        raise StoreError("config.feature_key is None; say which feature cache the model reads")
-    feats = cached_features(store, config.feature_key)
-    eps = _episodes(store, episodes)
-    ranges = [store.episode_range(e) for e in eps]
-    t_max = max(end - start for start, end in ranges)
-
-    def padded(read) -> torch.Tensor:
-        rows = []
-        for start, end in ranges:
-            x = np.asarray(read(start, end), dtype=np.float32).reshape(end - start, -1)
-            rows.append(np.concatenate([x, np.repeat(x[-1:], t_max - len(x), 0)]))
-        return torch.from_numpy(np.stack(rows))
-
-    batch = {f"features.{cam}": padded(lambda s, e, cam=cam: feats[cam][s:e]) for cam in config.cameras}
-    if config.state_key is not None:
-        arr = store.array(config.state_key)
-        batch[config.state_key] = padded(lambda s, e: arr[s:e])
-    batch["task"] = [store.episodes[e].task for e in eps]
-    batch["lengths"] = torch.tensor([end - start for start, end in ranges])
-    return batch

@@ -12,6 +12,12 @@ masked out of attention, never zero-filled). ``progress`` runs one window per fr
 episodes; ``stream`` keeps a per-env ring buffer of cached features and runs the same window at the
 newest frame, so both give the same value on the same frames.
 
+With ``readout_filter: stage`` the per-frame stage probabilities go through a causal left-to-right
+filter (``filter_stage``: moving on is free, going back needs sustained evidence) before the
+readout, in ``progress``, ``stage_probs`` and streams alike (streams keep each env's belief). With
+``readout_gate`` > 0 progress then moves only as far as the scene changed (``gate_step``): still
+frames keep their progress.
+
 Training (``loss``) supervises every real frame of the clip: CE on the stage + MSE on tau at the
 true stage (tau rather than the normalised progress, whose error is prior_k * tau error and would
 let short stages go unlearned). Augmentations, per clip: rewind (frames t-gap, t-2gap, ... appended
@@ -32,7 +38,8 @@ from torch import nn
 from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream, register_reward_model
 from .configuration_sarm import SARMConfig
-from .data_sarm import target_key
+from ..targets import SINGLE_STAGE, StageSet, annotation_targets
+from .data_sarm import SARMDataset, target_key
 
 
 class CausalBlock(nn.Module):
@@ -118,6 +125,30 @@ def apply_freeze(per_frame: dict[str, torch.Tensor], cut: torch.Tensor) -> dict[
     return out
 
 
+def stage_transitions(n_stages: int, back_prob: float) -> torch.Tensor:
+    """(K, K) row-stochastic transitions of the stage filter: from stage j every stage k >= j is
+    equally likely a priori (staying, moving on, skipping a short stage), an earlier one has weight
+    ``back_prob``."""
+    a = torch.ones(n_stages, n_stages).triu() + torch.full((n_stages, n_stages), float(back_prob)).tril(-1)
+    return a / a.sum(1, keepdim=True)
+
+
+def filter_stage(belief: torch.Tensor, probs: torch.Tensor, transitions: torch.Tensor, evidence: float,
+                 first: torch.Tensor) -> torch.Tensor:
+    """One causal step of the stage filter (an HMM forward pass): belief (B, K) after the previous
+    frame, the stage head's probabilities (B, K) at this frame, ``first`` (B,) True where this is the
+    episode's first frame (no history: a flat prior). Returns the belief (B, K) at this frame."""
+    prior = torch.where(first[:, None], torch.ones_like(belief), belief @ transitions)
+    post = prior * probs.clamp_min(1e-12) ** evidence
+    return post / post.sum(-1, keepdim=True)
+
+
+def gate_step(previous: torch.Tensor, reading: torch.Tensor, change: torch.Tensor, scale: float, floor: float) -> torch.Tensor:
+    """One step of the change gate: ``previous`` progress moves towards this frame's ``reading`` by
+    min(1, (change - floor) / scale) of the way (all tensors (B,))."""
+    return previous + ((change - floor) / scale).clamp(0.0, 1.0) * (reading - previous)
+
+
 @register_reward_model
 class SARM(RewardModel):
     name = "sarm"
@@ -151,7 +182,46 @@ class SARM(RewardModel):
             # Derived from the config, so not saved (persistent=False): the checkpoint stays weights only.
             self.register_buffer(f"start_{level}", cum, persistent=False)
             self.register_buffer(f"prior_{level}", torch.tensor(priors, dtype=torch.float32), persistent=False)
+            self.register_buffer(f"transitions_{level}", stage_transitions(len(names), config.filter_back_prob), persistent=False)
         self.register_buffer("offsets", window_offsets(config.window, config.frame_gap), persistent=False)
+
+    # ------------------------------------------------------------------ training and evaluation hooks
+    @classmethod
+    def training_samples(cls, store, config: SARMConfig, episodes: list[int]) -> SARMDataset:
+        return SARMDataset(store, config, episodes)
+
+    def stage_targets(self, store, episodes: list[int], level: str | None):
+        """Targets in this model's stages and priors; None where the store's annotations cannot give
+        them (no annotations at ``level``, or stages the model does not know)."""
+        from ...data.schema import StoreError
+
+        level = self._level(level)
+        stages = StageSet.from_config(self.config, level)
+        annotated = [bool(store.episodes[e].annotations.get(level)) for e in episodes]
+        # Without annotations only a one-stage model (the whole episode) has targets.
+        if not all(annotated) and not (stages.names == (SINGLE_STAGE,) and not any(annotated)):
+            return None
+        try:
+            return annotation_targets(store, episodes, level, {level: stages})[level]
+        except (StoreError, RoborewardError):
+            return None  # annotations name stages the model does not know: no stage accuracy
+
+    @classmethod
+    def training_notes(cls, store, overrides: dict[str, Any], episodes: list[int]) -> list[str]:
+        """One note per annotation level SARM would train on that no training episode has: SARM then
+        trains a single stage and its progress is only the time fraction of the episode."""
+        mode = overrides.get("annotation_mode", SARMConfig.annotation_mode)
+        notes = []
+        for level in ("sparse", "dense") if mode == "dual" else (mode,):
+            if not any(store.episodes[e].annotations.get(level) for e in episodes):
+                notes.append(
+                    f"note: {store.path} has no {level} subtask annotations, so SARM trains one stage {SINGLE_STAGE!r}: "
+                    "its progress target is the time fraction of the episode (frame t of T: t/(T-1)), whatever happened "
+                    f"in it. For stages, write episodes with annotations={{'{level}': [Subtask(name, start, end), ...]}} "
+                    f"or import a LeRobot dataset with SARM's {level}_subtask_{{names,start_frames,end_frames}} columns "
+                    "(roboreward data import-lerobot)"
+                )
+        return notes
 
     # ------------------------------------------------------------------ inputs
     def task_indices(self, tasks: Sequence[str] | str, n: int | None = None) -> torch.Tensor:
@@ -213,14 +283,51 @@ class SARM(RewardModel):
         h = self.norm(x[:, 1:])
         return {lvl: (self.stage_heads[lvl](h), torch.sigmoid(self.tau_heads[lvl](h))) for lvl in self.config.levels}
 
-    def readout(self, logits: torch.Tensor, tau: torch.Tensor, level: str) -> torch.Tensor:
-        """Normalised progress in [0, 1] from stage logits and per-stage tau (..., K) -> (...)."""
+    def readout(self, probs: torch.Tensor, tau: torch.Tensor, level: str) -> torch.Tensor:
+        """Normalised progress in [0, 1] from stage probabilities (the head's softmax, or the stage
+        filter's belief) and per-stage tau (..., K) -> (...)."""
         per_stage = getattr(self, f"start_{level}") + getattr(self, f"prior_{level}") * tau
         if self.config.readout == "argmax":
-            value = per_stage.gather(-1, logits.argmax(-1, keepdim=True)).squeeze(-1)
+            value = per_stage.gather(-1, probs.argmax(-1, keepdim=True)).squeeze(-1)
         else:
-            value = (logits.softmax(-1) * per_stage).sum(-1)
+            value = (probs * per_stage).sum(-1)
         return value.clamp(0.0, 1.0)
+
+    def filter_step(self, belief: torch.Tensor, probs: torch.Tensor, first: torch.Tensor, level: str) -> torch.Tensor:
+        """The stage probabilities the readout uses at one frame: the head's own with no filter, else
+        the stage filter's belief after this frame (``filter_stage``)."""
+        if self.config.readout_filter == "none":
+            return probs
+        return filter_stage(belief, probs, getattr(self, f"transitions_{level}"), self.config.filter_evidence, first)
+
+    def stage_belief(self, logits: torch.Tensor, level: str) -> torch.Tensor:
+        """(B, T, K) stage probabilities of whole episodes from their (B, T, K) logits, frame 0 first:
+        the softmax with no filter, else the causal filter run over time."""
+        probs = logits.softmax(-1)
+        if self.config.readout_filter == "none":
+            return probs
+        out, belief = [], probs[:, 0]
+        first = torch.ones(probs.shape[0], dtype=torch.bool, device=probs.device)
+        for t in range(probs.shape[1]):
+            belief = self.filter_step(belief, probs[:, t], first if t == 0 else ~first, level)
+            out.append(belief)
+        return torch.stack(out, 1)
+
+    def scene_change(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """(...) RMS difference of layer-normalised features (..., V, D) of two frames, mean over views."""
+        diff = self.feature_norm(after.float()) - self.feature_norm(before.float())
+        return diff.pow(2).mean(-1).sqrt().mean(-1)
+
+    def gated(self, reading: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """(B, T) progress of whole episodes after the change gate (``readout_gate`` 0: ``reading``)."""
+        cfg = self.config
+        if cfg.readout_gate == 0:
+            return reading
+        change = self.scene_change(feats[:, :-1], feats[:, 1:])  # (B, T-1): frame t vs t-1
+        out = [reading[:, 0]]
+        for t in range(1, reading.shape[1]):
+            out.append(gate_step(out[-1], reading[:, t], change[:, t - 1], cfg.readout_gate, cfg.gate_floor))
+        return torch.stack(out, 1)
 
     def _level(self, level: str | None) -> str:
         level = level or self.config.levels[0]
@@ -228,13 +335,12 @@ class SARM(RewardModel):
             raise RoborewardError(f"level {level!r} has no head; this model has {list(self.config.levels)}")
         return level
 
-    def window_progress(
-        self, feats: torch.Tensor, state: torch.Tensor | None, task: torch.Tensor, pad: torch.Tensor, level: str | None = None
+    def window_heads(
+        self, feats: torch.Tensor, state: torch.Tensor | None, task: torch.Tensor, pad: torch.Tensor, level: str
     ) -> torch.Tensor:
-        """Progress (B,) at the last frame of each window."""
-        level = self._level(level)
+        """(B, 2, K): stage logits and tau at the last frame of each window."""
         logits, tau = self.window_outputs(feats, state, task, pad)[level]
-        return self.readout(logits[:, -1], tau[:, -1], level)
+        return torch.stack([logits[:, -1], tau[:, -1]], dim=1)
 
     # ------------------------------------------------------------------ the API
     @torch.no_grad()
@@ -263,21 +369,27 @@ class SARM(RewardModel):
             out.append(values.reshape(b, n, *values.shape[1:]))
         return torch.cat(out, dim=1)
 
+    def episode_heads(self, batch: dict[str, Any], level: str, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, tau), each (B, T, K), at every frame of whole episodes (one causal window per frame)."""
+        out = self._over_windows(batch, lambda f, s, k, p: self.window_heads(f, s, k, p, level), chunk)
+        return out[:, :, 0], out[:, :, 1]
+
     def progress(self, batch: dict[str, Any], level: str | None = None, chunk: int = 4096) -> torch.Tensor:
         """(B, T) progress at every frame of whole episodes: ``features.<camera>`` (B, T, D),
         the state key if the model uses one, ``task`` [B]. Frame t's value reads the window of frames
-        t-(window-1)*gap .. t of the same sequence (T must start at the episode's first frame);
-        padding after an episode's end does not change earlier values (causal)."""
-        return self._over_windows(
-            batch, lambda f, s, k, p: self.window_progress(f, s, k, p, level), chunk
-        )
+        t-(window-1)*gap .. t of the same sequence (T must start at the episode's first frame), and
+        with the stage filter the frames before it; padding after an episode's end does not change
+        earlier values (causal)."""
+        level = self._level(level)
+        logits, tau = self.episode_heads(batch, level, chunk)
+        reading = self.readout(self.stage_belief(logits, level), tau, level)
+        return self.gated(reading, self.stack_views(batch)) if self.config.readout_gate else reading
 
     def stage_probs(self, batch: dict[str, Any], level: str | None = None, chunk: int = 4096) -> torch.Tensor:
-        """(B, T, K) stage probabilities at every frame, over the same causal windows as ``progress``."""
+        """(B, T, K) stage probabilities at every frame, over the same causal windows as ``progress``
+        (the filter's belief when the model reads through the stage filter)."""
         level = self._level(level)
-        return self._over_windows(
-            batch, lambda f, s, k, p: self.window_outputs(f, s, k, p)[level][0][:, -1].softmax(-1), chunk
-        )
+        return self.stage_belief(self.episode_heads(batch, level, chunk)[0], level)
 
     def stream(self, n_envs: int, encoder: Any = None, level: str | None = None) -> "SARMStream":
         """Online progress for ``n_envs`` envs. ``encoder`` (uint8 (B, H, W, 3) -> (B, D), e.g. the
@@ -364,6 +476,9 @@ class SARMStream(RewardStream):
         self.feats = torch.zeros(n_envs, self.span, len(cfg.cameras), cfg.feature_dim, device=dev)
         self.state = torch.zeros(n_envs, self.span, cfg.state_dim, device=dev) if cfg.state_key else None
         self.count = torch.zeros(n_envs, dtype=torch.long, device=dev)  # frames seen since reset
+        k = len(cfg.stages(level)[0])
+        self.belief = torch.full((n_envs, k), 1.0 / k, device=dev)  # stage filter state (unused without it)
+        self.value = torch.zeros(n_envs, device=dev)  # change gate state: last progress (unused without it)
 
     def reset(self, i: int | Sequence[int] | None = None) -> None:
         self.count[self._env_ids(i)] = 0
@@ -389,7 +504,10 @@ class SARMStream(RewardStream):
         tasks = self.model.task_indices(self._tasks(task))
         slot = self.count % self.span
         envs = torch.arange(self.n_envs, device=self.feats.device)
-        self.feats[envs, slot] = torch.stack([self._view(observation, cam) for cam in cfg.cameras], dim=1)
+        new = torch.stack([self._view(observation, cam) for cam in cfg.cameras], dim=1)
+        if cfg.readout_gate:  # vs the previous frame, read before the ring slot is overwritten
+            change = self.model.scene_change(self.feats[envs, (self.count - 1).clamp(min=0) % self.span], new)
+        self.feats[envs, slot] = new
         if self.state is not None:
             if cfg.state_key not in observation:
                 raise RoborewardError(f"observation has no {cfg.state_key!r}; the model was trained with state")
@@ -402,4 +520,11 @@ class SARMStream(RewardStream):
         ring = frame.clamp(min=0) % self.span
         w_feats = self.feats[envs[:, None], ring]
         w_state = None if self.state is None else self.state[envs[:, None], ring]
-        return self.model.window_progress(w_feats, w_state, tasks, pad, self.level)
+        heads = self.model.window_heads(w_feats, w_state, tasks, pad, self.level)
+        first = self.count == 1
+        self.belief = self.model.filter_step(self.belief, heads[:, 0].softmax(-1), first, self.level)
+        reading = self.model.readout(self.belief, heads[:, 1], self.level)
+        if cfg.readout_gate:
+            reading = torch.where(first, reading, gate_step(self.value, reading, change, cfg.readout_gate, cfg.gate_floor))
+        self.value = reading
+        return reading

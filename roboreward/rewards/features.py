@@ -1,0 +1,114 @@
+"""Models over the store's feature cache (SARM, the baselines): their inputs, declared once in
+``FeatureRewardConfig`` (filled from a store by ``from_store``), and whole episodes of cached
+features as one ``progress`` batch (``episode_batch``)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..config import ConfigError
+from ..data.cache import cached_features
+from ..data.schema import StoreError
+from ..data.store import EpisodeStore
+from .base import RewardModelConfig
+from .targets import selected_episodes
+
+
+@dataclass
+class FeatureRewardConfig(RewardModelConfig):
+    """The inputs of a reward model that reads cached frozen-encoder features, per camera, plus an
+    optional state vector, conditioned on the task string. ``from_store`` fills the data-derived
+    ones; a subclass adds its own in ``store_fields``."""
+
+    data_derived: ClassVar[tuple[str, ...]] = ("feature_key", "feature_dim", "tasks")
+
+    feature_key: str | None = None
+    """Feature-cache key in the store (``features/<key>/<camera>``) the model was trained on; streams
+    must be fed features from the same encoder."""
+    cameras: list[str] = field(default_factory=lambda: ["observation.images.front"])
+    """Camera keys, in view order; at least one. Their features are fused per frame."""
+    feature_dim: int = 1280
+    """Dimension of one camera's cached feature (efficientnet_lite0: 1280)."""
+    state_key: str | None = None
+    """Optional proprioceptive key (e.g. ``observation.state``) added to every frame; None = images only."""
+    state_dim: int = 0
+    """Size of ``state_key``'s vector; 0 exactly when ``state_key`` is None."""
+    tasks: list[str] = field(default_factory=list)
+    """Task strings of the data; each gets a learned embedding (the conditioning)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.cameras = list(self.cameras)
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ConfigError(f"cameras must be one or more distinct camera keys, got {self.cameras}")
+        self.tasks = list(self.tasks)
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError("tasks must be distinct strings")
+        for name, value, low in (("feature_dim", self.feature_dim, 1), ("state_dim", self.state_dim, 0)):
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+        if (self.state_key is None) != (self.state_dim == 0):
+            raise ConfigError("state_dim must be > 0 exactly when state_key is set (state_key=None, state_dim=0 for images only)")
+
+    def check_ready(self) -> None:
+        """Raises when the data-derived fields a model needs are missing (filled by ``from_store``)."""
+        if not self.tasks:
+            raise ConfigError(f"tasks is empty; build the config with {type(self).__name__}.from_store(store, ...) or list the tasks")
+
+    def store_fields(self, store: EpisodeStore, episodes: list[int]) -> dict[str, Any]:
+        """Further data-derived fields of a subclass, from the training ``episodes`` of ``store``."""
+        return {}
+
+    @classmethod
+    def from_store(cls, store: EpisodeStore, feature_key: str, episodes: Sequence[int] | None = None, **overrides: Any):
+        """A config whose inputs (cameras, feature_dim, state_dim, tasks) come from ``store`` and its
+        feature cache ``feature_key``, tasks from every episode, the subclass's ``store_fields`` from
+        ``episodes`` (the training split; default all). ``overrides`` set any other field (a bad one
+        is one ConfigError line)."""
+        overrides = cls.check_overrides(dict(overrides), "model")
+        state_key = overrides.get("state_key")
+        if state_key is not None and "state_dim" not in overrides:
+            store.array(state_key)  # raises naming the store's features
+            overrides["state_dim"] = int(math.prod(store.features[state_key].shape))
+        cfg = cls(**overrides)
+        feats = cached_features(store, feature_key)
+        cameras = cfg.cameras if "cameras" in overrides else list(store.cameras)
+        fields: dict[str, Any] = {"feature_key": feature_key, "cameras": cameras, "feature_dim": int(feats[cameras[0]].shape[1])}
+        # Every task of the store, not only the training split's: a held-out episode of a task the
+        # split happens to miss must get an (untrained) embedding, not a crash at validation.
+        fields["tasks"] = sorted(store.tasks)
+        eps = list(range(store.n_episodes)) if episodes is None else list(episodes)
+        fields.update(cfg.store_fields(store, eps))
+        return replace(cfg, **fields)
+
+
+def episode_batch(store: EpisodeStore, config: Any, episodes: Sequence[int]) -> dict:
+    """Whole episodes as one ``progress`` batch: ``features.<camera>`` (B, T_max, D) float32,
+    the state key (B, T_max, S) if any, ``task`` [B], ``lengths`` (B,). Shorter episodes are padded
+    at the end with their last frame; the causal model's outputs at real frames ignore the padding."""
+    if config.feature_key is None:
+        raise StoreError("config.feature_key is None; say which feature cache the model reads")
+    feats = cached_features(store, config.feature_key)
+    eps = selected_episodes(store, episodes)
+    ranges = [store.episode_range(e) for e in eps]
+    t_max = max(end - start for start, end in ranges)
+
+    def padded(read) -> torch.Tensor:
+        rows = []
+        for start, end in ranges:
+            x = np.asarray(read(start, end), dtype=np.float32).reshape(end - start, -1)
+            rows.append(np.concatenate([x, np.repeat(x[-1:], t_max - len(x), 0)]))
+        return torch.from_numpy(np.stack(rows))
+
+    batch = {f"features.{cam}": padded(lambda s, e, cam=cam: feats[cam][s:e]) for cam in config.cameras}
+    if config.state_key is not None:
+        arr = store.array(config.state_key)
+        batch[config.state_key] = padded(lambda s, e: arr[s:e])
+    batch["task"] = [store.episodes[e].task for e in eps]
+    batch["lengths"] = torch.tensor([end - start for start, end in ranges])
+    return batch
