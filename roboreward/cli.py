@@ -235,13 +235,14 @@ def _data_export(args):
 @arg("--encoder-weights", default=None, help="local weights file (default: the encoder's offline weights)")
 @arg("--image-size", type=_int_in(16, 1024), default=128, help="square input size of the encoder (16..1024)")
 @arg("--batch-size", type=_int_in(1), default=64, help="frames per encoder call (>= 1)")
+@arg("--layer", default=None, help="cache this backbone module's pooled output instead of the final features (e.g. blocks.3)")
 def _data_cache(args):
     import torch
 
     from .data.cache import cache_embeddings
     from .encoders import make_image_encoder
 
-    encoder = make_image_encoder(args.encoder, args.encoder_weights, args.image_size)
+    encoder = make_image_encoder(args.encoder, args.encoder_weights, args.image_size, args.layer)
     if torch.cuda.is_available():
         encoder = encoder.cuda()
     key = cache_embeddings(
@@ -249,7 +250,7 @@ def _data_cache(args):
         encoder,
         encoder.cache_key,
         batch_size=args.batch_size,
-        encoder_info={"name": args.encoder, "weights": encoder.weights_path.name, "image_size": args.image_size},
+        encoder_info=encoder.info,
     )
     print(f"features/{key} complete in {args.dataset}")
 

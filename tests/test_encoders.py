@@ -45,3 +45,29 @@ def test_bad_encoder_inputs_are_one_line_errors(tmp_path, monkeypatch):
     enc = make_image_encoder(image_size=32)
     with pytest.raises(EncoderError, match="uint8"):
         enc(np.zeros((1, 8, 8, 3), dtype=np.float32))
+
+
+def test_intermediate_layer_features_are_the_pooled_module_output_and_named_in_the_key(tmp_path):
+    from roboreward.data import Episode, EpisodeStore, FeatureSpec
+    from roboreward.data.cache import cache_status, ensure_features
+
+    final = make_image_encoder(image_size=32)
+    mid = make_image_encoder(image_size=32, layer="blocks.3")
+    frames = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    captured = {}
+    hook = final.backbone.blocks[3].register_forward_hook(lambda m, i, o: captured.setdefault("x", o))
+    final(frames)
+    hook.remove()
+    torch.testing.assert_close(mid(frames), captured["x"].mean(dim=(-2, -1)))
+    assert mid.dim == captured["x"].shape[1] != final.dim
+    assert mid.cache_key == final.cache_key + "-blocks.3" and mid.info["layer"] == "blocks.3"
+    # The cache records the spec; the encoder is rebuilt from it (and from the key alone).
+    store = EpisodeStore.create(tmp_path / "s.zarr", {"observation.images.front": FeatureSpec((32, 32, 3), "uint8", "rgb")}, fps=10.0)
+    store.add_episode(Episode({"observation.images.front": frames}, task="t"))
+    ensure_features(store.path, mid.cache_key, mid)
+    status = cache_status(EpisodeStore(store.path))[mid.cache_key]
+    assert status["encoder"]["layer"] == "blocks.3" and status["done"] == 3
+    assert encoder_for_cache_key(mid.cache_key, info=status["encoder"]).cache_key == mid.cache_key
+    assert encoder_for_cache_key(mid.cache_key).cache_key == mid.cache_key
+    with pytest.raises(EncoderError, match="has no layer 'blocks.99'; layers include .*blocks.6"):
+        make_image_encoder(image_size=32, layer="blocks.99")

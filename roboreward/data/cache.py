@@ -156,9 +156,8 @@ def ensure_features(
     if encoder is None:
         from ..encoders.image import encoder_for_cache_key
 
-        encoder = encoder_for_cache_key(feature_key)
-    config = getattr(encoder, "config", None)
-    info = {"name": config.name, "weights": encoder.weights_path.name, "image_size": config.image_size} if config else None
+        encoder = encoder_for_cache_key(feature_key, info=(status or {}).get("encoder"))
+    info = getattr(encoder, "info", None)
     done = 0 if status is None or status["error"] else status["done"]
     # ``announce`` (eval, annotate: where encoding is a side effect): say so, since it is minutes of
     # work and a cache at another size (say 128 px) is not reused.

@@ -5,6 +5,7 @@ from .image import (
     ImageEncoder,
     ImageEncoderConfig,
     encoder_for_cache_key,
+    encoder_from_info,
     make_image_encoder,
     register_image_encoder,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "ImageEncoder",
     "ImageEncoderConfig",
     "encoder_for_cache_key",
+    "encoder_from_info",
     "make_image_encoder",
     "register_image_encoder",
 ]

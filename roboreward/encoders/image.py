@@ -1,13 +1,17 @@
 """Frozen image encoders over timm, registered by name, with offline default weights.
 
-An encoder maps uint8 frames (B, H, W, 3) to pooled features (B, D). Its ``cache_key`` names the
-architecture, the weights (a hash of the file) and the input size, so cached features made by one
-encoder are never read by another.
+An encoder maps uint8 frames (B, H, W, 3) to pooled features (B, D): the backbone's final features,
+or those of a named intermediate module (``layer``, e.g. ``blocks.3``), average-pooled over space.
+Its ``cache_key`` names the architecture, the weights (a hash of the file), the input size and the
+layer, so cached features made by one encoder are never read by another; ``info`` is the same spec
+as a dict, recorded in the feature cache's attributes and read back from there
+(``encoder_from_info``).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +131,10 @@ class ImageEncoderConfig:
     registered offline default. A timm architecture that is not registered needs one of these."""
     image_size: int = 128
     """Frames are resized to this square size before encoding (16..1024)."""
+    layer: str | None = None
+    """None: the backbone's final pooled features. Else the name of a backbone module (timm's
+    ``named_modules``, e.g. ``blocks.3`` of efficientnet_lite0) whose output is average-pooled over
+    space instead: mid-level features, as perceptual rewards use."""
 
     def __post_init__(self):
         if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or not 16 <= self.image_size <= 1024:
@@ -165,16 +173,35 @@ class ImageEncoder(nn.Module):
         load_weights_into(self.backbone, _read_state_dict(weights), str(weights))
         self.backbone.reset_classifier(0)  # pooled features, not ImageNet logits
         self.backbone.eval().requires_grad_(False)
+        self._tapped: torch.Tensor | None = None
+        if config.layer is not None:
+            modules = dict(self.backbone.named_modules())
+            if config.layer not in modules or not config.layer:
+                top = [n for n, _ in self.backbone.named_children()]
+                blocks = [n for n in modules if n.count(".") == 1 and n.split(".")[0] == "blocks"]
+                raise EncoderError(f"encoder {config.name!r} has no layer {config.layer!r}; "
+                                   f"layers include {', '.join(top + blocks)}")
+            modules[config.layer].register_forward_hook(self._tap)
         self.weights_path = weights
         self.weights_hash = _file_hash(weights)
         cfg = self.backbone.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1) * 255)
-        self.dim = int(self.backbone.num_features)
+        self.dim = int(self.backbone.num_features) if config.layer is None else int(self(np.zeros((1, 32, 32, 3), np.uint8)).shape[1])
+
+    def _tap(self, module, inputs, output) -> None:
+        self._tapped = output
 
     @property
     def cache_key(self) -> str:
-        return f"{self.config.name}-{self.weights_hash}-{self.config.image_size}px"
+        key = f"{self.config.name}-{self.weights_hash}-{self.config.image_size}px"
+        return key if self.config.layer is None else f"{key}-{self.config.layer}"
+
+    @property
+    def info(self) -> dict:
+        """The encoder's spec (recorded with its feature cache): name, weights file and hash, input size, layer."""
+        return {"name": self.config.name, "weights": self.weights_path.name, "weights_hash": self.weights_hash,
+                "image_size": self.config.image_size, "layer": self.config.layer}
 
     def train(self, mode: bool = True):  # frozen: BatchNorm statistics never move
         return super().train(False)
@@ -190,23 +217,43 @@ class ImageEncoder(nn.Module):
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = (x - self.mean) / self.std
-        return self.backbone(x)
+        if self.config.layer is None:
+            return self.backbone(x)
+        self.backbone.forward_features(x)
+        tapped, self._tapped = self._tapped, None
+        return tapped.mean(dim=(-2, -1)) if tapped.ndim == 4 else tapped.reshape(tapped.shape[0], -1)
 
 
-def make_image_encoder(name: str = "efficientnet_lite0", weights: str | os.PathLike | None = None, image_size: int = 128) -> ImageEncoder:
-    return ImageEncoder(ImageEncoderConfig(name, None if weights is None else str(weights), image_size))
+def make_image_encoder(name: str = "efficientnet_lite0", weights: str | os.PathLike | None = None, image_size: int = 128,
+                       layer: str | None = None) -> ImageEncoder:
+    return ImageEncoder(ImageEncoderConfig(name, None if weights is None else str(weights), image_size, layer))
 
 
-def encoder_for_cache_key(key: str, weights: str | os.PathLike | None = None) -> ImageEncoder:
-    """Rebuild the encoder that made feature cache ``key`` (``<name>-<weights hash>-<size>px``), so a
-    checkpoint trained on cached features can encode new frames (streaming, a new dataset). Refuses
-    weights whose hash differs: their features would not be the ones the model was trained on."""
-    try:
-        name, weights_hash, size = key.rsplit("-", 2)
-        image_size = int(size.removesuffix("px"))
-    except ValueError:
-        raise EncoderError(f"feature key {key!r} is not <encoder>-<weights hash>-<size>px") from None
-    encoder = make_image_encoder(name, weights, image_size)
+def encoder_from_info(info: dict, key: str, weights: str | os.PathLike | None = None) -> ImageEncoder:
+    """Rebuild the encoder a feature cache's attributes describe (``ImageEncoder.info``), refusing
+    weights whose hash differs from the recorded one."""
+    encoder = make_image_encoder(info["name"], weights, int(info["image_size"]), info.get("layer"))
+    if encoder.cache_key != key:
+        raise EncoderError(
+            f"feature cache {key!r} was made by another encoder than {encoder.cache_key!r} (weights {encoder.weights_path.name}); "
+            "pass --encoder-weights with the original file"
+        )
+    return encoder
+
+
+def encoder_for_cache_key(key: str, weights: str | os.PathLike | None = None, info: dict | None = None) -> ImageEncoder:
+    """Rebuild the encoder that made feature cache ``key``, so a checkpoint trained on cached features
+    can encode new frames (streaming, a new dataset): from ``info`` (the cache's recorded spec, see
+    ``ImageEncoder.info``) where there is one, else from the key of a final-layer cache
+    (``<name>-<weights hash>-<size>px``). Refuses weights whose hash differs: their features would
+    not be the ones the model was trained on."""
+    if info and info.get("name") and info.get("image_size") and "weights_hash" in info:
+        return encoder_from_info(info, key, weights)
+    match = re.fullmatch(r"(?P<name>.+)-(?P<hash>[0-9a-f]{10})-(?P<size>\d+)px(?:-(?P<layer>.+))?", key)
+    if match is None:
+        raise EncoderError(f"feature key {key!r} is not <encoder>-<weights hash>-<size>px[-<layer>]")
+    name, weights_hash = match["name"], match["hash"]
+    encoder = make_image_encoder(name, weights, int(match["size"]), match["layer"])
     if encoder.weights_hash != weights_hash:
         raise EncoderError(
             f"feature key {key!r} was made with weights {weights_hash}, but {encoder.weights_path.name} hashes to "

@@ -266,7 +266,7 @@ def annotate(
 
             # Built before encoding starts, so an encoder that cannot be rebuilt (unknown
             # architecture, other weights) is refused while the store is still untouched.
-            encoder = encoder_for_cache_key(feature_key)
+            encoder = encoder_for_cache_key(feature_key, info=(status or {}).get("encoder"))
     ensure_features(store, feature_key, encoder, announce=True)
     store = EpisodeStore(store_path)  # re-read: the cache may be new
     was_training = getattr(model, "training", False)

@@ -40,6 +40,8 @@ class RewardDataConfig:
     """Local weights file for the encoder; None = its offline default weights."""
     image_size: int = 128
     """Frames are resized to this square size before encoding."""
+    encoder_layer: str | None = None
+    """None: the encoder's final pooled features; else a backbone module (e.g. ``blocks.3``) whose pooled output is cached."""
     val_fraction: float = 0.2
     """Fraction of episodes held out for validation (split by episode, never by frame); 0 = none."""
     split_seed: int = 0
@@ -131,7 +133,7 @@ def cache_for_training(dataset: Path, data: RewardDataConfig, progress: bool = T
     from ..encoders import make_image_encoder
 
     state = process_state()
-    encoder = make_image_encoder(data.encoder, data.encoder_weights, data.image_size)
+    encoder = make_image_encoder(data.encoder, data.encoder_weights, data.image_size, data.encoder_layer)
     with state.main_process_first():
         if state.is_main_process:
             ensure_features(dataset, encoder.cache_key, encoder.to(state.device), data.encode_batch_size, progress)
