@@ -112,3 +112,21 @@ def episode_batch(store: EpisodeStore, config: Any, episodes: Sequence[int]) -> 
     batch["task"] = [store.episodes[e].task for e in eps]
     batch["lengths"] = torch.tensor([end - start for start, end in ranges])
     return batch
+
+
+def observation_features(observation: dict[str, Any], camera: str, n_envs: int, dim: int, encoder: Any = None) -> torch.Tensor:
+    """One view's features (n_envs, dim) float for a stream step: ``features.<camera>`` as given, or
+    raw uint8 frames ``<camera>`` (n_envs, H, W, 3) encoded once by ``encoder``."""
+    from ..errors import RoborewardError
+
+    value = observation.get(f"features.{camera}", observation.get(camera))
+    if value is None:
+        raise RoborewardError(f"observation has neither 'features.{camera}' nor {camera!r}")
+    value = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
+    if value.dtype == torch.uint8 and value.ndim == 4:
+        if encoder is None:
+            raise RoborewardError(f"{camera}: got raw frames but the stream has no encoder; pass model.stream(n, encoder=...)")
+        value = encoder(value)  # the one encoder call for this view's new frames
+    if tuple(value.shape) != (n_envs, dim):
+        raise RoborewardError(f"{camera}: expected features ({n_envs}, {dim}), got {tuple(value.shape)}")
+    return value.float()

@@ -35,7 +35,8 @@ def frame_id(features: torch.Tensor) -> torch.Tensor:
     return (features[..., 0] * 255).round().long() * 256 + (features[..., 1] * 255).round().long()
 
 
-def build_toy_store(path, lengths=(24, 30, 27, 33, 21, 36, 29, 25), seed=0, state=True) -> EpisodeStore:
+def build_toy_store(path, lengths=(24, 30, 27, 33, 21, 36, 29, 25), seed=0, state=True, success=None) -> EpisodeStore:
+    """``success``: per-episode success flags (default unlabelled)."""
     rng = np.random.default_rng(seed)
     feats = {cam: FeatureSpec((8, 8, 3), "uint8", "rgb") for cam in CAMS}
     if state:
@@ -63,7 +64,8 @@ def build_toy_store(path, lengths=(24, 30, 27, 33, 21, 36, 29, 25), seed=0, stat
             "sparse": [Subtask("reach", 0, cut), Subtask("grasp", cut, length)],
             "dense": [Subtask("approach", 0, third), Subtask("close", third, 2 * third), Subtask("lift", 2 * third, length)],
         }
-        store.add_episode(Episode(data=data, task=TASKS[i % 2], annotations=annotations))
+        store.add_episode(Episode(data=data, task=TASKS[i % 2], annotations=annotations,
+                                  success=None if success is None else bool(success[i])))
         start += length
     cache_embeddings(path, encode, FEATURE_KEY, batch_size=64, progress=False)
     return EpisodeStore(path)

@@ -38,6 +38,7 @@ from torch import nn
 from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream, register_reward_model
 from .configuration_sarm import SARMConfig
+from ..features import observation_features
 from ..targets import SINGLE_STAGE, StageSet, annotation_targets
 from .data_sarm import SARMDataset, target_key
 
@@ -484,19 +485,8 @@ class SARMStream(RewardStream):
         self.count[self._env_ids(i)] = 0
 
     def _view(self, observation: dict[str, Any], cam: str) -> torch.Tensor:
-        value = observation.get(f"features.{cam}", observation.get(cam))
-        if value is None:
-            raise RoborewardError(f"observation has neither 'features.{cam}' nor {cam!r}")
-        value = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
-        if value.dtype == torch.uint8 and value.ndim == 4:
-            if self.encoder is None:
-                raise RoborewardError(f"{cam}: got raw frames but the stream has no encoder; pass model.stream(n, encoder=...)")
-            value = self.encoder(value)  # the one encoder call for this view's new frames
-        if tuple(value.shape) != (self.n_envs, self.model.config.feature_dim):
-            raise RoborewardError(
-                f"{cam}: expected features ({self.n_envs}, {self.model.config.feature_dim}), got {tuple(value.shape)}"
-            )
-        return value.to(self.feats.device).float()
+        cfg = self.model.config
+        return observation_features(observation, cam, self.n_envs, cfg.feature_dim, self.encoder).to(self.feats.device)
 
     @torch.no_grad()
     def step(self, observation: dict[str, Any], task: str | Sequence[str]) -> torch.Tensor:
