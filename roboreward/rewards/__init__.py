@@ -10,9 +10,10 @@ from .base import (
     reward_config_from_dict,
 )
 from .baselines import SuccessClassifier, TimeRegression
+from .perceptual import Perceptual
 from .sarm import SARM, SARMConfig
 
 __all__ = [
-    "REWARD_MODELS", "SARM", "SuccessClassifier", "TimeRegression", "CheckpointError", "RewardModel", "RewardModelConfig", "RewardStream", "SARMConfig",
+    "REWARD_MODELS", "Perceptual", "SARM", "SuccessClassifier", "TimeRegression", "CheckpointError", "RewardModel", "RewardModelConfig", "RewardStream", "SARMConfig",
     "make_reward_model", "register_reward_model", "reward_config_from_dict",
 ]
