@@ -356,6 +356,28 @@ def _reward_eval(args):
     print(f"wrote {out / 'metrics.json'} (+ plots and videos)")
 
 
+@command("reward", "adapt", "fine-tune a reward model to a new task from one expert demonstration (GRM)")
+@arg("--model", required=True, type=_existing_path, help="reward model checkpoint folder")
+@arg("--dataset", required=True, type=_existing_path, help="zarr store holding the demonstration")
+@arg("--episode", required=True, type=_int_in(0), help="index of the expert demonstration in the store")
+@arg("--out", required=True, type=Path, help="folder for the adapted model (config.json + model.safetensors)")
+@arg("--steps", type=_int_in(1), default=300, help="fine-tuning steps")
+@arg("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
+def _reward_adapt(args):
+    from .data.cache import ensure_features
+    from .data.store import EpisodeStore
+    from .rewards.base import RewardModel
+
+    model = _load_reward(args.model, None)
+    store = EpisodeStore(args.dataset)
+    store.episode_range(args.episode)
+    if type(model).adapt is RewardModel.adapt:  # refused before any encoding
+        model.adapt(store, args.episode, args.out)
+    ensure_features(store, getattr(model.config, "feature_key", None), announce=True)
+    out = model.adapt(EpisodeStore(args.dataset), args.episode, args.out, steps=args.steps, lr=args.lr)
+    print(f"adapted model: {out}\nnext:  roboreward reward eval --model {out} --dataset {args.dataset} --episodes all")
+
+
 @command("reward", "annotate", "progress of every frame into the store and a LeRobot sarm_progress.parquet")
 @arg("--model", required=True, type=_existing_path, help="reward model checkpoint folder")
 @arg("--dataset", required=True, type=_existing_path, help="zarr store")

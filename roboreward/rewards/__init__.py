@@ -10,10 +10,11 @@ from .base import (
     reward_config_from_dict,
 )
 from .baselines import SuccessClassifier, TimeRegression
+from .grm import GRM
 from .perceptual import Perceptual
 from .sarm import SARM, SARMConfig
 
 __all__ = [
-    "REWARD_MODELS", "Perceptual", "SARM", "SuccessClassifier", "TimeRegression", "CheckpointError", "RewardModel", "RewardModelConfig", "RewardStream", "SARMConfig",
+    "GRM", "REWARD_MODELS", "Perceptual", "SARM", "SuccessClassifier", "TimeRegression", "CheckpointError", "RewardModel", "RewardModelConfig", "RewardStream", "SARMConfig",
     "make_reward_model", "register_reward_model", "reward_config_from_dict",
 ]

@@ -134,6 +134,16 @@ class RewardModel(Pretrained, abstract=True):
         levels = getattr(self.config, "levels", None)
         return list(levels) if levels else [None]
 
+    def adapt(self, store, episode: int, out, steps: int = 300, lr: float = 1e-3, progress: bool = True):
+        """Fine-tune to the task of one expert demonstration ``episode`` of ``store`` and write the
+        adapted model to ``out`` (returned). Models that cannot adapt from one demo say so."""
+        raise RoborewardError(f"reward model {self.name!r} cannot adapt from one demonstration (models that can: grm)")
+
+    @classmethod
+    def trained_by_gradient(cls) -> bool:
+        """Whether the model learns by minimising ``loss`` (then ``reward train`` validates held-out loss)."""
+        return cls.loss is not RewardModel.loss
+
     @classmethod
     def training_samples(cls, store, config: RewardModelConfig, episodes: list[int]):
         """A torch Dataset of training samples that ``loss`` takes once collated, from ``episodes``."""

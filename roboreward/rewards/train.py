@@ -182,9 +182,8 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
         write_atomic_text(split_path, json.dumps(split, indent=1) + "\n")
 
     model_config = model_cls.config_class.from_store(store, feature_key, episodes=train_eps, **config.model)
-    gradient = model_cls.fit_store.__func__ is RewardModel.fit_store.__func__
     validate = (RewardValidator(store, model_config, model_cls, val_eps, config.data.val_clips)
-                if val_eps and gradient else None)
+                if val_eps and model_cls.trained_by_gradient() else None)
     # The default fit builds the model after seeding from train.seed, so the initial weights follow the seed.
     return model_cls.fit_store(model_config, store, train_eps, config.train, out, validate=validate,
                                run_config=run_config, resume_free=free, progress=progress)

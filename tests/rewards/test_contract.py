@@ -21,6 +21,8 @@ SMALL = {
     "time_regression": dict(hidden=32, layers=1, dropout=0.0, state_key="observation.state"),
     "success_classifier": dict(hidden=32, layers=1, dropout=0.0),
     "perceptual": dict(n_steps=3, n_features=8, demos=4),
+    "grm": dict(d_model=32, n_heads=2, n_layers=1, dropout=0.0, hop_bins=11, pairs_per_episode=100, incremental_gap=3,
+                state_key="observation.state"),
 }
 TRAIN, VAL = [0, 1, 2, 3, 4, 5], [6, 7]
 
@@ -31,7 +33,7 @@ def store(tmp_path_factory):
 
 
 def _gradient(cls) -> bool:
-    return cls.fit_store.__func__ is RewardModel.fit_store.__func__
+    return cls.trained_by_gradient()
 
 
 def _quality(model: RewardModel, cls, store, config) -> float:
@@ -59,7 +61,7 @@ def test_reward_model_contract(name, store, tmp_path):
     config = cls.config_class.from_store(store, FEATURE_KEY, episodes=TRAIN, **SMALL.get(name, {}))
     torch.manual_seed(0)
     before = _quality(make_reward_model(config), cls, store, config)
-    train = TrainConfig(steps=80, batch_size=32, lr=3e-3, warmup_steps=5, val_every=1000, ckpt_every=1000, log_every=1000, seed=0)
+    train = TrainConfig(steps=150, batch_size=32, lr=3e-3, warmup_steps=5, val_every=1000, ckpt_every=1000, log_every=1000, seed=0)
     folder = cls.fit_store(config, store, TRAIN, train, tmp_path / "run", progress=False)
     model = RewardModel.from_pretrained(folder)
     assert type(model) is cls

@@ -1,0 +1,98 @@
+"""GRM: hop labels and chaining against hand-computed values, the two-hot target, the pair balance,
+the three reading modes and their fusion on an episode with known progress, and one-shot adaptation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sarm_toy import FEATURE_KEY, TASKS, build_toy_store
+
+from roboreward.errors import RoborewardError
+from roboreward.rewards import RewardModel
+from roboreward.rewards.features import episode_batch
+from roboreward.rewards.grm import GRM, GRMConfig, GRMPairs, chain, hop_label, state_progress, two_hot
+
+SMALL = dict(d_model=32, n_heads=2, n_layers=1, dropout=0.0, hop_bins=11, pairs_per_episode=200, incremental_gap=3)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_toy_store(tmp_path_factory.mktemp("grm") / "toy.zarr", success=[1, 1, 0, 1, 1, 0, 1, 0])
+
+
+def test_hop_labels_and_chaining_hand_computed():
+    # forward: (0.6 - 0.2) / (1 - 0.2) = 0.5; backward: (0.3 - 0.6) / 0.6 = -0.5; from 1 forward: 0
+    np.testing.assert_allclose(hop_label([0.2, 0.6, 1.0, 0.0], [0.6, 0.3, 1.0, 0.0]), [0.5, -0.5, 0.0, 0.0])
+    torch.testing.assert_close(chain(torch.tensor([0.2, 0.6]), torch.tensor([0.5, -0.5])), torch.tensor([0.6, 0.3]))
+    p, q = np.random.default_rng(0).random((2, 100))
+    torch.testing.assert_close(chain(torch.tensor(p), torch.tensor(hop_label(p, q))), torch.tensor(q), rtol=0, atol=1e-9)
+    target = two_hot(torch.tensor([0.1, -1.0, 1.0]), 11)
+    centres = torch.linspace(-1, 1, 11)
+    torch.testing.assert_close((target * centres).sum(-1), torch.tensor([0.1, -1.0, 1.0]))
+    assert torch.allclose(target.sum(-1), torch.ones(3))
+
+
+def test_state_progress_has_equal_mass_per_subtask(store):
+    phi = state_progress(store, [0])
+    start, end = store.episode_range(0)
+    cut = int(round(0.4 * (end - start)))  # reach [0, cut), grasp [cut, end): each half of Phi
+    assert phi[start] == 0.0 and phi[start + cut] == pytest.approx(0.5) and phi[end - 1] == pytest.approx(1.0)
+
+
+def test_pairs_are_balanced_over_hop_bins_and_hold_zero_hops(store):
+    cfg = GRMConfig.from_store(store, FEATURE_KEY, episodes=range(6), **SMALL)
+    pairs = GRMPairs(store, cfg, range(6))
+    hops = np.array([float(pairs[i]["hop"]) for i in range(1000)])
+    assert 0.02 < np.mean(hops == 0) < 0.15  # 5% drawn as zero hops, plus pairs whose two frames share Phi
+    assert np.mean(hops < -0.2) > 0.15 and np.mean(hops > 0.2) > 0.15  # backward hops are not rare
+    again = pairs[7]
+    assert float(again["hop"]) == float(pairs[7]["hop"])  # item i is the same every time
+
+
+@pytest.mark.parametrize("mode", ["forward", "backward", "incremental", "fused"])
+def test_reading_modes_recover_known_progress_from_exact_hops(store, mode, monkeypatch):
+    cfg = GRMConfig.from_store(store, FEATURE_KEY, episodes=range(6), mode=mode, **SMALL)
+    model = GRM(cfg).eval()
+    batch = episode_batch(store, cfg, [1])
+    t = int(batch["lengths"][0])
+    phi = torch.linspace(0, 1, t)[None] ** 1.5  # known progress of the episode
+    g = cfg.incremental_gap
+    prev = torch.cat([phi[:, :1].expand(1, g), phi[:, : t - g]], 1)
+
+    def exact(tokens, task, chunk=8192):
+        step = torch.tensor(hop_label(prev.numpy(), phi.numpy()), dtype=torch.float32)
+        step[:, :g] = 0.0
+        return {"forward": phi.clone(), "backward": phi.clone(), "step": step}
+
+    monkeypatch.setattr(model, "readings", exact)
+    torch.testing.assert_close(model.progress(batch), phi, rtol=0, atol=1e-5)
+
+
+def test_conservative_fusion_moves_little_where_the_anchored_readings_disagree(store):
+    cfg = GRMConfig.from_store(store, FEATURE_KEY, episodes=range(6), consistency_alpha=4.0, **SMALL)
+    model = GRM(cfg)
+    prev = torch.tensor([0.5, 0.5])
+    agree = model.combine(torch.tensor([0.8, 0.8]), torch.tensor([0.8, 0.2]), torch.tensor([0.8, 0.8]), prev)
+    # Where forward and backward agree the value moves to their mean; where they disagree, barely.
+    assert agree[0] == pytest.approx(0.8) and 0.5 <= float(agree[1]) < 0.52
+
+
+def test_one_shot_adaptation_adds_the_task_and_refuses_what_cannot_adapt(store, tmp_path):
+    cfg = GRMConfig.from_store(store, FEATURE_KEY, episodes=[0, 2, 4], **SMALL)
+    base = GRM(cfg)
+    base.set_references(store, [0, 2, 4])
+    base.config.tasks = [TASKS[0]]  # a base model that never saw the second task
+    base = GRM(base.config)
+    base.set_references(store, [0, 2, 4])
+    adapted = RewardModel.from_pretrained(base.adapt(store, 1, tmp_path / "adapted", steps=20, progress=False))
+    assert adapted.config.tasks == [TASKS[0], TASKS[1]]
+    assert adapted.progress(episode_batch(store, adapted.config, [3])).shape[0] == 1  # the new task now reads
+    with pytest.raises(RoborewardError, match="task 'push the blue cube' was not in the training data"):
+        base.progress(episode_batch(store, adapted.config, [3]))
+    with pytest.raises(RoborewardError, match="episode 99"):
+        base.adapt(store, 99, tmp_path / "x", steps=1, progress=False)
+    from roboreward.rewards.baselines import TimeRegression, TimeRegressionConfig
+
+    other = TimeRegression(TimeRegressionConfig.from_store(store, FEATURE_KEY))
+    with pytest.raises(RoborewardError, match="cannot adapt from one demonstration"):
+        other.adapt(store, 1, tmp_path / "y")
