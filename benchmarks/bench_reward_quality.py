@@ -24,7 +24,9 @@ benchmarks/results/bench_reward_quality.json.
 
 ``--readout`` re-reads the models trained with ``--config`` (no retraining) with other readout fields
 (``reward eval --readout``); its cells are ``<train>+<label>`` and its evaluations
-``<run>/eval_<set>+<label>``.
+``<run>/eval_<set>+<label>``. Unlabelled SARM cells read SARM as published (``readout_filter=none``,
+``readout_gate=0``); the robust readout that configs/reward/sarm.yaml sets is measured by
+``--label robust --readout readout_filter=stage,readout_gate=0.05``.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -95,6 +98,10 @@ def main():
     readout = [kv for kv in args.readout.split(",") if kv]
     if readout and not args.label:
         p.error("--readout needs --label to name the cells it writes")
+    # Unlabelled SARM cells measure SARM as published (no stage filter, no change gate), whatever
+    # readout the config sets; the robust readout is the `--label robust --readout ...` cells.
+    base_readout = (["readout_filter=none", "readout_gate=0"]
+                    if yaml.safe_load(Path(args.config).read_text()).get("model", {}).get("type", "sarm") == "sarm" else [])
     # --quick: the same pipeline and figures on one task, one variant, 6 + 4 episodes at 32 px, 100 steps.
     args.tasks = args.tasks or ("pick_place" if args.quick else "pick_place,stack,drawer")
     args.train = args.train or ("mixed" if args.quick else "mixed,randomised")
@@ -136,7 +143,7 @@ def main():
                     if not (out / "metrics.json").is_file():  # the cell is done once its metrics exist
                         cli("reward", "eval", "--model", run / "model", "--dataset", eval_store, "--out", out,
                             "--episodes", episodes, "--videos", 1 if name in ("in_domain", "colours") else 0, "--plots", 4,
-                            *[a for kv in readout for a in ("--readout", kv)])
+                            *[a for kv in (readout or base_readout) for a in ("--readout", kv)])
                     f = figures(json.loads((out / "metrics.json").read_text()))
                     f["train_seconds"] = train_seconds if name == "in_domain" and not readout else None
                     f["readout"] = readout or None

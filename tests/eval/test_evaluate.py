@@ -82,7 +82,7 @@ def test_missing_feature_cache_is_built_with_the_key_s_encoder(eval_store, tiny_
     shutil.rmtree(path / "features")
     asked = []
 
-    def fake_encoder_for_cache_key(key, weights=None):
+    def fake_encoder_for_cache_key(key, weights=None, info=None):
         asked.append(key)
         return encode
 
