@@ -1,0 +1,227 @@
+"""Every reward model side by side: SARM, GRM, perceptual rewards and the two baselines, on the same
+held-out episodes, in domain and on the held-out visual variants, with fit time and streaming speed.
+
+Per task (pick_place, stack, drawer) and training seed, each model is trained (or fitted) on the
+task's standard dataset (``datasets/<task>_mixed.yaml``, the work folder of
+``bench_reward_quality.py``, whose SARM runs and stores are reused) with its own config, then
+evaluated through ``roboreward reward eval`` a user would run: in domain on the 20 held-out episodes
+of its training split, and on every held-out variant recipe of the task (``<task>_heldout_*``,
+20 unseen episodes each). SARM is read with the stage filter and change gate of
+configs/reward/sarm.yaml (its cells are ``bench_reward_quality``'s ``+robust`` cells).
+
+Speed (``--speed`` or ``--quick``; run it alone): streaming frames/s of each model for 8 envs over
+cached features, and training steps/s at batch 8 next to LeRobot's SARM step measured by
+``bench_sarm.py`` (benchmarks/results/bench_sarm.json).
+
+Writes benchmarks/results/bench_rewards.json (every cell, the summary over seeds) and
+bench_rewards.png. Each cell (model, task, seed, evaluation set) is kept in the work folder, so an
+interrupted run resumes where it stopped.
+
+    python benchmarks/bench_rewards.py [--quick] [--models sarm,grm,...] [--tasks ...] [--seeds 0,1,2] [--speed]
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from bench_reward_quality import FIGURES, VARIANTS, cli, figures  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = {
+    "sarm": ("configs/reward/sarm.yaml", ["readout_filter=stage", "readout_gate=0.05"], "+robust"),
+    "grm": ("configs/reward/grm.yaml", [], ""),
+    "perceptual": ("configs/reward/perceptual.yaml", [], ""),
+    "time_regression": ("configs/reward/time_regression.yaml", [], ""),
+    "success_classifier": ("configs/reward/success_classifier.yaml", [], ""),
+}
+GOALS = {"grm": {"voc": 0.95, "auroc": 0.95}, "perceptual": {"voc": 0.8}}
+
+
+def train_once(model: str, config: str, store: Path, run: Path, seed: int, quick: bool) -> float | None:
+    """Train (or fit) unless ``run`` holds the model; returns the seconds it took (kept in the run
+    folder so a resumed benchmark still reports it), None when unknown."""
+    record = run / "bench_train.json"
+    if (run / "model" / "config.json").is_file():
+        return json.loads(record.read_text())["seconds"] if record.is_file() else None
+    t0 = time.perf_counter()
+    cli("reward", "train", "--config", ROOT / config, "--dataset", store, "--out", run, "--seed", seed,
+        *(["--steps", 60] if quick else []))
+    seconds = time.perf_counter() - t0
+    record.write_text(json.dumps({"seconds": seconds}) + "\n")
+    return seconds
+
+
+def speed(models: list[str], work: Path, task: str) -> dict:
+    """Streaming frames/s (8 envs, cached features) and training steps/s at batch 8 per model."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from roboreward.data.store import EpisodeStore
+    from roboreward.rewards import RewardModel
+
+    torch.set_num_threads(2)
+    store = EpisodeStore(work / f"{task}_mixed.zarr")
+    out = {}
+    for name in models:
+        run = work / f"{name}_{task}_mixed_s0"
+        if not (run / "model").is_dir():
+            continue
+        model = RewardModel.from_pretrained(run / "model")
+        cfg = model.config
+        batch = type(model).episode_batch(store, cfg, [0])
+        obs_at = lambda t: {k: v[:, t].expand(8, *v.shape[2:]) for k, v in batch.items() if torch.is_tensor(v) and k != "lengths"}  # noqa: E731
+        stream, n = model.stream(8), int(batch["lengths"][0])
+        frames = [obs_at(t) for t in range(n)]
+        task_str = batch["task"][0]
+        state = {"t": 0}
+
+        def step():
+            if state["t"] == n:
+                stream.reset()
+                state["t"] = 0
+            stream.step(frames[state["t"]], task_str)
+            state["t"] += 1
+
+        row = {"stream_frames_per_s_8_envs": common.rate(step, 8)}
+        if type(model).trained_by_gradient():
+            data = type(model).training_samples(store, cfg, list(range(min(20, store.n_episodes))))
+            loader = iter(DataLoader(data, batch_size=8, shuffle=True, drop_last=True))
+            model.train()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+            def train_step():
+                loss = model.loss(next(loader))["loss"]
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+            row["train_steps_per_s_batch_8"] = common.rate(train_step, 1, min_seconds=3.0)
+        out[name] = row
+    lerobot = common.RESULTS / "bench_sarm.json"
+    if lerobot.is_file():
+        lr = json.loads(lerobot.read_text())["lerobot"]["train_steps_per_s"]
+        for row in out.values():
+            if "train_steps_per_s_batch_8" in row:
+                row["vs_lerobot_sarm_train"] = row["train_steps_per_s_batch_8"] / lr
+        out["lerobot_sarm_train_steps_per_s_batch_8"] = lr
+    return out
+
+
+def main():
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--tasks", default=None, help="default pick_place,stack,drawer (--quick: pick_place)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--speed", action="store_true", help="also measure streaming and training speed (run alone)")
+    args = p.parse_args()
+    models = args.models.split(",")
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        p.error(f"unknown model {unknown[0]!r}; choose from {list(MODELS)}")
+    tasks = (args.tasks or ("pick_place" if args.quick else "pick_place,stack,drawer")).split(",")
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    variants = ["colours"] if args.quick else args.variants.split(",")
+    work = Path(args.workdir or ROOT / "outputs" / ("quality_quick" if args.quick else "quality"))
+    size = ["--image-size", 32] if args.quick else []
+    path = args.out or common.RESULTS / f"bench_rewards{'_quick' if args.quick else ''}.json"
+    record = {"quick": args.quick, "goals": GOALS, "cells": {}, "configs": {m: MODELS[m][0] for m in MODELS}}
+    if path.is_file():
+        old = json.loads(path.read_text())
+        record["cells"].update(old.get("cells", {}))
+        record["speed"] = old.get("speed")
+    for seed in seeds:
+        for task in tasks:
+            store = work / f"{task}_mixed.zarr"
+            cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_mixed.yaml", "--out", store,
+                *(["--episodes", 6, *size] if args.quick else []))
+            evals = {"in_domain": (store, "val")}
+            for v in variants:
+                if (ROOT / f"datasets/{task}_heldout_{v}.yaml").is_file():
+                    evals[v] = (work / f"{task}_heldout_{v}.zarr", "all")
+                    cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_heldout_{v}.yaml", "--out", evals[v][0],
+                        *(["--episodes", 4, *size] if args.quick else []))
+            for name in models:
+                config, readout, suffix = MODELS[name]
+                run = work / f"{name}_{task}_mixed_s{seed}"
+                seconds = train_once(name, config, store, run, seed, args.quick)
+                for set_name, (eval_store, episodes) in evals.items():
+                    out = run / f"eval_{set_name}{suffix}"
+                    if not (out / "metrics.json").is_file():
+                        cli("reward", "eval", "--model", run / "model", "--dataset", eval_store, "--out", out,
+                            "--episodes", episodes, "--videos", 0, "--plots", 2, *[a for kv in readout for a in ("--readout", kv)])
+                    f = figures(json.loads((out / "metrics.json").read_text()))
+                    f["train_seconds"] = seconds if set_name == "in_domain" else None
+                    record["cells"][f"{task}/{name}/s{seed}/{set_name}"] = f
+                    summarise(record, path, quiet=True)
+    if args.speed or args.quick:
+        record["speed"] = speed(models, work, tasks[0])
+    summarise(record, path)
+
+
+def summarise(record: dict, path: Path, quiet: bool = False) -> None:
+    groups: dict[str, list[dict]] = {}
+    for key, f in record["cells"].items():
+        task, model, _seed, set_name = key.split("/")
+        groups.setdefault(f"{task}/{model}/{set_name}", []).append(f)
+    summary, rows = {}, []
+    for key in sorted(groups):
+        cells = groups[key]
+        agg = {}
+        for fig in (*FIGURES, "train_seconds"):
+            vals = [c[fig] for c in cells if c.get(fig) is not None]
+            agg[fig] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)} if vals else None
+        agg["n_success"], agg["n_failure"], agg["seeds"] = cells[0].get("n_success"), cells[0].get("n_failure"), len(cells)
+        summary[key] = agg
+        task, model, set_name = key.split("/")
+        rows.append([task, model, set_name, *(agg[f]["mean"] if agg[f] else "n/a" for f in
+                                              ("voc", "auroc", "finish_over_hover", "min_final_success", "freeze_rise_max", "mae")),
+                     agg["train_seconds"]["mean"] if agg["train_seconds"] else "", len(cells)])
+    record["summary"] = summary
+    if not quiet:
+        print(common.table(rows, ["task", "model", "evaluated on", "VOC", "AUROC", "finish>hover", "min final (succ)",
+                                  "freeze rise", "MAE", "train s", "seeds"]))
+        if record.get("speed"):
+            print(json.dumps(record["speed"], indent=1))
+        chart(summary, path.with_suffix(".png"))
+    common.write("bench_rewards", record, path)
+
+
+def chart(summary: dict, png: Path) -> None:
+    """Grouped bars: VOC and AUROC of every model, mean over tasks, in domain vs held-out variants."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({k.split("/")[1] for k in summary}, key=list(MODELS).index)
+    sets = ["in_domain", *[v for v in VARIANTS if any(k.endswith("/" + v) for k in summary)]]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, fig_name in zip(axes, ("voc", "auroc")):
+        width = 0.8 / max(1, len(models))
+        for i, m in enumerate(models):
+            vals = []
+            for s in sets:
+                cells = [a[fig_name]["mean"] for k, a in summary.items() if k.split("/")[1] == m and k.endswith("/" + s)
+                         and a.get(fig_name)]
+                vals.append(np.mean(cells) if cells else np.nan)
+            ax.bar(np.arange(len(sets)) + i * width, vals, width, label=m)
+        ax.set_xticks(np.arange(len(sets)) + 0.4 - width / 2, [s.replace("_", " ") for s in sets])
+        ax.set_title(f"{fig_name.upper()} (mean over tasks and seeds)")
+        ax.set_ylim(0, 1.05)
+        ax.axhline(0.95, color="grey", lw=0.8, ls="--")
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
