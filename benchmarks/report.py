@@ -94,7 +94,9 @@ def quality_table(d):
           "in domain (its 20 held-out episodes) and on each held-out variant (20 unseen episodes: control = standard look, "
           "then one factor changed). Mean over training seeds. Goals: VOC and AUROC >= "
           f"{g['voc']}, every success finishes above its hover (share {g['finish_over_hover']:.0f}) and at >= "
-          f"{g['min_final_success']}, no drop after success, freeze rise <= {g['freeze_rise_max']}.\n")
+          f"{g['min_final_success']}, no drop after success, freeze rise <= {g['freeze_rise_max']}. Rows without a "
+          "suffix read SARM as published (no stage filter, no change gate); `+robust`: the same models read through the "
+          "stage filter and change gate (configs/reward/sarm.yaml's default); `+freeze`: trained with freeze augmentation.\n")
     print("| task | trained on | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
           "| freeze rise (max) | final gap succ - fail | stage acc | succ / fail | seeds | goals met |")
     print("|---" * 14 + "|")
@@ -118,6 +120,50 @@ def quality_table(d):
               f"{cell(agg, 'freeze_rise_max', '{:.3f}')} | {cell(agg, 'final_gap')} | {cell(agg, 'stage_accuracy')} | "
               f"{agg['n_success']} / {agg['n_failure']} | {agg['seeds']} | {'yes' if agg['goals_met'] else 'no'} |")
     print()
+
+
+def rewards_table(d):
+    speed = d.get("speed") or {}
+    print(f"**Every reward model on the same held-out episodes** (`bench_rewards.py`, {d['date']}"
+          f"{', quick' if d['quick'] else ''}): trained (or fitted) on each task's standard mixed-quality data "
+          "(`<task>_mixed`, 80 training episodes, one look), evaluated in domain (its 20 held-out episodes) and on the "
+          "held-out variants (20 unseen episodes each). Mean over training seeds. SARM with the robust readout; GRM fused "
+          "(conservative); perceptual fitted from 10 expert demos on `blocks.5` features; the baselines per frame. "
+          "Figures as in the table above; `train s`: training or fit time on 2 cores (parallel jobs at 1 thread).\n")
+    print("| task | model | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
+          "| freeze rise (max) | MAE | train s | seeds |")
+    print("|---" * 12 + "|")
+    order = ["in_domain", "control", "colours", "light", "camera", "distractors"]
+    models = ["sarm", "grm", "perceptual", "time_regression", "success_classifier"]
+
+    def cell(agg, key, fmt="{:.2f}"):
+        v = agg.get(key)
+        return "n/a" if v is None else fmt.format(v["mean"]) + (f" ± {v['std']:.2f}" if v["n"] > 1 else "")
+
+    def place(key):
+        task, model, name = key.split("/")
+        return (task, order.index(name) if name in order else len(order), models.index(model) if model in models else 9)
+
+    for key in sorted(d["summary"], key=place):
+        agg = d["summary"][key]
+        task, model, name = key.split("/")
+        print(f"| {task} | {model} | {name.replace('_', ' ')} | {cell(agg, 'voc', '{:.3f}')} | {cell(agg, 'auroc')} | "
+              f"{cell(agg, 'finish_over_hover')} | {cell(agg, 'min_final_success')} | {cell(agg, 'post_success_drop_share')} | "
+              f"{cell(agg, 'freeze_rise_max', '{:.3f}')} | {cell(agg, 'mae')} | {cell(agg, 'train_seconds', '{:.0f}')} | "
+              f"{agg['seeds']} |")
+    if speed:
+        lr = speed.get("lerobot_sarm_train_steps_per_s_batch_8")
+        print("\n| model | streaming frames/s, 8 envs (cached features) | training steps/s, batch 8 | vs LeRobot's SARM |")
+        print("|---|---|---|---|")
+        for m in models:
+            if m in speed:
+                r = speed[m]
+                steps = r.get("train_steps_per_s_batch_8")
+                print(f"| {m} | {r['stream_frames_per_s_8_envs']:.0f} | {'fit, no steps' if steps is None else f'{steps:.1f}'} | "
+                      f"{'' if steps is None else f'{r['vs_lerobot_sarm_train']:.0f}x'} |")
+        if lr:
+            print(f"\nLeRobot's SARM: {lr:.3f} training steps/s at batch 8 (`bench_sarm.py`, the same machine).")
+    print("\n![rewards](benchmarks/results/bench_rewards.png)\n")
 
 
 def rabc_table(d):
@@ -174,7 +220,7 @@ def main():
 
 
 def _print_tables():
-    for name, fn in (("bench_rabc", rabc_table), ("bench_reward_quality", quality_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
+    for name, fn in (("bench_rabc", rabc_table), ("bench_reward_quality", quality_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
         if d is None:
