@@ -113,6 +113,37 @@ def speed(models: list[str], work: Path, task: str) -> dict:
     return out
 
 
+def adaptation(work: Path, base_task: str, target: str, seeds: list[int], steps: int, quick: bool) -> dict:
+    """One-shot adaptation of GRM trained on ``base_task`` to ``target``: the first expert episode of
+    ``<target>_mixed`` is the demo; evaluated on every other episode of that store, before (the new
+    task's references and an embedding set to the mean of the known ones, no fine-tuning: --steps 0)
+    and after ``steps`` of fine-tuning on the demo's pairs. The same figures for GRM trained on the
+    target's own data (its held-out split) give the ceiling."""
+    from roboreward.data.store import EpisodeStore
+
+    store = work / f"{target}_mixed.zarr"
+    st = EpisodeStore(store)
+    demo = next(e for e in range(st.n_episodes) if st.episodes[e].quality == "expert" and st.episodes[e].success)
+    others = ",".join(str(e) for e in range(st.n_episodes) if e != demo)
+    out = {"base_task": base_task, "target": target, "demo_episode": demo, "steps": steps, "seeds": {}}
+    for seed in seeds:
+        base = work / f"grm_{base_task}_mixed_s{seed}" / "model"
+        if not base.is_dir():
+            continue
+        row = {}
+        for label, n in (("before", 0), ("after", steps)):
+            folder = work / f"grm_{base_task}_to_{target}_s{seed}_{label}"
+            if not (folder / "config.json").is_file():
+                cli("reward", "adapt", "--model", base, "--dataset", store, "--episode", demo, "--out", folder, "--steps", n)
+            ev = folder.parent / f"{folder.name}_eval"
+            if not (ev / "metrics.json").is_file():
+                cli("reward", "eval", "--model", folder, "--dataset", store, "--out", ev, "--episodes", others,
+                    "--videos", 0, "--plots", 2)
+            row[label] = figures(json.loads((ev / "metrics.json").read_text()))
+        out["seeds"][str(seed)] = row
+    return out
+
+
 def main():
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS))
@@ -120,6 +151,8 @@ def main():
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--speed", action="store_true", help="also measure streaming and training speed (run alone)")
+    p.add_argument("--adapt", default="pick_place:drawer", help="BASE:TARGET of the one-shot GRM adaptation ('' = skip)")
+    p.add_argument("--adapt-steps", type=int, default=300)
     args = p.parse_args()
     models = args.models.split(",")
     unknown = sorted(set(models) - set(MODELS))
@@ -135,7 +168,7 @@ def main():
     if path.is_file():
         old = json.loads(path.read_text())
         record["cells"].update(old.get("cells", {}))
-        record["speed"] = old.get("speed")
+        record["speed"], record["adaptation"] = old.get("speed"), old.get("adaptation")
     for seed in seeds:
         for task in tasks:
             store = work / f"{task}_mixed.zarr"
@@ -160,6 +193,10 @@ def main():
                     f["train_seconds"] = seconds if set_name == "in_domain" else None
                     record["cells"][f"{task}/{name}/s{seed}/{set_name}"] = f
                     summarise(record, path, quiet=True)
+    if args.adapt and "grm" in models and not args.quick:
+        base_task, target = args.adapt.split(":")
+        if (work / f"{target}_mixed.zarr").is_dir():
+            record["adaptation"] = adaptation(work, base_task, target, seeds, args.adapt_steps, args.quick)
     if args.speed or args.quick:
         record["speed"] = speed(models, work, tasks[0])
     summarise(record, path)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -163,6 +165,19 @@ def rewards_table(d):
                       f"{'' if steps is None else f'{r['vs_lerobot_sarm_train']:.0f}x'} |")
         if lr:
             print(f"\nLeRobot's SARM: {lr:.3f} training steps/s at batch 8 (`bench_sarm.py`, the same machine).")
+    ad = d.get("adaptation")
+    if ad and ad.get("seeds"):
+        def mean(label, key):
+            vals = [row[label][key] for row in ad["seeds"].values() if row[label].get(key) is not None]
+            return f"{np.mean(vals):.3f}" if vals else "n/a"
+        print(f"\n**One-shot adaptation** (GRM trained on {ad['base_task']}, adapted to {ad['target']} from its expert episode "
+              f"{ad['demo_episode']} with `reward adapt`, {ad['steps']} steps; evaluated on the store's other episodes; "
+              f"{len(ad['seeds'])} seed(s)). Before: the new task's references and an embedding at the mean of the known ones, "
+              "no fine-tuning.\n")
+        print("| | VOC | AUROC | finish > hover | lowest final (success) | MAE |\n|---|---|---|---|---|---|")
+        for label in ("before", "after"):
+            print(f"| {label} | {mean(label, 'voc')} | {mean(label, 'auroc')} | {mean(label, 'finish_over_hover')} | "
+                  f"{mean(label, 'min_final_success')} | {mean(label, 'mae')} |")
     print("\n![rewards](benchmarks/results/bench_rewards.png)\n")
 
 

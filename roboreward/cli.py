@@ -361,7 +361,7 @@ def _reward_eval(args):
 @arg("--dataset", required=True, type=_existing_path, help="zarr store holding the demonstration")
 @arg("--episode", required=True, type=_int_in(0), help="index of the expert demonstration in the store")
 @arg("--out", required=True, type=Path, help="folder for the adapted model (config.json + model.safetensors)")
-@arg("--steps", type=_int_in(1), default=300, help="fine-tuning steps")
+@arg("--steps", type=_int_in(0), default=300, help="fine-tuning steps (0: only the new task's references and embedding)")
 @arg("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
 def _reward_adapt(args):
     from .data.cache import ensure_features
