@@ -79,13 +79,25 @@ def test_demo_runs_on_a_small_config(tmp_path):
     config = tmp_path / "demo.yaml"
     config.write_text(
         "dataset: {task: drawer, episodes: 4, image_size: 32, mix: {expert: 0.5, failure: 0.5}}\n"
+        "evaluation: {episodes: 2, mix: {expert: 0.5, failure: 0.5}}\n"
         "reward: {model: {type: sarm, d_model: 32, window: 4, max_rewind: 3}, train: {steps: 20, batch_size: 16, warmup_steps: 2,"
         " val_every: 10, ckpt_every: 10}, data: {image_size: 32, val_fraction: 0.5}}\nworkers: 1\n"
     )
     proc = cli("demo", "--config", config, "--out", tmp_path / "demo")
-    assert "validating" in proc.stdout and "episodes   4" in proc.stdout and "[4/4]" in proc.stdout
+    assert "validating" in proc.stdout and "episodes   4" in proc.stdout and "[5/5]" in proc.stdout
+    assert "evaluation set: 2 drawer episodes on unseen seeds" in proc.stdout
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["dataset"]["quality"]["expert"]["episodes"] == 2
-    assert -1.0 <= summary["reward"]["voc"] <= 1.0
+    assert -1.0 <= summary["reward"]["voc"] <= 1.0 and summary["reward"]["counts"] == {"n_success": 1, "n_failure": 1}
     assert (tmp_path / "demo" / "sarm" / "model" / "model.safetensors").is_file()
     assert list((tmp_path / "demo" / "sarm" / "eval" / "videos").glob("*.mp4"))
+
+
+def test_demo_yaml_mirrors_the_embedded_defaults():
+    from pathlib import Path
+
+    from roboreward.config import load_config
+    from roboreward.demo import DemoConfig
+
+    root = Path(__file__).resolve().parent.parent
+    assert load_config(DemoConfig, root / "configs" / "demo.yaml") == DemoConfig()
