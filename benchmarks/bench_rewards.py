@@ -147,6 +147,8 @@ def adaptation(work: Path, base_task: str, target: str, seeds: list[int], steps:
 def main():
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--train", default="mixed", help="training recipe datasets/<task>_<train>.yaml (mixed: the standard data; "
+                   "randomised: domain-randomised looks); cells of another than mixed are <model>+<train>")
     p.add_argument("--tasks", default=None, help="default pick_place,stack,drawer (--quick: pick_place)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--variants", default=",".join(VARIANTS))
@@ -171,8 +173,10 @@ def main():
         record["speed"], record["adaptation"] = old.get("speed"), old.get("adaptation")
     for seed in seeds:
         for task in tasks:
-            store = work / f"{task}_mixed.zarr"
-            cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_mixed.yaml", "--out", store,
+            if not (ROOT / f"datasets/{task}_{args.train}.yaml").is_file():
+                continue
+            store = work / f"{task}_{args.train}.zarr"
+            cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_{args.train}.yaml", "--out", store,
                 *(["--episodes", 6, *size] if args.quick else []))
             evals = {"in_domain": (store, "val")}
             for v in variants:
@@ -182,8 +186,9 @@ def main():
                         *(["--episodes", 4, *size] if args.quick else []))
             for name in models:
                 config, readout, suffix = MODELS[name]
-                run = work / f"{name}_{task}_mixed_s{seed}"
+                run = work / f"{name}_{task}_{args.train}_s{seed}"
                 seconds = train_once(name, config, store, run, seed, args.quick)
+                label = name if args.train == "mixed" else f"{name}+{args.train}"
                 for set_name, (eval_store, episodes) in evals.items():
                     out = run / f"eval_{set_name}{suffix}"
                     if not (out / "metrics.json").is_file():
@@ -191,7 +196,7 @@ def main():
                             "--episodes", episodes, "--videos", 0, "--plots", 2, *[a for kv in readout for a in ("--readout", kv)])
                     f = figures(json.loads((out / "metrics.json").read_text()))
                     f["train_seconds"] = seconds if set_name == "in_domain" else None
-                    record["cells"][f"{task}/{name}/s{seed}/{set_name}"] = f
+                    record["cells"][f"{task}/{label}/s{seed}/{set_name}"] = f
                     summarise(record, path, quiet=True)
     if args.adapt and "grm" in models and not args.quick:
         base_task, target = args.adapt.split(":")
@@ -237,7 +242,7 @@ def chart(summary: dict, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = sorted({k.split("/")[1] for k in summary}, key=list(MODELS).index)
+    models = sorted({k.split("/")[1] for k in summary}, key=lambda m: (list(MODELS).index(m.split("+")[0]), m))
     sets = ["in_domain", *[v for v in VARIANTS if any(k.endswith("/" + v) for k in summary)]]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for ax, fig_name in zip(axes, ("voc", "auroc")):

@@ -144,7 +144,8 @@ def rewards_table(d):
 
     def place(key):
         task, model, name = key.split("/")
-        return (task, order.index(name) if name in order else len(order), models.index(model) if model in models else 9)
+        base = model.split("+")[0]
+        return (task, order.index(name) if name in order else len(order), models.index(base) if base in models else 9, model)
 
     for key in sorted(d["summary"], key=place):
         agg = d["summary"][key]
