@@ -130,3 +130,48 @@ def observation_features(observation: dict[str, Any], camera: str, n_envs: int, 
     if tuple(value.shape) != (n_envs, dim):
         raise RoborewardError(f"{camera}: expected features ({n_envs}, {dim}), got {tuple(value.shape)}")
     return value.float()
+
+
+def batch_views(batch: dict[str, Any], config: FeatureRewardConfig, device, prefix: str = "", who: str = "the model") -> torch.Tensor:
+    """``<prefix>features.<camera>`` (..., D) of every configured camera stacked to (..., V, D) float
+    on ``device``; a missing camera or a wrong feature size is one line."""
+    from ..errors import RoborewardError
+
+    views = []
+    for cam in config.cameras:
+        key = f"{prefix}features.{cam}"
+        if key not in batch:
+            raise RoborewardError(f"batch has no {key!r}; {who} reads cached features of cameras {config.cameras}")
+        views.append(torch.as_tensor(batch[key], device=device).float())
+    feats = torch.stack(views, dim=-2)
+    if feats.shape[-1] != config.feature_dim:
+        raise RoborewardError(f"features have dim {feats.shape[-1]}, the model expects feature_dim={config.feature_dim}")
+    return feats
+
+
+def batch_state(batch: dict[str, Any], config: FeatureRewardConfig, device, key: str | None = None,
+                lead: int = 2) -> torch.Tensor | None:
+    """The state vector ``key`` (default ``config.state_key``) as float (first ``lead`` dims kept,
+    the rest flattened); None for a model without state."""
+    from ..errors import RoborewardError
+
+    if config.state_key is None:
+        return None
+    key = key or config.state_key
+    if key not in batch:
+        raise RoborewardError(f"batch has no {key!r}; the model was trained with state")
+    x = torch.as_tensor(batch[key], device=device).float()
+    return x.reshape(*x.shape[:lead], -1)
+
+
+def task_ids(config: FeatureRewardConfig, tasks: Sequence[str] | str, n: int, device, hint: str = "") -> torch.Tensor:
+    """Per-sample ids (n,) of ``tasks`` (one string for all, or one per sample) in ``config.tasks``;
+    a task the model never saw is one line naming the known ones."""
+    from ..errors import RoborewardError
+
+    index = {t: i for i, t in enumerate(config.tasks)}
+    tasks = [tasks] * n if isinstance(tasks, str) else list(tasks)
+    unknown = [t for t in tasks if t not in index]
+    if unknown:
+        raise RoborewardError(f"task {unknown[0]!r} was not in the training data; known tasks: {config.tasks}{hint}")
+    return torch.tensor([index[t] for t in tasks], dtype=torch.long, device=device)

@@ -22,7 +22,7 @@ from ...data.sampler import ClipConfig, ClipDataset
 from ...data.store import EpisodeStore
 from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream
-from ..features import FeatureRewardConfig, observation_features
+from ..features import FeatureRewardConfig, batch_state, batch_views, observation_features, task_ids
 
 TARGET = "frame_target"
 
@@ -78,7 +78,6 @@ class FrameRewardModel(RewardModel, abstract=True):
         super().__init__(config)
         config.check_ready()
         d, n_views = config.hidden, len(config.cameras)
-        self.task_index = {t: i for i, t in enumerate(config.tasks)}
         self.feature_norm = nn.LayerNorm(config.feature_dim, elementwise_affine=False)
         self.view_proj = nn.Parameter(torch.randn(n_views, config.feature_dim, d) / config.feature_dim**0.5)
         self.view_bias = nn.Parameter(torch.zeros(n_views, d))
@@ -107,30 +106,10 @@ class FrameRewardModel(RewardModel, abstract=True):
             x = x + self.state_proj(state)
         return self.mlp(x).squeeze(-1)
 
-    def task_indices(self, tasks: Sequence[str] | str, n: int) -> torch.Tensor:
-        tasks = [tasks] * n if isinstance(tasks, str) else list(tasks)
-        unknown = [t for t in tasks if t not in self.task_index]
-        if unknown:
-            raise RoborewardError(f"task {unknown[0]!r} was not in the training data; known tasks: {self.config.tasks}")
-        return torch.tensor([self.task_index[t] for t in tasks], dtype=torch.long, device=self.device)
-
     def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        cfg = self.config
-        views = []
-        for cam in cfg.cameras:
-            if f"features.{cam}" not in batch:
-                raise RoborewardError(f"batch has no 'features.{cam}'; {self.name} reads cached features of cameras {cfg.cameras}")
-            views.append(torch.as_tensor(batch[f"features.{cam}"], device=self.device).float())
-        feats = torch.stack(views, dim=2)
-        if feats.shape[-1] != cfg.feature_dim:
-            raise RoborewardError(f"features have dim {feats.shape[-1]}, the model expects feature_dim={cfg.feature_dim}")
-        state = None
-        if cfg.state_key is not None:
-            if cfg.state_key not in batch:
-                raise RoborewardError(f"batch has no {cfg.state_key!r}; the model was trained with state")
-            x = torch.as_tensor(batch[cfg.state_key], device=self.device).float()
-            state = x.reshape(*x.shape[:2], -1)
-        return feats, state, self.task_indices(batch["task"], feats.shape[0])
+        feats = batch_views(batch, self.config, self.device, who=self.name)
+        state = batch_state(batch, self.config, self.device)
+        return feats, state, task_ids(self.config, batch["task"], feats.shape[0], self.device)
 
     # ------------------------------------------------------------------ the API
     @torch.no_grad()

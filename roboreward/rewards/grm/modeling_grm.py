@@ -31,7 +31,7 @@ from torch import nn
 
 from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream, register_reward_model
-from ..features import observation_features
+from ..features import batch_state, batch_views, observation_features, task_ids
 from .configuration_grm import GRMConfig
 from .data_grm import ROLES, GRMPairs, StoreFrames, bin_centres, chain, two_hot
 
@@ -98,30 +98,12 @@ class GRM(RewardModel):
         return (self.hop_logits(tokens, task).softmax(-1) * self.centres).sum(-1)
 
     def task_indices(self, tasks: Sequence[str] | str, n: int) -> torch.Tensor:
-        tasks = [tasks] * n if isinstance(tasks, str) else list(tasks)
-        unknown = [t for t in tasks if t not in self.task_index]
-        if unknown:
-            raise RoborewardError(f"task {unknown[0]!r} was not in the training data; known tasks: {self.config.tasks} "
-                                  "(adapt the model to it: roboreward reward adapt)")
-        return torch.tensor([self.task_index[t] for t in tasks], dtype=torch.long, device=self.device)
+        return task_ids(self.config, tasks, n, self.device, hint=" (adapt the model to it: roboreward reward adapt)")
 
     def _role(self, batch: dict[str, Any], prefix: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        cfg = self.config
-        views = []
-        for cam in cfg.cameras:
-            key = f"{prefix}features.{cam}"
-            if key not in batch:
-                raise RoborewardError(f"batch has no {key!r}; GRM reads cached features of cameras {cfg.cameras}")
-            views.append(torch.as_tensor(batch[key], device=self.device).float())
-        feats = torch.stack(views, dim=-2)
-        if feats.shape[-1] != cfg.feature_dim:
-            raise RoborewardError(f"features have dim {feats.shape[-1]}, the model expects feature_dim={cfg.feature_dim}")
-        state = None
-        if cfg.state_key:
-            key = f"{prefix}state" if prefix else cfg.state_key
-            if key not in batch:
-                raise RoborewardError(f"batch has no {key!r}; the model was trained with state")
-            state = torch.as_tensor(batch[key], device=self.device).float()
+        """Views (..., V, D) and state of one role (``before.`` ...; "" for whole-episode batches)."""
+        feats = batch_views(batch, self.config, self.device, prefix, who="GRM")
+        state = batch_state(batch, self.config, self.device, key=f"{prefix}state" if prefix else None, lead=feats.ndim - 2)
         return feats, state
 
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -32,7 +32,7 @@ from ...data.store import EpisodeStore
 from ...errors import RoborewardError
 from ..base import RewardModel, register_reward_model
 from ..baselines.frame import FrameStream
-from ..features import FeatureRewardConfig
+from ..features import FeatureRewardConfig, batch_views
 
 FIT_REPORT = "fit_report.json"
 
@@ -127,13 +127,7 @@ class Perceptual(RewardModel):
 
     # ------------------------------------------------------------------ reading frames
     def _frames(self, batch: dict[str, Any]) -> torch.Tensor:
-        cfg = self.config
-        views = []
-        for cam in cfg.cameras:
-            if f"features.{cam}" not in batch:
-                raise RoborewardError(f"batch has no 'features.{cam}'; perceptual reads cached features of cameras {cfg.cameras}")
-            views.append(torch.as_tensor(batch[f"features.{cam}"], device=self.device).float())
-        x = torch.cat(views, dim=-1)
+        x = batch_views(batch, self.config, self.device, who="perceptual").flatten(-2)  # cameras concatenated
         if x.shape[-1] != self.feature_mean.shape[0]:
             raise RoborewardError(f"features have {x.shape[-1]} values per frame, the model was fitted on {self.feature_mean.shape[0]}")
         return (x - self.feature_mean) / self.feature_std

@@ -38,7 +38,7 @@ from torch import nn
 from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream, register_reward_model
 from .configuration_sarm import SARMConfig
-from ..features import observation_features
+from ..features import batch_state, batch_views, observation_features, task_ids
 from ..targets import SINGLE_STAGE, StageSet, annotation_targets
 from .data_sarm import SARMDataset, target_key
 
@@ -227,35 +227,14 @@ class SARM(RewardModel):
     # ------------------------------------------------------------------ inputs
     def task_indices(self, tasks: Sequence[str] | str, n: int | None = None) -> torch.Tensor:
         """Per-sample task ids (never the first sample's task for the whole batch)."""
-        tasks = [tasks] * (n or 1) if isinstance(tasks, str) else list(tasks)
-        try:
-            ids = [self.task_index[t] for t in tasks]
-        except KeyError as exc:
-            raise RoborewardError(
-                f"task {exc.args[0]!r} was not in the training data; known tasks: {self.config.tasks}"
-            ) from None
-        return torch.tensor(ids, dtype=torch.long, device=self.device)
+        return task_ids(self.config, tasks, n or 1, self.device)
 
     def stack_views(self, batch: dict[str, Any]) -> torch.Tensor:
         """``features.<camera>`` (B, T, D) for every configured camera -> (B, T, V, D) float."""
-        views = []
-        for cam in self.config.cameras:
-            key = f"features.{cam}"
-            if key not in batch:
-                raise RoborewardError(f"batch has no {key!r}; SARM reads cached features of cameras {self.config.cameras}")
-            views.append(torch.as_tensor(batch[key], device=self.device).float())
-        feats = torch.stack(views, dim=2)
-        if feats.shape[-1] != self.config.feature_dim:
-            raise RoborewardError(f"features have dim {feats.shape[-1]}, the model expects feature_dim={self.config.feature_dim}")
-        return feats
+        return batch_views(batch, self.config, self.device, who="SARM")
 
     def state_of(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        if self.config.state_key is None:
-            return None
-        if self.config.state_key not in batch:
-            raise RoborewardError(f"batch has no {self.config.state_key!r}; the model was trained with state")
-        x = torch.as_tensor(batch[self.config.state_key], device=self.device).float()
-        return x.reshape(*x.shape[:2], -1)
+        return batch_state(batch, self.config, self.device)
 
     # ------------------------------------------------------------------ temporal model
     def frame_tokens(self, feats: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
