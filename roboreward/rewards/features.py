@@ -175,3 +175,36 @@ def task_ids(config: FeatureRewardConfig, tasks: Sequence[str] | str, n: int, de
     if unknown:
         raise RoborewardError(f"task {unknown[0]!r} was not in the training data; known tasks: {config.tasks}{hint}")
     return torch.tensor([index[t] for t in tasks], dtype=torch.long, device=device)
+
+
+# ---------------------------------------------------------------------------- the change gate
+def scene_change(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """(...) RMS difference of the layer-normalised features (..., V, D) of two frames, mean over views."""
+    norm = lambda x: torch.nn.functional.layer_norm(x.float(), x.shape[-1:])  # noqa: E731
+    return (norm(after) - norm(before)).pow(2).mean(-1).sqrt().mean(-1)
+
+
+def gate_step(previous: torch.Tensor, reading: torch.Tensor, change: torch.Tensor, scale: float, floor: float) -> torch.Tensor:
+    """One step of the change gate: ``previous`` progress moves towards this frame's ``reading`` by
+    min(1, (change - floor) / scale) of the way (all tensors (B,))."""
+    return previous + ((change - floor) / scale).clamp(0.0, 1.0) * (reading - previous)
+
+
+def gate_sequence(reading: torch.Tensor, feats: torch.Tensor, scale: float, floor: float = 0.0) -> torch.Tensor:
+    """(B, T) progress of whole episodes after the change gate: frame 0 keeps its reading, frame t
+    moves from t-1's gated value as far as the scene changed (``scene_change`` of (B, T, V, D)
+    features); ``scale`` 0: the reading unchanged. Streams apply ``gate_step`` frame by frame."""
+    if scale == 0:
+        return reading
+    change = scene_change(feats[:, :-1], feats[:, 1:])
+    out = [reading[:, 0]]
+    for t in range(1, reading.shape[1]):
+        out.append(gate_step(out[-1], reading[:, t], change[:, t - 1], scale, floor))
+    return torch.stack(out, 1)
+
+
+def check_gate(config: Any) -> None:
+    """The change-gate readout fields (``readout_gate``, ``gate_floor``) of a config, in one line if bad."""
+    for name in ("readout_gate", "gate_floor"):
+        if not 0.0 <= getattr(config, name) < 10.0:
+            raise ConfigError(f"{name} must be in [0, 10) (an RMS feature change; 0 = off), got {getattr(config, name)}")

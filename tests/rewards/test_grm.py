@@ -96,3 +96,19 @@ def test_one_shot_adaptation_adds_the_task_and_refuses_what_cannot_adapt(store, 
     other = TimeRegression(TimeRegressionConfig.from_store(store, FEATURE_KEY))
     with pytest.raises(RoborewardError, match="cannot adapt from one demonstration"):
         other.adapt(store, 1, tmp_path / "y")
+
+
+def test_change_gate_stream_equals_offline_and_holds_still_frames(store):
+    torch.manual_seed(0)
+    cfg = GRMConfig.from_store(store, FEATURE_KEY, episodes=range(6), readout_gate=0.05, state_key="observation.state", **SMALL)
+    model = GRM(cfg).eval()
+    model.set_references(store, range(6))
+    batch = episode_batch(store, cfg, [2])
+    index = torch.tensor(list(range(12)) + [11] * 10)  # frames 0..11, then frame 11 held
+    held = {k: v[:, index] if torch.is_tensor(v) and k != "lengths" else v for k, v in batch.items()}
+    offline = model.progress(held)[0]
+    assert torch.equal(offline[12:], offline[11].expand(10))
+    stream = model.stream(1)
+    online = [stream.step({k: v[:, t] for k, v in held.items() if torch.is_tensor(v) and k != "lengths"}, held["task"])[0]
+              for t in range(len(index))]
+    torch.testing.assert_close(torch.stack(online), offline, rtol=0, atol=1e-5)

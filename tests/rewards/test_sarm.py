@@ -14,7 +14,7 @@ from roboreward.config import ConfigError
 from roboreward.data import Episode, EpisodeStore, FeatureSpec, StoreError, Subtask
 from roboreward.rewards import RewardModel, make_reward_model
 from roboreward.rewards.base import CheckpointError
-from roboreward.rewards.features import episode_batch
+from roboreward.rewards.features import episode_batch, gate_step
 from roboreward.rewards.targets import annotation_targets, stage_priors
 from roboreward.rewards.sarm import (
     SARM,
@@ -22,7 +22,6 @@ from roboreward.rewards.sarm import (
     SARMDataset,
     append_rewind,
     filter_stage,
-    gate_step,
     rewind_index,
     stage_transitions,
 )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ...config import ConfigError
-from ..features import FeatureRewardConfig
+from ..features import FeatureRewardConfig, check_gate
 
 MODES = ("fused", "incremental", "forward", "backward")
 FUSIONS = ("conservative", "mean")
@@ -16,7 +16,8 @@ FUSIONS = ("conservative", "mean")
 class GRMConfig(FeatureRewardConfig):
     """Inputs: ``FeatureRewardConfig``."""
 
-    readout_fields: ClassVar[tuple[str, ...]] = ("mode", "fusion", "incremental_gap", "consistency_alpha")
+    readout_fields: ClassVar[tuple[str, ...]] = ("mode", "fusion", "incremental_gap", "consistency_alpha", "readout_gate",
+                                                 "gate_floor")
 
     type: str = "grm"
     """Registered name; always ``grm``."""
@@ -58,6 +59,11 @@ class GRMConfig(FeatureRewardConfig):
     """Frames between the two states of an incremental hop, >= 1."""
     consistency_alpha: float = 1.0
     """alpha of the conservative update, >= 0 (0 = the plain mean)."""
+    readout_gate: float = 0.0
+    """The change gate SARM has (``features.gate_sequence``): progress moves towards the reading only
+    as far as the scene changed since the previous frame; 0 = off."""
+    gate_floor: float = 0.0
+    """The change a still scene shows on your camera (counts as none); 0 in the sim."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,5 +85,6 @@ class GRMConfig(FeatureRewardConfig):
             raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"fusion {self.fusion!r} is not one of {FUSIONS}")
+        check_gate(self)
         if not self.consistency_alpha >= 0:
             raise ConfigError(f"consistency_alpha must be >= 0, got {self.consistency_alpha}")

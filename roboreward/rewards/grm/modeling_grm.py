@@ -15,7 +15,9 @@ Progress of an episode (offline ``progress`` and ``stream`` alike), per frame t:
   (Robo-Dopamine starts the chain at the raw score);
 - fused: their mean m_t, or the conservative update P_t = P_{t-1} + w_t (m_t - P_{t-1}),
   w_t = exp(-alpha Delta_t^2), Delta_t = |B_t - F_t| / mean(B_t, F_t), P_0 = m_0.
-The stream encodes each new frame once and keeps the last g states and readings per env.
+The stream encodes each new frame once and keeps the last g states and readings per env. With
+``readout_gate`` > 0 the result goes through the change gate SARM has (still frames keep their
+progress).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from torch import nn
 
 from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream, register_reward_model
-from ..features import batch_state, batch_views, observation_features, task_ids
+from ..features import batch_state, batch_views, gate_sequence, gate_step, observation_features, scene_change, task_ids
 from .configuration_grm import GRMConfig
 from .data_grm import ROLES, GRMPairs, StoreFrames, bin_centres, chain, two_hot
 
@@ -166,7 +168,8 @@ class GRM(RewardModel):
         for i in range(t):
             inc.append(r["forward"][:, i] if i < g else chain(inc[i - g], r["step"][:, i]))
             out.append(self.combine(r["forward"][:, i], r["backward"][:, i], inc[i], out[-1] if out else None))
-        return torch.stack(out, 1).clamp(0.0, 1.0)
+        value = torch.stack(out, 1).clamp(0.0, 1.0)
+        return gate_sequence(value, feats, self.config.readout_gate, self.config.gate_floor)
 
     def stream(self, n_envs: int, encoder: Any = None) -> "GRMStream":
         return GRMStream(self, n_envs, encoder)
@@ -257,7 +260,9 @@ class GRMStream(RewardStream):
         g, d, dev = model.config.incremental_gap, model.config.d_model, model.device
         self.tokens = torch.zeros(n_envs, g, d, device=dev)
         self.incremental = torch.zeros(n_envs, g, device=dev)
-        self.value = torch.zeros(n_envs, device=dev)
+        self.value = torch.zeros(n_envs, device=dev)  # fused progress (before the change gate)
+        self.gated = torch.zeros(n_envs, device=dev)  # what the stream returned
+        self.last = torch.zeros(n_envs, len(model.config.cameras), model.config.feature_dim, device=dev)
         self.count = torch.zeros(n_envs, dtype=torch.long, device=dev)
 
     def reset(self, i: int | Sequence[int] | None = None) -> None:
@@ -292,5 +297,9 @@ class GRMStream(RewardStream):
         self.tokens[envs, slot] = token
         self.incremental[envs, slot] = incremental
         self.value = value.clamp(0.0, 1.0)
+        out = self.value
+        if cfg.readout_gate:
+            out = torch.where(first, out, gate_step(self.gated, out, scene_change(self.last, feats), cfg.readout_gate, cfg.gate_floor))
+        self.gated, self.last = out, feats
         self.count += 1
-        return self.value
+        return out

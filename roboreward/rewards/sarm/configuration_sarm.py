@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...config import ConfigError
-from ..features import FeatureRewardConfig
+from ..features import FeatureRewardConfig, check_gate
 
 if TYPE_CHECKING:
     from ...data.store import EpisodeStore
@@ -117,9 +117,7 @@ class SARMConfig(FeatureRewardConfig):
             raise ConfigError(f"filter_back_prob must be in (0, 1), got {self.filter_back_prob}")
         if not 0.0 < self.filter_evidence <= 1.0:
             raise ConfigError(f"filter_evidence must be in (0, 1], got {self.filter_evidence}")
-        for name in ("readout_gate", "gate_floor"):
-            if not 0.0 <= getattr(self, name) < 10.0:
-                raise ConfigError(f"{name} must be in [0, 10) (an RMS feature change; 0 = off), got {getattr(self, name)}")
+        check_gate(self)
         for name, value, low in (("window", self.window, 1),
                                  ("frame_gap", self.frame_gap, 1), ("d_model", self.d_model, 1),
                                  ("n_layers", self.n_layers, 1), ("n_heads", self.n_heads, 1),

@@ -15,7 +15,7 @@ newest frame, so both give the same value on the same frames.
 With ``readout_filter: stage`` the per-frame stage probabilities go through a causal left-to-right
 filter (``filter_stage``: moving on is free, going back needs sustained evidence) before the
 readout, in ``progress``, ``stage_probs`` and streams alike (streams keep each env's belief). With
-``readout_gate`` > 0 progress then moves only as far as the scene changed (``gate_step``): still
+``readout_gate`` > 0 progress then moves only as far as the scene changed (``features.gate_step``): still
 frames keep their progress.
 
 Training (``loss``) supervises every real frame of the clip: CE on the stage + MSE on tau at the
@@ -38,7 +38,7 @@ from torch import nn
 from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream, register_reward_model
 from .configuration_sarm import SARMConfig
-from ..features import batch_state, batch_views, observation_features, task_ids
+from ..features import batch_state, batch_views, gate_sequence, gate_step, observation_features, scene_change, task_ids
 from ..targets import SINGLE_STAGE, StageSet, annotation_targets
 from .data_sarm import SARMDataset, target_key
 
@@ -142,12 +142,6 @@ def filter_stage(belief: torch.Tensor, probs: torch.Tensor, transitions: torch.T
     prior = torch.where(first[:, None], torch.ones_like(belief), belief @ transitions)
     post = prior * probs.clamp_min(1e-12) ** evidence
     return post / post.sum(-1, keepdim=True)
-
-
-def gate_step(previous: torch.Tensor, reading: torch.Tensor, change: torch.Tensor, scale: float, floor: float) -> torch.Tensor:
-    """One step of the change gate: ``previous`` progress moves towards this frame's ``reading`` by
-    min(1, (change - floor) / scale) of the way (all tensors (B,))."""
-    return previous + ((change - floor) / scale).clamp(0.0, 1.0) * (reading - previous)
 
 
 @register_reward_model
@@ -293,22 +287,6 @@ class SARM(RewardModel):
             out.append(belief)
         return torch.stack(out, 1)
 
-    def scene_change(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """(...) RMS difference of layer-normalised features (..., V, D) of two frames, mean over views."""
-        diff = self.feature_norm(after.float()) - self.feature_norm(before.float())
-        return diff.pow(2).mean(-1).sqrt().mean(-1)
-
-    def gated(self, reading: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        """(B, T) progress of whole episodes after the change gate (``readout_gate`` 0: ``reading``)."""
-        cfg = self.config
-        if cfg.readout_gate == 0:
-            return reading
-        change = self.scene_change(feats[:, :-1], feats[:, 1:])  # (B, T-1): frame t vs t-1
-        out = [reading[:, 0]]
-        for t in range(1, reading.shape[1]):
-            out.append(gate_step(out[-1], reading[:, t], change[:, t - 1], cfg.readout_gate, cfg.gate_floor))
-        return torch.stack(out, 1)
-
     def _level(self, level: str | None) -> str:
         level = level or self.config.levels[0]
         if level not in self.config.levels:
@@ -363,7 +341,7 @@ class SARM(RewardModel):
         level = self._level(level)
         logits, tau = self.episode_heads(batch, level, chunk)
         reading = self.readout(self.stage_belief(logits, level), tau, level)
-        return self.gated(reading, self.stack_views(batch)) if self.config.readout_gate else reading
+        return gate_sequence(reading, self.stack_views(batch), self.config.readout_gate, self.config.gate_floor)
 
     def stage_probs(self, batch: dict[str, Any], level: str | None = None, chunk: int = 4096) -> torch.Tensor:
         """(B, T, K) stage probabilities at every frame, over the same causal windows as ``progress``
@@ -475,7 +453,7 @@ class SARMStream(RewardStream):
         envs = torch.arange(self.n_envs, device=self.feats.device)
         new = torch.stack([self._view(observation, cam) for cam in cfg.cameras], dim=1)
         if cfg.readout_gate:  # vs the previous frame, read before the ring slot is overwritten
-            change = self.model.scene_change(self.feats[envs, (self.count - 1).clamp(min=0) % self.span], new)
+            change = scene_change(self.feats[envs, (self.count - 1).clamp(min=0) % self.span], new)
         self.feats[envs, slot] = new
         if self.state is not None:
             if cfg.state_key not in observation:
