@@ -91,12 +91,19 @@ def speed(models: list[str], work: Path, task: str) -> dict:
         row = {"stream_frames_per_s_8_envs": common.rate(step, 8)}
         if type(model).trained_by_gradient():
             data = type(model).training_samples(store, cfg, list(range(min(20, store.n_episodes))))
-            loader = iter(DataLoader(data, batch_size=8, shuffle=True, drop_last=True))
+            loader = DataLoader(data, batch_size=8, shuffle=True, drop_last=True)
+            batches = iter(loader)
             model.train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
             def train_step():
-                loss = model.loss(next(loader))["loss"]
+                nonlocal batches
+                try:
+                    batch = next(batches)
+                except StopIteration:  # a new epoch, as a training loop would start one
+                    batches = iter(loader)
+                    batch = next(batches)
+                loss = model.loss(batch)["loss"]
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
