@@ -131,7 +131,7 @@ def rewards_table(d):
           "(`<task>_mixed`, 80 training episodes, one look), evaluated in domain (its 20 held-out episodes) and on the "
           "held-out variants (20 unseen episodes each). Mean over training seeds. SARM with the robust readout; GRM fused "
           "(conservative); perceptual fitted from 10 expert demos on `blocks.5` features; the baselines per frame. "
-          "Figures as in the table above; `train s`: training or fit time on 2 cores (parallel jobs at 1 thread).\n")
+          "Rows `+randomised`: trained on `<task>_randomised` instead. Figures as in the table above; `train s`: training or fit time on 2 cores with another benchmark running (1 thread each; perceptual: mostly encoding its layer cache).\n")
     print("| task | model | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
           "| freeze rise (max) | MAE | train s | seeds |")
     print("|---" * 12 + "|")
