@@ -301,12 +301,15 @@ def test_reward_annotate(cached, reward_run, tmp_path, phase):
     model = reward_run / "model"
     straight = start(cli("reward", "annotate", "--model", model, "--dataset", ref), tmp_path / "straight.log")
     args = cli("reward", "annotate", "--model", model, "--dataset", out)
-    proc = start(args, tmp_path / "killed.log")
     if phase == "encoding":
-        marker, delay = out / "features" / FEATURE_KEY / "zarr.json", rng.uniform(0.0, 1.0)
+        # At an exact point: after block m of the cache it builds (512 frames a block) is written,
+        # before its `done` counter (a timer after the first block let a fast run finish first).
+        m = int(rng.integers(1, (EpisodeStore(out).n_frames - 1) // 512 + 2))
+        killed_at_point(start(args, tmp_path / "killed.log", kill_at=f"cache.block_written:{m}"), tmp_path / "killed.log")
     else:
+        proc = start(args, tmp_path / "killed.log")
         marker, delay = out / "progress" / "sarm" / "zarr.json", rng.uniform(0.0, 0.01)
-    kill_when(proc, tmp_path / "killed.log", marker.is_file, float(delay))
+        kill_when(proc, tmp_path / "killed.log", marker.is_file, float(delay))
     assert not (out.parent / "pp.sarm_progress.parquet").exists()  # written last: the kill came before
     run(args, tmp_path / "rerun.log")
     finish(straight, tmp_path / "straight.log")
