@@ -24,7 +24,6 @@ import torch
 from matplotlib.figure import Figure
 
 from ..data.cache import ensure_features
-from ..data.schema import StoreError
 from ..data.store import EpisodeStore
 from ..errors import RoborewardError
 from ..rewards.annotate import (

@@ -15,7 +15,8 @@ from ..config import ConfigError
 from ..data.cache import cached_features
 from ..data.schema import StoreError
 from ..data.store import EpisodeStore
-from .base import RewardModelConfig
+from ..errors import RoborewardError
+from .base import RewardModelConfig, RewardStream
 from .targets import selected_episodes
 
 
@@ -117,8 +118,6 @@ def episode_batch(store: EpisodeStore, config: Any, episodes: Sequence[int]) -> 
 def observation_features(observation: dict[str, Any], camera: str, n_envs: int, dim: int, encoder: Any = None) -> torch.Tensor:
     """One view's features (n_envs, dim) float for a stream step: ``features.<camera>`` as given, or
     raw uint8 frames ``<camera>`` (n_envs, H, W, 3) encoded once by ``encoder``."""
-    from ..errors import RoborewardError
-
     value = observation.get(f"features.{camera}", observation.get(camera))
     if value is None:
         raise RoborewardError(f"observation has neither 'features.{camera}' nor {camera!r}")
@@ -135,8 +134,6 @@ def observation_features(observation: dict[str, Any], camera: str, n_envs: int, 
 def batch_views(batch: dict[str, Any], config: FeatureRewardConfig, device, prefix: str = "", who: str = "the model") -> torch.Tensor:
     """``<prefix>features.<camera>`` (..., D) of every configured camera stacked to (..., V, D) float
     on ``device``; a missing camera or a wrong feature size is one line."""
-    from ..errors import RoborewardError
-
     views = []
     for cam in config.cameras:
         key = f"{prefix}features.{cam}"
@@ -153,8 +150,6 @@ def batch_state(batch: dict[str, Any], config: FeatureRewardConfig, device, key:
                 lead: int = 2) -> torch.Tensor | None:
     """The state vector ``key`` (default ``config.state_key``) as float (first ``lead`` dims kept,
     the rest flattened); None for a model without state."""
-    from ..errors import RoborewardError
-
     if config.state_key is None:
         return None
     key = key or config.state_key
@@ -167,8 +162,6 @@ def batch_state(batch: dict[str, Any], config: FeatureRewardConfig, device, key:
 def task_ids(config: FeatureRewardConfig, tasks: Sequence[str] | str, n: int, device, hint: str = "") -> torch.Tensor:
     """Per-sample ids (n,) of ``tasks`` (one string for all, or one per sample) in ``config.tasks``;
     a task the model never saw is one line naming the known ones."""
-    from ..errors import RoborewardError
-
     index = {t: i for i, t in enumerate(config.tasks)}
     tasks = [tasks] * n if isinstance(tasks, str) else list(tasks)
     unknown = [t for t in tasks if t not in index]
@@ -208,3 +201,30 @@ def check_gate(config: Any) -> None:
     for name in ("readout_gate", "gate_floor"):
         if not 0.0 <= getattr(config, name) < 10.0:
             raise ConfigError(f"{name} must be in [0, 10) (an RMS feature change; 0 = off), got {getattr(config, name)}")
+
+
+class FrameStream(RewardStream):
+    """Online progress of a model without history (the baselines, perceptual rewards): each step
+    reads (or encodes once) the new frame of each env as a one-frame ``progress`` batch and returns
+    its value; ``reset`` has nothing to forget."""
+
+    def __init__(self, model: Any, n_envs: int, encoder: Any = None):
+        super().__init__(n_envs)
+        self.model, self.encoder = model, encoder
+
+    def reset(self, i: int | Sequence[int] | None = None) -> None:
+        self._env_ids(i)  # checks the ids
+
+    @torch.no_grad()
+    def step(self, observation: dict[str, Any], task: str | Sequence[str]) -> torch.Tensor:
+        cfg = self.model.config
+        batch: dict[str, Any] = {
+            f"features.{cam}": observation_features(observation, cam, self.n_envs, cfg.feature_dim, self.encoder)[:, None]
+            for cam in cfg.cameras
+        }
+        if cfg.state_key is not None:
+            if cfg.state_key not in observation:
+                raise RoborewardError(f"observation has no {cfg.state_key!r}; the model was trained with state")
+            batch[cfg.state_key] = torch.as_tensor(observation[cfg.state_key]).float().reshape(self.n_envs, 1, -1)
+        batch["task"] = self._tasks(task)
+        return self.model.progress(batch)[:, 0]

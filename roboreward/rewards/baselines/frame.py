@@ -20,9 +20,8 @@ from torch.utils.data import Dataset
 from ...config import ConfigError
 from ...data.sampler import ClipConfig, ClipDataset
 from ...data.store import EpisodeStore
-from ...errors import RoborewardError
-from ..base import RewardModel, RewardStream
-from ..features import FeatureRewardConfig, batch_state, batch_views, observation_features, task_ids
+from ..base import RewardModel
+from ..features import FeatureRewardConfig, FrameStream, batch_state, batch_views, task_ids
 
 TARGET = "frame_target"
 
@@ -120,35 +119,9 @@ class FrameRewardModel(RewardModel, abstract=True):
         logit = self.logits(*self._inputs(batch))
         return self.frame_loss(logit, torch.as_tensor(batch[TARGET], device=self.device).float())
 
-    def stream(self, n_envs: int, encoder: Any = None) -> "FrameStream":
+    def stream(self, n_envs: int, encoder: Any = None) -> FrameStream:
         return FrameStream(self, n_envs, encoder)
 
     @classmethod
     def training_samples(cls, store: EpisodeStore, config: FrameRewardConfig, episodes: list[int]) -> FrameDataset:
         return FrameDataset(store, config, episodes, cls.frame_targets(store, config, list(episodes)))
-
-
-class FrameStream(RewardStream):
-    """Online progress of a per-frame model: each step reads (or encodes once) the new frame of each
-    env and returns its value; no history, so ``reset`` has nothing to forget."""
-
-    def __init__(self, model: FrameRewardModel, n_envs: int, encoder: Any = None):
-        super().__init__(n_envs)
-        self.model, self.encoder = model, encoder
-
-    def reset(self, i: int | Sequence[int] | None = None) -> None:
-        self._env_ids(i)  # checks the ids
-
-    @torch.no_grad()
-    def step(self, observation: dict[str, Any], task: str | Sequence[str]) -> torch.Tensor:
-        cfg = self.model.config
-        batch: dict[str, Any] = {
-            f"features.{cam}": observation_features(observation, cam, self.n_envs, cfg.feature_dim, self.encoder)[:, None]
-            for cam in cfg.cameras
-        }
-        if cfg.state_key is not None:
-            if cfg.state_key not in observation:
-                raise RoborewardError(f"observation has no {cfg.state_key!r}; the model was trained with state")
-            batch[cfg.state_key] = torch.as_tensor(observation[cfg.state_key]).float().reshape(self.n_envs, 1, -1)
-        batch["task"] = self._tasks(task)
-        return self.model.progress(batch)[:, 0]

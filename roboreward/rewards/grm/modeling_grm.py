@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -35,7 +34,8 @@ from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream, register_reward_model
 from ..features import batch_state, batch_views, gate_sequence, gate_step, observation_features, scene_change, task_ids
 from .configuration_grm import GRMConfig
-from .data_grm import ROLES, GRMPairs, StoreFrames, bin_centres, chain, two_hot
+from ...data.cache import cached_features
+from .data_grm import ROLES, GRMPairs, bin_centres, chain, two_hot
 
 
 @register_reward_model
@@ -69,7 +69,9 @@ class GRM(RewardModel):
     def set_references(self, store, episodes: Sequence[int]) -> None:
         """Reference start and goal of each task: the first and last frame of its first successful
         episode among ``episodes`` (its first episode where none succeeded)."""
-        frames = StoreFrames(store, self.config)
+        cfg = self.config
+        feats = cached_features(store, cfg.feature_key)
+        state = store.array(cfg.state_key) if cfg.state_key else None
         for task, k in self.task_index.items():
             eps = [e for e in episodes if store.episodes[e].task == task]
             if not eps:
@@ -77,10 +79,10 @@ class GRM(RewardModel):
             demo = next((e for e in eps if store.episodes[e].success), eps[0])
             start, end = store.episode_range(demo)
             for slot, frame in enumerate((start, end - 1)):
-                item = frames.item(frame, "x")
-                self.ref_features[k, slot] = torch.stack([item[f"x.features.{c}"] for c in self.config.cameras])
-                if self.config.state_key:
-                    self.ref_state[k, slot] = item["x.state"]
+                self.ref_features[k, slot] = torch.stack(
+                    [torch.from_numpy(np.asarray(feats[c][frame], np.float32)) for c in cfg.cameras])
+                if state is not None:
+                    self.ref_state[k, slot] = torch.from_numpy(np.asarray(state[frame], np.float32).reshape(-1))
 
     # ------------------------------------------------------------------ the hop model
     def tokens(self, feats: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
@@ -139,9 +141,10 @@ class GRM(RewardModel):
         return {"forward": hops[0].clamp(0.0, 1.0), "backward": (1 + hops[1]).clamp(0.0, 1.0), "step": step}
 
     def combine(self, forward: torch.Tensor, backward: torch.Tensor, incremental: torch.Tensor,
-                previous: torch.Tensor | None) -> torch.Tensor:
+                previous: torch.Tensor | None, first: torch.Tensor | None = None) -> torch.Tensor:
         """The configured mode's progress (B,) at one frame from the three readings and the last
-        fused value (None at an episode's first frame)."""
+        fused value (None at an episode's first frame; ``first`` (B,) marks the envs of a batch
+        that are at theirs, for which ``previous`` is ignored)."""
         cfg = self.config
         if cfg.mode == "forward":
             return forward
@@ -154,7 +157,8 @@ class GRM(RewardModel):
             return mean
         delta = (backward - forward).abs() / ((backward + forward) / 2).clamp_min(1e-3)
         weight = torch.exp(-cfg.consistency_alpha * delta.pow(2))
-        return previous + weight * (mean - previous)
+        value = previous + weight * (mean - previous)
+        return value if first is None else torch.where(first, mean, value)
 
     @torch.no_grad()
     def progress(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -291,9 +295,7 @@ class GRMStream(RewardStream):
         hops = model.hop(queries, ids.repeat(3)).reshape(3, self.n_envs)
         forward, backward = hops[0].clamp(0.0, 1.0), (1 + hops[1]).clamp(0.0, 1.0)
         incremental = torch.where(self.count >= g, chain(self.incremental[envs, slot], hops[2]), forward)
-        value = model.combine(forward, backward, incremental, None)
-        if cfg.mode == "fused" and cfg.fusion == "conservative":
-            value = torch.where(first, value, model.combine(forward, backward, incremental, self.value))
+        value = model.combine(forward, backward, incremental, self.value, first)
         self.tokens[envs, slot] = token
         self.incremental[envs, slot] = incremental
         self.value = value.clamp(0.0, 1.0)

@@ -31,8 +31,7 @@ from ...data.cache import cached_features
 from ...data.store import EpisodeStore
 from ...errors import RoborewardError
 from ..base import RewardModel, register_reward_model
-from ..baselines.frame import FrameStream
-from ..features import FeatureRewardConfig, batch_views
+from ..features import FeatureRewardConfig, FrameStream, batch_views
 
 FIT_REPORT = "fit_report.json"
 

@@ -153,7 +153,6 @@ class SARM(RewardModel):
         super().__init__(config)
         config.check_ready()
         d, n_views = config.d_model, len(config.cameras)
-        self.task_index = {t: i for i, t in enumerate(config.tasks)}
         # Per-view projection as one (V, D, d) weight: einsum applies each view's own map at once.
         self.feature_norm = nn.LayerNorm(config.feature_dim, elementwise_affine=False)
         self.view_proj = nn.Parameter(torch.randn(n_views, config.feature_dim, d) / config.feature_dim**0.5)
