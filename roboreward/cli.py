@@ -23,6 +23,7 @@ GROUP_HELP = {
     "reward": "reward models: train, eval, annotate",
     "bc": "behaviour cloning policies (RA-BC weighting): train",
     "sim": "simulated SO-101 tasks: evaluate policies",
+    "rl": "online RL in the sim tasks (SB3) with learned, oracle or sparse rewards: train, eval",
 }
 
 
@@ -457,6 +458,57 @@ def _sim_eval(args):
                         visual=visual)
     print(f"{args.task}: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
           f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}); {out / 'sim_eval.json'}")
+
+
+# ---------------------------------------------------------------------------------------- rl
+@command("rl", "train", "online RL (SB3 SAC/PPO) in a sim task, rewarded by a reward model, the oracle or success (resumes from <out>)")
+@arg("--out", required=True, type=Path, help="run folder: checkpoints/, model/, curves.json, tb/")
+@arg("--config", type=_existing_path, default=None, help="YAML of RLConfig fields (e.g. configs/rl/sac.yaml)")
+@arg("--task", default=None, help="pick_place, stack or drawer")
+@arg("--reward", default=None, help="reward model folder (roboreward reward train's <out>/model), oracle or sparse")
+@arg("--shaping", choices=("pbrs", "naive", "sparse"), default=None, help="how the reward model's progress becomes reward")
+@arg("--demos", type=_existing_path, default=None, help="store of demonstrations of the task: they seed the replay buffer")
+@arg("--bc-steps", type=_int_in(0), default=None, help="behaviour-clone the actor on the demos for this many steps first")
+@arg("--algo", choices=("sac", "ppo"), default=None)
+@arg("--steps", type=_int_in(1), default=None, help="env steps in total")
+@arg("--envs", type=_int_in(1, 64), default=None, help="envs stepped together")
+@arg("--gamma", type=float, default=None, help="the learner's discount (also the shaping discount)")
+@arg("--seed", type=_int_in(0), default=None)
+def _rl_train(args):
+    from .config import check_fields, from_dict, load_config
+    from .rl.train import RLConfig, steps_to, train_rl
+
+    base = load_config(RLConfig, args.config)
+    changes = {k: v for k, v in (("task", args.task), ("reward", args.reward), ("shaping", args.shaping),
+                                  ("demos", None if args.demos is None else str(args.demos)), ("bc_steps", args.bc_steps),
+                                  ("algo", args.algo), ("steps", args.steps), ("n_envs", args.envs),
+                                  ("gamma", args.gamma), ("seed", args.seed)) if v is not None}
+    config = from_dict(RLConfig, check_fields(RLConfig, {**dataclasses.asdict(base), **changes}), where="rl config")
+    r = train_rl(config, args.out)
+    reached = steps_to(r["curve"])
+    final = r["final"]
+    print(f"{config.task} {config.scheme}: true success {final['eval_success']:.2f} after {r['steps']} env steps "
+          f"(95% CI {final['eval_ci95'][0]:.2f}-{final['eval_ci95'][1]:.2f}); 80% reached at "
+          f"{reached if reached is not None else 'not reached'}; policy {args.out / 'model'}")
+
+
+@command("rl", "eval", "roll an rl train policy out: true success with a 95% interval, videos")
+@arg("--policy", required=True, type=_existing_path, help="rl train run folder (or its model/)")
+@arg("--episodes", type=_int_in(1), default=20)
+@arg("--envs", type=_int_in(1, 64), default=4)
+@arg("--videos", type=_int_in(0), default=2)
+@arg("--seed", type=_int_in(0), default=100_000, help="first rollout seed (far from the training envs' seeds)")
+@arg("--out", type=Path, default=None, help="output folder (default <policy>/rl_eval)")
+def _rl_eval(args):
+    from .rl.train import load_policy, rollout_success
+
+    algo, config = load_policy(args.policy)
+    out = args.out or args.policy / "rl_eval"
+    out.mkdir(parents=True, exist_ok=True)
+    r = rollout_success(algo, config, args.episodes, seed=args.seed, n_envs=args.envs, videos=args.videos, out=out)
+    (out / "rl_eval.json").write_text(json.dumps(r, indent=2))
+    print(f"{config.task}: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
+          f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}); {out / 'rl_eval.json'}")
 
 
 # ---------------------------------------------------------------------------------------- demo

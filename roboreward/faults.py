@@ -7,7 +7,9 @@ the case outside tests, a check costs one environment lookup. Points:
 
 - ``store.arrays_written``: an episode's arrays are written, its commit record not yet;
 - ``store.committed``: an episode's commit record was just written;
-- ``cache.block_written``: a block of features is written, the cache's ``done`` counter not yet.
+- ``cache.block_written``: a block of features is written, the cache's ``done`` counter not yet;
+- ``rl.checkpoint_files``: an RL checkpoint's files are written in its temporary folder, not yet renamed;
+- ``rl.checkpoint_committed``: an RL checkpoint folder was just renamed into place (pointer not yet updated).
 """
 from __future__ import annotations
 

@@ -69,7 +69,10 @@ class RewardStream:
 
     ``step(observation, task)`` takes one new frame per env (cached features or raw frames, per
     the model) and returns progress (n_envs,); ``reset(i)`` forgets env i's history (call it when
-    env i starts a new episode, before stepping it).
+    env i starts a new episode, before stepping it). ``step(observation, task, envs=ids)`` steps
+    only the envs ``ids`` (observation rows and tasks in that order; returns (len(ids),)), leaving
+    the others' histories untouched: a vector env that auto-resets one env feeds its first frame
+    alone.
     """
 
     def __init__(self, n_envs: int):
@@ -84,16 +87,18 @@ class RewardStream:
                 raise RoborewardError(f"env index {j} is out of range [0, {self.n_envs})")
         return ids
 
-    def _tasks(self, task: str | Sequence[str]) -> list[str]:
-        tasks = [task] * self.n_envs if isinstance(task, str) else list(task)
-        if len(tasks) != self.n_envs:
-            raise RoborewardError(f"got {len(tasks)} tasks for {self.n_envs} envs; pass one string or one per env")
+    def _tasks(self, task: str | Sequence[str], n: int | None = None) -> list[str]:
+        n = self.n_envs if n is None else n
+        tasks = [task] * n if isinstance(task, str) else list(task)
+        if len(tasks) != n:
+            raise RoborewardError(f"got {len(tasks)} tasks for {n} envs; pass one string or one per env")
         return tasks
 
     def reset(self, i: int | Sequence[int] | None = None) -> None:
         raise NotImplementedError
 
-    def step(self, observation: dict[str, Any], task: str | Sequence[str]) -> torch.Tensor:
+    def step(self, observation: dict[str, Any], task: str | Sequence[str],
+             envs: Sequence[int] | None = None) -> torch.Tensor:
         raise NotImplementedError
 
 

@@ -216,15 +216,17 @@ class FrameStream(RewardStream):
         self._env_ids(i)  # checks the ids
 
     @torch.no_grad()
-    def step(self, observation: dict[str, Any], task: str | Sequence[str]) -> torch.Tensor:
+    def step(self, observation: dict[str, Any], task: str | Sequence[str],
+             envs: Sequence[int] | None = None) -> torch.Tensor:
         cfg = self.model.config
+        n = len(self._env_ids(envs))
         batch: dict[str, Any] = {
-            f"features.{cam}": observation_features(observation, cam, self.n_envs, cfg.feature_dim, self.encoder)[:, None]
+            f"features.{cam}": observation_features(observation, cam, n, cfg.feature_dim, self.encoder)[:, None]
             for cam in cfg.cameras
         }
         if cfg.state_key is not None:
             if cfg.state_key not in observation:
                 raise RoborewardError(f"observation has no {cfg.state_key!r}; the model was trained with state")
-            batch[cfg.state_key] = torch.as_tensor(observation[cfg.state_key]).float().reshape(self.n_envs, 1, -1)
-        batch["task"] = self._tasks(task)
+            batch[cfg.state_key] = torch.as_tensor(observation[cfg.state_key]).float().reshape(n, 1, -1)
+        batch["task"] = self._tasks(task, n)
         return self.model.progress(batch)[:, 0]

@@ -97,6 +97,23 @@ def test_reward_model_contract(name, store, tmp_path):
     n_follow = len(got[2])
     torch.testing.assert_close(torch.stack(got[2]), model.progress(follow)[0, :n_follow], rtol=0, atol=1e-5)
 
+    # A subset of envs steps alone (SB3's auto-reset feeds one env's first frame by itself): env 1
+    # advances on every other step only, and each env still reads its own episode's progress.
+    stream, seen = model.stream(2), {0: [], 1: []}
+    k = 0
+    for t in range(lengths[0]):
+        ids = [0, 1] if t % 2 == 0 and k < lengths[1] else [0]
+        rows = [(0, t)] + ([(1, k)] if len(ids) == 2 else [])
+        obs = {key: torch.stack([value[row, frame] for row, frame in rows]) for key, value in batch.items()
+               if torch.is_tensor(value) and key != "lengths"}
+        values = stream.step(obs, [batch["task"][row] for row, _ in rows], envs=ids)
+        assert values.shape == (len(ids),)
+        for env, value in zip(ids, values):
+            seen[env].append(value)
+        k += len(ids) == 2
+    torch.testing.assert_close(torch.stack(seen[0]), ref[0, : lengths[0]], rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.stack(seen[1]), ref[1, :k], rtol=0, atol=1e-5)
+
     # Evaluation: the figures `reward eval` writes.
     metrics = evaluate_reward(model, store.path, tmp_path / "eval", episodes=TRAIN + VAL, videos=0, plots=1)
     assert np.isfinite(metrics["voc"]) and np.isfinite(metrics["auroc"])

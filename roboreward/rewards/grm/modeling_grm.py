@@ -273,35 +273,39 @@ class GRMStream(RewardStream):
         self.count[self._env_ids(i)] = 0
 
     @torch.no_grad()
-    def step(self, observation: dict[str, Any], task: str | Sequence[str]) -> torch.Tensor:
+    def step(self, observation: dict[str, Any], task: str | Sequence[str],
+             envs: Sequence[int] | None = None) -> torch.Tensor:
         model, cfg = self.model, self.model.config
-        feats = torch.stack([observation_features(observation, cam, self.n_envs, cfg.feature_dim, self.encoder)
+        envs = torch.tensor(self._env_ids(envs), dtype=torch.long, device=model.device)
+        n = len(envs)
+        feats = torch.stack([observation_features(observation, cam, n, cfg.feature_dim, self.encoder)
                              for cam in cfg.cameras], dim=1).to(model.device)
         state = None
         if cfg.state_key:
             if cfg.state_key not in observation:
                 raise RoborewardError(f"observation has no {cfg.state_key!r}; the model was trained with state")
-            state = torch.as_tensor(observation[cfg.state_key], device=model.device).float().reshape(self.n_envs, -1)
-        ids = model.task_indices(self._tasks(task), self.n_envs)
+            state = torch.as_tensor(observation[cfg.state_key], device=model.device).float().reshape(n, -1)
+        ids = model.task_indices(self._tasks(task, n), n)
         token = model.tokens(feats, state)
-        g, envs = cfg.incremental_gap, torch.arange(self.n_envs, device=model.device)
-        slot = self.count % g
-        first = self.count == 0
-        old = torch.where((self.count >= g)[:, None], self.tokens[envs, slot], token)
+        g, count = cfg.incremental_gap, self.count[envs]
+        slot = count % g
+        first = count == 0
+        old = torch.where((count >= g)[:, None], self.tokens[envs, slot], token)
         refs = model.tokens(model.ref_features[ids], model.ref_state[ids] if cfg.state_key else None)
         start, goal = refs[:, 0], refs[:, 1]
         queries = torch.cat([torch.stack([start, goal, start, token], 1), torch.stack([start, goal, goal, token], 1),
                              torch.stack([start, goal, old, token], 1)])
-        hops = model.hop(queries, ids.repeat(3)).reshape(3, self.n_envs)
+        hops = model.hop(queries, ids.repeat(3)).reshape(3, n)
         forward, backward = hops[0].clamp(0.0, 1.0), (1 + hops[1]).clamp(0.0, 1.0)
-        incremental = torch.where(self.count >= g, chain(self.incremental[envs, slot], hops[2]), forward)
-        value = model.combine(forward, backward, incremental, self.value, first)
+        incremental = torch.where(count >= g, chain(self.incremental[envs, slot], hops[2]), forward)
+        value = model.combine(forward, backward, incremental, self.value[envs], first).clamp(0.0, 1.0)
         self.tokens[envs, slot] = token
         self.incremental[envs, slot] = incremental
-        self.value = value.clamp(0.0, 1.0)
-        out = self.value
+        self.value[envs] = value
+        out = value
         if cfg.readout_gate:
-            out = torch.where(first, out, gate_step(self.gated, out, scene_change(self.last, feats), cfg.readout_gate, cfg.gate_floor))
-        self.gated, self.last = out, feats
-        self.count += 1
+            out = torch.where(first, out, gate_step(self.gated[envs], out, scene_change(self.last[envs], feats),
+                                                    cfg.readout_gate, cfg.gate_floor))
+        self.gated[envs], self.last[envs] = out, feats
+        self.count[envs] = count + 1
         return out

@@ -440,37 +440,42 @@ class SARMStream(RewardStream):
     def reset(self, i: int | Sequence[int] | None = None) -> None:
         self.count[self._env_ids(i)] = 0
 
-    def _view(self, observation: dict[str, Any], cam: str) -> torch.Tensor:
+    def _view(self, observation: dict[str, Any], cam: str, n: int) -> torch.Tensor:
         cfg = self.model.config
-        return observation_features(observation, cam, self.n_envs, cfg.feature_dim, self.encoder).to(self.feats.device)
+        return observation_features(observation, cam, n, cfg.feature_dim, self.encoder).to(self.feats.device)
 
     @torch.no_grad()
-    def step(self, observation: dict[str, Any], task: str | Sequence[str]) -> torch.Tensor:
+    def step(self, observation: dict[str, Any], task: str | Sequence[str],
+             envs: Sequence[int] | None = None) -> torch.Tensor:
         cfg = self.model.config
-        tasks = self.model.task_indices(self._tasks(task))
-        slot = self.count % self.span
-        envs = torch.arange(self.n_envs, device=self.feats.device)
-        new = torch.stack([self._view(observation, cam) for cam in cfg.cameras], dim=1)
+        envs = torch.tensor(self._env_ids(envs), dtype=torch.long, device=self.feats.device)
+        n = len(envs)
+        tasks = self.model.task_indices(self._tasks(task, n))
+        count = self.count[envs]
+        slot = count % self.span
+        new = torch.stack([self._view(observation, cam, n) for cam in cfg.cameras], dim=1)
         if cfg.readout_gate:  # vs the previous frame, read before the ring slot is overwritten
-            change = scene_change(self.feats[envs, (self.count - 1).clamp(min=0) % self.span], new)
+            change = scene_change(self.feats[envs, (count - 1).clamp(min=0) % self.span], new)
         self.feats[envs, slot] = new
         if self.state is not None:
             if cfg.state_key not in observation:
                 raise RoborewardError(f"observation has no {cfg.state_key!r}; the model was trained with state")
-            self.state[envs, slot] = torch.as_tensor(observation[cfg.state_key], device=self.state.device).float().reshape(self.n_envs, -1)
-        self.count += 1
+            self.state[envs, slot] = torch.as_tensor(observation[cfg.state_key], device=self.state.device).float().reshape(n, -1)
+        count = count + 1
+        self.count[envs] = count
         # Frame numbers of the window ending at the newest frame; those before the episode start are
         # padding and read frame 0, which the ring still holds (it is < span frames old then).
-        frame = (self.count - 1)[:, None] + self.model.offsets[None, :]
+        frame = (count - 1)[:, None] + self.model.offsets[None, :]
         pad = frame < 0
         ring = frame.clamp(min=0) % self.span
         w_feats = self.feats[envs[:, None], ring]
         w_state = None if self.state is None else self.state[envs[:, None], ring]
         heads = self.model.window_heads(w_feats, w_state, tasks, pad, self.level)
-        first = self.count == 1
-        self.belief = self.model.filter_step(self.belief, heads[:, 0].softmax(-1), first, self.level)
-        reading = self.model.readout(self.belief, heads[:, 1], self.level)
+        first = count == 1
+        belief = self.model.filter_step(self.belief[envs], heads[:, 0].softmax(-1), first, self.level)
+        self.belief[envs] = belief
+        reading = self.model.readout(belief, heads[:, 1], self.level)
         if cfg.readout_gate:
-            reading = torch.where(first, reading, gate_step(self.value, reading, change, cfg.readout_gate, cfg.gate_floor))
-        self.value = reading
+            reading = torch.where(first, reading, gate_step(self.value[envs], reading, change, cfg.readout_gate, cfg.gate_floor))
+        self.value[envs] = reading
         return reading

@@ -1,0 +1,79 @@
+"""The sim tasks as RL environments: a bounded joint-delta action space and the vector env SB3 learns in.
+
+SO101Env takes absolute joint targets in LeRobot units over the joints' whole range: a random
+action jumps the arm across its workspace every 33 ms, which no exploration survives. RL acts
+through ``JointDeltaAction`` instead: an action in [-1, 1]^6 moves the commanded joint targets by
+at most ``max_step`` per control step (5 deg per step = 150 deg/s for the arm, 10 gripper units),
+integrated from the pose at reset and clipped to the joint limits; a zero action holds the
+command. The command is part of the observation (``observation.target``), so the policy's input
+stays Markov. What reaches the env, and from there a real arm, is still an absolute
+``so101_follower`` target in degrees.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from ..errors import RoborewardError
+
+TARGET_KEY = "observation.target"
+POLICY_KEYS = ("observation.state", TARGET_KEY, "observation.environment_state")
+"""What an RL policy sees by default: joint state, the commanded targets and the objects' poses
+(privileged, like LeRobot's sim datasets); the reward model sees the cameras."""
+
+
+class JointDeltaAction(gym.Wrapper):
+    """Actions in [-1, 1]^6 move the commanded joint targets by up to ``max_step`` (LeRobot units
+    per control step); the command is added to the observation as ``observation.target``."""
+
+    def __init__(self, env: gym.Env, max_step: Sequence[float] = (5.0, 5.0, 5.0, 5.0, 5.0, 10.0)):
+        super().__init__(env)
+        from ..sim.robot import HIGH, LOW
+
+        self.max_step = np.asarray(max_step, np.float32)
+        if self.max_step.shape != (6,) or not np.all(self.max_step > 0):
+            raise RoborewardError(f"max_step must be 6 positive numbers (deg, gripper units per step), got {max_step}")
+        self.low, self.high = LOW, HIGH
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
+        self.observation_space = gym.spaces.Dict({**env.observation_space.spaces,
+                                                  TARGET_KEY: gym.spaces.Box(LOW, HIGH, dtype=np.float32)})
+        self.target = np.zeros(6, np.float32)
+
+    def _observe(self, obs: dict) -> dict:
+        return {**obs, TARGET_KEY: self.target.copy()}
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.target = np.asarray(obs["observation.state"], np.float32).copy()
+        return self._observe(obs), info
+
+    def step(self, action):
+        action = np.asarray(action, np.float32)
+        if action.shape != (6,) or not np.all(np.isfinite(action)):
+            raise RoborewardError(f"action must be 6 finite numbers in [-1, 1], got {action!r}")
+        self.target = np.clip(self.target + np.clip(action, -1.0, 1.0) * self.max_step, self.low, self.high)
+        obs, reward, terminated, truncated, info = self.env.step(self.target)
+        return self._observe(obs), reward, terminated, truncated, info
+
+    def action_for(self, target: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """The action in [-1, 1]^6 that moves the command from ``previous`` towards absolute joint
+        ``target`` (LeRobot units), as far as one step allows: how demonstrations become RL actions."""
+        return np.clip((np.asarray(target, np.float32) - previous) / self.max_step, -1.0, 1.0)
+
+
+def make_env(task: str, cameras: Sequence[str] = (), image_size: int = 96, max_episode_steps: int = 200,
+             task_config: dict | None = None, visual: dict | None = None, max_step=None) -> gym.Env:
+    """One RL env: SO101Env with termination on success, rendering ``cameras`` (short names:
+    front, wrist) for the reward model, behind ``JointDeltaAction``."""
+    from ..sim.env import EnvConfig, SO101Env
+
+    env = SO101Env(EnvConfig(task=task, image_size=image_size, cameras=tuple(cameras), max_episode_steps=max_episode_steps,
+                             terminate_on_success=True, task_config=task_config or None, visual=visual or None))
+    return JointDeltaAction(env) if max_step is None else JointDeltaAction(env, max_step)
+
+
+def camera_names(keys: Sequence[str]) -> list[str]:
+    """``observation.images.front`` -> ``front``, for the env's ``cameras`` option."""
+    return [k.removeprefix("observation.images.") for k in keys]

@@ -1,0 +1,629 @@
+"""Online RL in the sim tasks with Stable-Baselines3, rewarded by any scheme of ``roboreward.shaping``.
+
+``train_rl(config, out)`` builds ``n_envs`` sim envs (cameras only where the reward model reads
+them), wraps them in ``ShapedRewardVecEnv``, optionally seeds the replay buffer with a store's
+demonstrations (rewarded by the same scheme, so every scheme gets the same demos) and pretrains the
+actor on them by behaviour cloning, then learns with SB3 (SAC by default, PPO available).
+
+Run folder::
+
+    <out>/rl_config.json          the run's config (resume refuses a different one)
+    <out>/checkpoints/step_<N>/   policy.safetensors, optimizers.pt, replay.npz, state.json
+    <out>/checkpoints/latest      name of the newest complete checkpoint
+    <out>/curves.json             deterministic evaluations of true success and training statistics
+    <out>/model/                  the final policy: config.json + policy.safetensors
+    <out>/tb/                     TensorBoard logs (SB3's and the reward terms)
+
+Checkpoints are data, never pickles: network and optimizer tensors through safetensors and
+``torch.load(weights_only=True)``, the replay buffer as ``.npz`` read with ``allow_pickle=False``,
+counters as JSON. SB3's own ``.zip`` format pickles parts of the model and is not used. Every
+checkpoint folder is written beside its final name and renamed into place, so a run killed at any
+point (kill -9 included) resumes from its newest complete checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+from ..config import ConfigError, from_dict
+from ..errors import RoborewardError
+from ..faults import kill_point
+from ..shaping import ShapedRewardVecEnv, ShapingConfig, ZeroPotential, make_potential
+from ..training import save_dir_atomic, write_atomic_text
+from .envs import POLICY_KEYS, camera_names, make_env
+
+ALGOS = ("sac", "ppo")
+CHECKPOINTS, LATEST = "checkpoints", "latest"
+POLICY_FILE, OPTIM_FILE, REPLAY_FILE, STATE_FILE = "policy.safetensors", "optimizers.pt", "replay.npz", "state.json"
+RESUME_FREE = ("steps", "eval_every", "checkpoint_every", "progress")
+"""Config fields a resumed run may change: how long it runs and how often it reports."""
+
+
+class RLError(RoborewardError):
+    pass
+
+
+@dataclass
+class RLConfig:
+    task: str = "pick_place"
+    """Sim task (pick_place, stack, drawer)."""
+    reward: str = "sparse"
+    """A reward model folder, ``oracle`` (the simulator's progress) or ``sparse`` (success only)."""
+    shaping: str = "pbrs"
+    """pbrs or naive over the reward (ignored for ``reward: sparse``)."""
+    algo: str = "sac"
+    """SB3 algorithm: sac (off-policy, replay buffer, demos) or ppo."""
+    steps: int = 50_000
+    """Env steps in total (all envs together)."""
+    n_envs: int = 4
+    """Envs stepped together; the reward model streams all of them in one call per step."""
+    seed: int = 0
+    gamma: float = 0.99
+    """The learner's discount, which is also the shaping discount (pbrs needs them equal)."""
+    gold: str = "task"
+    """r_gold from the task's success (``task``) or from the reward model (``potential``: Phi >= 1 - delta)."""
+    delta: float = 0.05
+    shaping_scale: float = 1.0
+    """Weight of the shaping term."""
+    max_episode_steps: int = 200
+    """Time limit (control steps at 30 Hz): a truncation, where the learner bootstraps."""
+    task_config: dict = field(default_factory=dict)
+    """Overrides of the task's default config (object ranges...), as in dataset recipes."""
+    image_size: int | None = None
+    """Camera size (px) rendered for the reward model; None: the model's encoder input size."""
+    demos: str | None = None
+    """A store of demonstrations of the task: their transitions seed the replay buffer."""
+    demo_episodes: int = 20
+    """How many of the store's successful episodes to use (the first ones)."""
+    bc_steps: int = 0
+    """Gradient steps of behaviour cloning of the actor on the demos before RL (0: none)."""
+    learning_rate: float = 3e-4
+    batch_size: int = 256
+    buffer_size: int = 300_000
+    learning_starts: int = 1000
+    """Env steps of the initial policy before learning starts (demo transitions do not count)."""
+    updates_per_step: float = 1.0
+    """Gradient steps per env step (SAC)."""
+    ent_coef: str = "auto"
+    """SAC's entropy coefficient: ``auto``, ``auto_<init>`` or a number."""
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    eval_every: int = 5000
+    """Env steps between deterministic evaluations of true success."""
+    eval_episodes: int = 10
+    checkpoint_every: int = 5000
+    progress: bool = True
+    """Show a progress bar with the running success rate."""
+
+    def __post_init__(self):
+        if self.algo not in ALGOS:
+            raise ConfigError(f"algo {self.algo!r} unknown; choose from {', '.join(ALGOS)}")
+        if self.shaping not in ("pbrs", "naive", "sparse"):
+            raise ConfigError(f"shaping {self.shaping!r} unknown; choose pbrs, naive or sparse")
+        for name in ("steps", "n_envs", "max_episode_steps", "demo_episodes", "batch_size", "buffer_size",
+                     "eval_every", "eval_episodes", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+        if self.bc_steps < 0 or self.learning_starts < 0 or self.updates_per_step <= 0:
+            raise ConfigError("bc_steps and learning_starts must be >= 0, updates_per_step > 0")
+        if self.demos is not None and self.algo != "sac":
+            raise ConfigError("demos seed a replay buffer; use them with algo: sac")
+        self.shaping_config()  # validates gamma, gold, delta
+
+    @property
+    def scheme(self) -> str:
+        if self.reward == "sparse" or self.shaping == "sparse":
+            return "sparse"
+        if self.reward == "oracle":
+            if self.shaping != "pbrs":
+                raise ConfigError("reward: oracle goes with shaping: pbrs (oracle_pbrs, the upper reference)")
+            return "oracle_pbrs"
+        return self.shaping
+
+    def shaping_config(self) -> ShapingConfig:
+        return ShapingConfig(scheme=self.scheme, gamma=self.gamma, gold=self.gold, delta=self.delta, scale=self.shaping_scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_reward_model(path: str | os.PathLike):
+    """A reward model folder (config.json + model.safetensors), or one line saying what it is not."""
+    from ..rewards import RewardModel
+    from ..rewards.base import CheckpointError
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise RLError(f"--reward {path}: not a reward model folder (no config.json); give roboreward reward train's "
+                      "<out>/model, 'oracle' or 'sparse'")
+    try:
+        return RewardModel.from_pretrained(path)
+    except (CheckpointError, RoborewardError) as exc:
+        raise RLError(f"--reward {path}: not a loadable reward model ({exc})") from None
+
+
+def model_image_size(model) -> int:
+    """The encoder input size a model's feature cache was made at (``<name>-<hash>-<size>px``)."""
+    import re
+
+    key = getattr(model.config, "feature_key", None) or ""
+    match = re.search(r"-(\d+)px(?:-|$)", key)
+    return int(match[1]) if match else 96
+
+
+def build_env(config: RLConfig, model=None, n_envs: int | None = None, shaping: ShapingConfig | None = None):
+    """The vector env of a run: sim envs (rendering the model's cameras) behind ``ShapedRewardVecEnv``."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from ..sim.env import ENV_IDS
+
+    if config.task not in ENV_IDS:
+        raise RLError(f"unknown task {config.task!r}; available: {sorted(ENV_IDS)}")
+    shaping = shaping or config.shaping_config()
+    n = n_envs or config.n_envs
+    cameras = camera_names(model.config.cameras) if (model is not None and shaping.potential == "model") else []
+    size = config.image_size or (model_image_size(model) if model is not None else 96)
+    from ..sim.tasks import make_task
+
+    instruction = make_task(config.task, config.task_config or None).instruction
+    venv = DummyVecEnv([lambda: make_env(config.task, cameras, size, config.max_episode_steps, config.task_config)
+                        for _ in range(n)])
+    try:
+        potential = make_potential(shaping, n, instruction, model if shaping.potential == "model" else None)
+        return ShapedRewardVecEnv(venv, shaping, potential, POLICY_KEYS)
+    except BaseException:
+        venv.close()
+        raise
+
+
+def _algo(config: RLConfig, venv, out: Path | None):
+    from stable_baselines3 import PPO, SAC
+
+    common = dict(gamma=config.gamma, learning_rate=config.learning_rate, seed=config.seed, device="cpu", verbose=0,
+                  policy_kwargs={"net_arch": list(config.net_arch)},
+                  tensorboard_log=None if out is None else str(out / "tb"))
+    if config.algo == "sac":
+        ent = config.ent_coef
+        try:
+            ent = float(ent)
+        except ValueError:
+            pass
+        return SAC("MlpPolicy", venv, buffer_size=config.buffer_size, learning_starts=config.learning_starts,
+                   batch_size=config.batch_size, train_freq=1,
+                   gradient_steps=max(1, round(config.updates_per_step * venv.num_envs)), ent_coef=ent, **common)
+    n_steps = max(64, 2048 // venv.num_envs)
+    return PPO("MlpPolicy", venv, n_steps=n_steps, batch_size=min(config.batch_size, n_steps * venv.num_envs), **common)
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+def _optimizers(algo) -> dict[str, torch.optim.Optimizer]:
+    opts = {"policy": algo.policy.optimizer} if hasattr(algo.policy, "optimizer") else {}
+    if hasattr(algo, "actor"):
+        opts = {"actor": algo.actor.optimizer, "critic": algo.critic.optimizer}
+        if getattr(algo, "ent_coef_optimizer", None) is not None:
+            opts["ent_coef"] = algo.ent_coef_optimizer
+    return opts
+
+
+def _tensors(algo) -> dict[str, torch.Tensor]:
+    tensors = {f"policy.{k}": v.detach().contiguous().clone() for k, v in algo.policy.state_dict().items()}
+    if getattr(algo, "log_ent_coef", None) is not None:
+        tensors["log_ent_coef"] = algo.log_ent_coef.detach().clone()
+    return tensors
+
+
+def _load_tensors(algo, tensors: dict[str, torch.Tensor]) -> None:
+    algo.policy.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
+    if "log_ent_coef" in tensors and getattr(algo, "log_ent_coef", None) is not None:
+        with torch.no_grad():
+            algo.log_ent_coef.copy_(tensors["log_ent_coef"])
+
+
+REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+def save_checkpoint(algo, out: Path, state: dict[str, Any]) -> Path:
+    from safetensors.torch import save_file
+
+    step = int(algo.num_timesteps)
+
+    def write(tmp: Path) -> None:
+        save_file(_tensors(algo), str(tmp / POLICY_FILE))
+        torch.save({k: o.state_dict() for k, o in _optimizers(algo).items()}, tmp / OPTIM_FILE)
+        rb = getattr(algo, "replay_buffer", None)
+        replay = {}
+        if rb is not None:
+            n = rb.buffer_size if rb.full else rb.pos
+            with open(tmp / REPLAY_FILE, "wb") as f:
+                np.savez(f, **{k: getattr(rb, k)[:n] for k in REPLAY_FIELDS})
+            replay = {"pos": int(rb.pos), "full": bool(rb.full), "size": int(n)}
+        meta = {**state, "num_timesteps": step, "n_updates": int(getattr(algo, "_n_updates", 0)),
+                "episode_num": int(getattr(algo, "_episode_num", 0)), "replay": replay}
+        (tmp / STATE_FILE).write_text(json.dumps(meta, indent=1))
+        kill_point("rl.checkpoint_files")
+
+    ckpts = out / CHECKPOINTS
+    ckpts.mkdir(parents=True, exist_ok=True)
+    dest = save_dir_atomic(ckpts / f"step_{step}", write)
+    kill_point("rl.checkpoint_committed")
+    write_atomic_text(ckpts / LATEST, dest.name)
+    for old in sorted((p for p in ckpts.iterdir() if p.is_dir() and p.name.startswith("step_") and p != dest),
+                      key=lambda p: int(p.name[5:]) if p.name[5:].isdigit() else -1)[:-1]:
+        shutil.rmtree(old, ignore_errors=True)  # keep the newest two
+    return dest
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / POLICY_FILE).is_file() and (folder / STATE_FILE).is_file() and (folder / OPTIM_FILE).is_file()
+
+
+def latest_checkpoint(out: str | os.PathLike) -> Path | None:
+    """The newest complete ``step_<N>`` folder of run ``out`` (the pointer may lag a kill)."""
+    ckpts = Path(out) / CHECKPOINTS
+    if not ckpts.is_dir():
+        return None
+    found = [p for p in ckpts.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit() and _complete(p)]
+    return max(found, key=lambda p: int(p.name[5:])) if found else None
+
+
+def load_checkpoint(algo, folder: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    try:
+        meta = json.loads((folder / STATE_FILE).read_text())
+        _load_tensors(algo, load_file(str(folder / POLICY_FILE)))
+        optims = torch.load(folder / OPTIM_FILE, weights_only=True)
+        for k, opt in _optimizers(algo).items():
+            opt.load_state_dict(optims[k])
+        rb = getattr(algo, "replay_buffer", None)
+        if rb is not None and meta.get("replay"):
+            with np.load(folder / REPLAY_FILE, allow_pickle=False) as z:
+                n = meta["replay"]["size"]
+                for k in REPLAY_FIELDS:
+                    getattr(rb, k)[:n] = z[k]
+            rb.pos, rb.full = meta["replay"]["pos"], meta["replay"]["full"]
+    except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
+        raise RLError(f"checkpoint {folder} is unreadable ({type(exc).__name__}: {exc}); delete it to resume "
+                      "from the one before") from None
+    algo.num_timesteps = int(meta["num_timesteps"])
+    algo._n_updates = int(meta.get("n_updates", 0))
+    algo._episode_num = int(meta.get("episode_num", 0))
+    return meta
+
+
+def _check_resume(out: Path, config: RLConfig) -> None:
+    path = out / "rl_config.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    now = json.loads(json.dumps(config.to_dict()))
+    for k in sorted(set(saved) | set(now)):
+        if k not in RESUME_FREE and saved.get(k) != now.get(k):
+            raise RLError(f"{out} holds a run with a different config ({k}: {saved.get(k)!r} there, {now.get(k)!r} now); "
+                          "use the same config to resume or a new output folder")
+
+
+# ---------------------------------------------------------------------------------------- demonstrations
+def demo_transitions(config: RLConfig, venv: ShapedRewardVecEnv, model=None) -> dict[str, np.ndarray]:
+    """Transitions of the store's first ``demo_episodes`` successful episodes in the RL env's spaces:
+    the policy observation (state, command, object poses), the joint-delta action that moves the
+    command towards the demo's target (clipped to one step), and the reward of the run's scheme
+    (Phi from the model's offline progress, which equals its stream, or the simulator's). Each
+    episode ends at its first successful frame, a true termination, as the RL env does."""
+    from ..data.store import EpisodeStore
+    from ..sim.tasks import make_task
+    from .envs import TARGET_KEY, JointDeltaAction
+
+    store = EpisodeStore.open(config.demos)
+    instruction = make_task(config.task, config.task_config or None).instruction
+    if instruction not in store.tasks:
+        raise RLError(f"--demos {config.demos}: its episodes are of tasks {sorted(store.tasks)}, not {config.task} "
+                      f"({instruction!r}); give a store of this task")
+    for key in ("observation.state", "observation.environment_state", "action", "gt.success"):
+        if key not in store.features:
+            raise RLError(f"--demos {config.demos}: no {key!r} (the RL policy needs it); record demos with the sim's "
+                          "environment state (roboreward data generate)")
+    episodes = [e for e, ep in enumerate(store.episodes) if ep.task == instruction and ep.success][: config.demo_episodes]
+    if not episodes:
+        raise RLError(f"--demos {config.demos}: no successful episode of {config.task}")
+    shaping = venv.shaper.config
+    phis = None
+    if shaping.potential == "model":
+        from ..data.cache import ensure_features
+        from ..rewards.annotate import episode_progress
+
+        if getattr(model.config, "feature_key", None):
+            ensure_features(config.demos, model.config.feature_key)
+            store = EpisodeStore.open(config.demos)
+        phis = episode_progress(model, store, episodes)
+    delta = JointDeltaAction.__new__(JointDeltaAction)
+    delta.max_step = np.asarray((5.0, 5.0, 5.0, 5.0, 5.0, 10.0), np.float32)
+    from ..sim.robot import HIGH, LOW
+
+    rows: dict[str, list] = {k: [] for k in ("obs", "next_obs", "action", "reward", "done")}
+    state_a, env_a, act_a = (store.array(k) for k in ("observation.state", "observation.environment_state", "action"))
+    succ_a = store.array("gt.success")
+    prog_a = store.array("gt.progress") if "gt.progress" in store.features else None
+    for j, e in enumerate(episodes):
+        s, end = store.episode_range(e)
+        state, env_state, action = (np.asarray(a[s:end], np.float32) for a in (state_a, env_a, act_a))
+        success = np.asarray(succ_a[s:end], bool)
+        first = int(np.argmax(success)) if success.any() else len(success) - 1
+        targets = [state[0].copy()]
+        acts = []
+        for t in range(first):
+            a = delta.action_for(action[t], targets[-1])
+            acts.append(a)
+            targets.append(np.clip(targets[-1] + a * delta.max_step, LOW, HIGH))
+        obs = venv.policy_obs({"observation.state": state[: first + 1], TARGET_KEY: np.stack(targets),
+                               "observation.environment_state": env_state[: first + 1]})
+        if phis is not None:
+            phi = np.asarray(phis[j][: first + 1], np.float64)
+        elif shaping.potential == "oracle" and prog_a is not None:
+            phi = np.asarray(prog_a[s:end][: first + 1], np.float64)
+        else:
+            phi = np.zeros(first + 1)
+        terminated = np.zeros(first, bool)
+        terminated[-1] = bool(success[first])
+        from ..shaping import shape
+
+        terms = shape(shaping, phi[:-1], phi[1:], success[1: first + 1], terminated)
+        rows["obs"].append(obs[:-1])
+        rows["next_obs"].append(obs[1:])
+        rows["action"].append(np.stack(acts))
+        rows["reward"].append(terms["reward"].astype(np.float32))
+        rows["done"].append(terminated)
+    return {k: np.concatenate(v) for k, v in rows.items()} | {"episodes": np.array(episodes)}
+
+
+def add_demos(algo, demos: dict[str, np.ndarray]) -> int:
+    """Put demo transitions into the SAC replay buffer (in rows of n_envs); returns how many."""
+    rb, n_envs = algo.replay_buffer, algo.replay_buffer.n_envs
+    total = len(demos["reward"]) // n_envs * n_envs
+    for i in range(0, total, n_envs):
+        sl = slice(i, i + n_envs)
+        rb.add(demos["obs"][sl], demos["next_obs"][sl], demos["action"][sl], demos["reward"][sl], demos["done"][sl],
+               [{"TimeLimit.truncated": False} for _ in range(n_envs)])
+    return total
+
+
+def behaviour_clone(algo, demos: dict[str, np.ndarray], steps: int, batch_size: int, seed: int) -> float:
+    """``steps`` of MSE between the actor's deterministic action and the demo actions; final loss."""
+    obs, act = torch.as_tensor(demos["obs"]), torch.as_tensor(demos["action"])
+    rng = np.random.default_rng(seed)
+    actor = algo.actor
+    loss = torch.tensor(float("nan"))
+    for _ in range(steps):
+        idx = torch.as_tensor(rng.integers(0, len(obs), batch_size))
+        loss = torch.nn.functional.mse_loss(actor(obs[idx], deterministic=True), act[idx])
+        actor.optimizer.zero_grad()
+        loss.backward()
+        actor.optimizer.step()
+    return float(loss)
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n_envs: int = 4,
+                    videos: int = 0, out: Path | None = None) -> dict[str, Any]:
+    """Deterministic rollouts of ``algo``'s policy in the plain task (true success only), seeds
+    ``seed``, ``seed + 1``, ...; the first ``videos`` rollouts written to ``<out>/videos``."""
+    from ..policies.evaluate import _write_video, wilson_interval
+
+    venv = build_env(config, None, min(n_envs, episodes), ShapingConfig(scheme="sparse", gamma=config.gamma))
+    results: list[dict[str, Any]] = []
+    try:
+        while len(results) < episodes:
+            n = min(venv.num_envs, episodes - len(results))
+            seeds = [seed + len(results) + i for i in range(venv.num_envs)]
+            venv.seed(seeds[0])  # env i's next reset uses seeds[0] + i
+            obs = venv.reset()
+            live, frames = np.ones(n, bool), [[] for _ in range(n)]
+            batch: list[dict[str, Any] | None] = [None] * n
+            while live.any():
+                for i in range(n):
+                    if live[i] and len(results) + i < videos:
+                        frames[i].append(np.concatenate([venv.venv.envs[i].unwrapped.render_camera(c, 128)
+                                                         for c in ("front", "wrist")], 1))
+                action, _ = algo.predict(obs, deterministic=True)
+                obs, _, dones, infos = venv.step(action)
+                for i in np.flatnonzero(dones[:n]):
+                    if live[i]:
+                        live[i] = False
+                        ep = infos[i]["episode_terms"]
+                        batch[i] = {"seed": seeds[i], "success": ep["success"], "steps": ep["length"]}
+            for i in range(n):
+                if frames[i] and out is not None:
+                    (out / "videos").mkdir(parents=True, exist_ok=True)
+                    _write_video(out / "videos" / f"rollout_{seeds[i]}.mp4", frames[i], 30.0)
+            results.extend(batch)
+    finally:
+        venv.close()
+    k = int(sum(r["success"] for r in results))
+    low, high = wilson_interval(k, len(results))
+    return {"task": config.task, "episodes": len(results), "successes": k, "success_rate": k / len(results),
+            "ci95": [low, high], "rollouts": results}
+
+
+# ---------------------------------------------------------------------------------------- the run
+class Monitor(BaseCallback):
+    """SB3 callback: progress bar, reward-term logging, periodic evaluation of true success and checkpoints."""
+
+    def __init__(self, config: RLConfig, out: Path, state: dict[str, Any]):
+        super().__init__()
+        self.config, self.out, self.state = config, out, state
+        self.recent = deque(maxlen=50)
+        self.bar = None
+        self.next_eval = (state.get("last_eval", 0) // config.eval_every + 1) * config.eval_every
+        self.next_ckpt = (state.get("last_ckpt", 0) // config.checkpoint_every + 1) * config.checkpoint_every
+        self.t0 = time.perf_counter()
+        self.steps0 = 0
+
+    def _on_training_start(self):
+        self.steps0 = self.num_timesteps
+        if self.config.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.config.steps, initial=self.num_timesteps, unit="step",
+                            desc=f"rl {self.config.task} {self.config.scheme}")
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            ep = info.get("episode_terms")
+            if ep is not None:
+                self.recent.append(ep)
+                self.state["episodes"] = self.state.get("episodes", 0) + 1
+                for k in ("return", "shaping_return", "final_progress"):
+                    self.logger.record_mean(f"reward/{k}", ep[k])
+                self.logger.record_mean("rollout/true_success", float(ep["success"]))
+        if self.bar is not None:
+            if self.recent and self.n_calls % 50 == 0:
+                self.bar.set_postfix(success=f"{np.mean([e['success'] for e in self.recent]):.2f}",
+                                     eval=f"{self.state['curve'][-1]['eval_success']:.2f}" if self.state["curve"] else "-",
+                                     refresh=False)
+            self.bar.update(min(self.num_timesteps, self.config.steps) - self.bar.n)
+        if self.num_timesteps >= self.next_eval or self.num_timesteps >= self.config.steps:
+            self.evaluate()
+        if self.num_timesteps >= self.next_ckpt:
+            self.checkpoint()
+        return True
+
+    def evaluate(self) -> None:
+        if self.state.get("last_eval") == self.num_timesteps:
+            return
+        elapsed = time.perf_counter() - self.t0
+        ev = rollout_success(self.model, self.config, self.config.eval_episodes)
+        self.t0 = time.perf_counter()  # evaluation time is not counted in the training rate
+        rate = (self.num_timesteps - self.steps0) / max(elapsed, 1e-9)
+        self.steps0 = self.num_timesteps
+        recent = list(self.recent)
+        row = {"step": int(self.num_timesteps), "eval_success": ev["success_rate"], "eval_ci95": ev["ci95"],
+               "train_success": float(np.mean([e["success"] for e in recent])) if recent else None,
+               "train_return": float(np.mean([e["return"] for e in recent])) if recent else None,
+               "train_shaping_return": float(np.mean([e["shaping_return"] for e in recent])) if recent else None,
+               "train_final_progress": float(np.mean([e["final_progress"] for e in recent])) if recent else None,
+               "env_steps_per_s": rate, "episodes": self.state.get("episodes", 0)}
+        self.state["curve"].append(row)
+        self.state["last_eval"] = int(self.num_timesteps)
+        self.next_eval = (self.num_timesteps // self.config.eval_every + 1) * self.config.eval_every
+        if getattr(self.model, "_logger", None) is not None:  # absent when no learn() ran in this process
+            self.logger.record("eval/true_success", ev["success_rate"])
+        write_atomic_text(self.out / "curves.json", json.dumps({"config": self.config.to_dict(), "curve": self.state["curve"]}, indent=1))
+
+    def checkpoint(self) -> None:
+        self.state["last_ckpt"] = int(self.num_timesteps)
+        save_checkpoint(self.model, self.out, self.state)
+        self.next_ckpt = (self.num_timesteps // self.config.checkpoint_every + 1) * self.config.checkpoint_every
+
+    def _on_training_end(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+
+def save_policy(algo, config: RLConfig, folder: Path) -> Path:
+    """The final policy: ``config.json`` (the run config and spaces) + ``policy.safetensors``."""
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        save_file(_tensors(algo), str(tmp / POLICY_FILE))
+        (tmp / "config.json").write_text(json.dumps({"type": "sb3_" + config.algo, "rl_config": config.to_dict(),
+                                                     "policy_keys": list(POLICY_KEYS),
+                                                     "obs_dim": int(algo.observation_space.shape[0])}, indent=1))
+
+    return save_dir_atomic(folder, write)
+
+
+def load_policy(run: str | os.PathLike):
+    """(SB3 algorithm with the saved weights, RLConfig) from a run folder or its ``model/``; the
+    checkpoint's newest step where the run has no final model yet."""
+    from safetensors.torch import load_file
+
+    run = Path(run)
+    folder = run if (run / "config.json").is_file() and (run / POLICY_FILE).is_file() else run / "model"
+    if not (folder / "config.json").is_file():
+        ckpt = latest_checkpoint(run)
+        if ckpt is None or not (run / "rl_config.json").is_file():
+            raise RLError(f"--policy {run}: not an rl train run (no model/ or checkpoints/); train one with roboreward rl train")
+        meta = {"rl_config": json.loads((run / "rl_config.json").read_text())}
+        folder = ckpt
+    else:
+        meta = json.loads((folder / "config.json").read_text())
+    try:
+        config = from_dict(RLConfig, {**meta["rl_config"], "demos": None, "progress": False}, where=str(folder))
+    except KeyError:
+        raise RLError(f"{folder}/config.json is not an rl policy config") from None
+    venv = build_env(config, None, 1, ShapingConfig(scheme="sparse", gamma=config.gamma))
+    try:
+        algo = _algo(config, venv, None)
+        _load_tensors(algo, load_file(str(folder / POLICY_FILE)))
+    finally:
+        venv.close()
+    return algo, config
+
+
+def train_rl(config: RLConfig, out: str | os.PathLike) -> dict[str, Any]:
+    """Train (or resume) a policy into ``out``; returns the final evaluation and the curve."""
+    out = Path(out)
+    _check_resume(out, config)
+    model = load_reward_model(config.reward) if config.reward not in ("oracle", "sparse") else None
+    if model is not None and config.scheme not in ("naive", "pbrs"):
+        model = None
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    venv = build_env(config, model)
+    try:
+        algo = _algo(config, venv, out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic_text(out / "rl_config.json", json.dumps(config.to_dict(), indent=1))
+        ckpt = latest_checkpoint(out)
+        state: dict[str, Any] = {"curve": []}
+        if ckpt is not None:
+            state = load_checkpoint(algo, ckpt)
+            state.setdefault("curve", [])
+            state["curve"] = [r for r in state["curve"] if r["step"] <= algo.num_timesteps]
+            state.setdefault("resumed_at", []).append(int(algo.num_timesteps))
+        elif config.demos is not None:
+            demos = demo_transitions(config, venv, model)
+            state["demo_transitions"] = add_demos(algo, demos)
+            state["demo_episodes"] = demos["episodes"].tolist()
+            if config.bc_steps:
+                state["bc_loss"] = behaviour_clone(algo, demos, config.bc_steps, config.batch_size, config.seed)
+        monitor = Monitor(config, out, state)
+        remaining = config.steps - algo.num_timesteps
+        if remaining > 0:
+            t0 = time.perf_counter()
+            algo.learn(remaining, callback=monitor, reset_num_timesteps=ckpt is None, tb_log_name=config.algo,
+                       progress_bar=False)
+            state["learn_seconds"] = state.get("learn_seconds", 0.0) + time.perf_counter() - t0
+        monitor.init_callback(algo)
+        monitor.evaluate()  # no-op when the last step was evaluated
+        monitor.checkpoint()
+        save_policy(algo, config, out / "model")
+    finally:
+        venv.close()
+    final = state["curve"][-1]
+    return {"out": str(out), "final": final, "curve": state["curve"], "steps": int(algo.num_timesteps),
+            "demo_transitions": state.get("demo_transitions", 0), "bc_loss": state.get("bc_loss")}
+
+
+def steps_to(curve: list[dict], threshold: float = 0.8) -> int | None:
+    """Env steps of the first evaluation at or above ``threshold`` true success (None: not reached)."""
+    for row in curve:
+        if row["eval_success"] >= threshold:
+            return int(row["step"])
+    return None
+
+
+__all__ = ["ALGOS", "RLConfig", "RLError", "add_demos", "behaviour_clone", "build_env", "demo_transitions",
+           "latest_checkpoint", "load_policy", "load_reward_model", "rollout_success", "save_checkpoint",
+           "steps_to", "train_rl"]
+
