@@ -206,6 +206,21 @@ BC = ["bc", "train", "--dataset", "{featured}", "--out", "{tmp}/run"]
 BC_CFG = ["bc", "train", "--dataset", "{featured}", "--out", "{tmp}/run", "--config", "{tmp}/c.yaml"]
 EVAL = ["reward", "eval", "--dataset", "{featured}", "--out", "{tmp}/eval", "--episodes", "all", "--model"]
 SIM = ["sim", "eval", "--out", "{tmp}/sim", "--episodes", "1"]
+RL = ["rl", "train", "--out", "{tmp}/rl", "--steps", "10"]
+
+
+def other_cameras(w, case):
+    shutil.copytree(w["model"], case)
+    cfg = json.loads((case / "config.json").read_text())
+    cfg["cameras"] = ["observation.images.top", "observation.images.side"]
+    (case / "config.json").write_text(json.dumps(cfg))
+
+
+def with_recipe(task):
+    def prep(w, case):
+        shutil.copytree(w["good"], case)
+        zarr.open_group(str(case), mode="r+").attrs["extra"] = {"recipe": {"task": task, "seed": 0}}
+    return prep
 CAMERA_POLICY = "policy: {type: bc, cameras: []}\n"
 
 CASES = [
@@ -402,6 +417,20 @@ CASES = [
          "differs from the recipe's task", files={"r.yaml": "task: stack\n"}),
     Case("sim eval policy bad config", [*SIM, "--task", "stack", "--policy", "{case}"], "not valid JSON",
          prep=lambda w, c: (shutil.copytree(w["policy"], c), (c / "config.json").write_text("[1,"))),
+    # --- rl
+    Case("rl reward not a model", [*RL, "--reward", "{good}"], "not a reward model folder"),
+    Case("rl reward other cameras", [*RL, "--reward", "{case}"], "the sim renders", prep=other_cameras),
+    Case("rl reward other task", [*RL, "--reward", "{model}"], "trained on tasks"),
+    Case("rl gamma above 1", [*RL, "--gamma", "1.5"], "gamma must be in (0, 1]"),
+    Case("rl gamma zero", [*RL, "--gamma", "0"], "gamma must be in (0, 1]"),
+    Case("rl unknown task", [*RL, "--task", "juggle"], "unknown task 'juggle'"),
+    Case("rl oracle naive", [*RL, "--reward", "oracle", "--shaping", "naive"], "oracle goes with shaping: pbrs"),
+    Case("rl demos of another task", [*RL, "--task", "stack", "--demos", "{case}"], "its recipe is for 'pick_place'",
+         prep=with_recipe("pick_place")),
+    Case("rl demos without recipe", [*RL, "--demos", "{good}"], "no recipe"),
+    Case("rl config bad algo", [*RL, "--config", "{tmp}/r.yaml"], "algo 'ddpg' unknown", files={"r.yaml": "algo: ddpg\n"}),
+    Case("rl config unknown key", [*RL, "--config", "{tmp}/r.yaml"], "unknown key 'horizon'", files={"r.yaml": "horizon: 5\n"}),
+    Case("rl eval not a run", ["rl", "eval", "--policy", "{good}"], "not an rl train run"),
     # --- demo
     Case("demo unknown key", ["demo", "--config", "{tmp}/d.yaml", "--out", "{tmp}/demo"], "unknown key 'tsk'",
          files={"d.yaml": "dataset: {tsk: stack}\n"}),

@@ -316,3 +316,57 @@ def test_reward_annotate(cached, reward_run, tmp_path, phase):
     assert_same_store(out, ref)
     got, want = pq.read_table(out.parent / "pp.sarm_progress.parquet"), pq.read_table(ref.parent / "pp.sarm_progress.parquet")
     assert got.equals(want) and got.schema.metadata == want.schema.metadata
+
+
+# ---------------------------------------------------------------------------------------- rl
+RL_STEPS = 96
+RL_YAML = """\
+n_envs: 2
+max_episode_steps: 12
+learning_starts: 16
+batch_size: 16
+buffer_size: 4000
+net_arch: [32, 32]
+eval_every: 32
+eval_episodes: 2
+checkpoint_every: 32
+demo_episodes: 1
+"""
+
+
+@pytest.mark.parametrize("point", ["rl.checkpoint_files", "rl.checkpoint_committed"])
+def test_rl_train(cached, reward_run, tmp_path, point):
+    """SAC with pbrs over the SARM trained above, its demos replayed from the store, killed while
+    writing (or right after renaming) a checkpoint. SB3's rollout state (the episodes in flight)
+    is not a checkpoint's business, so the resumed run is not bit-equal to an uninterrupted one;
+    what must hold is that it continues from the newest complete checkpoint (its weights, optimizers
+    and replay buffer) to the full budget, with the evaluations up to that checkpoint kept once."""
+    rng = np.random.default_rng([SEED, 7])
+    (tmp_path / "rl.yaml").write_text(RL_YAML)
+    out = tmp_path / "rl"
+    args = cli("rl", "train", "--config", tmp_path / "rl.yaml", "--task", "pick_place", "--reward", reward_run / "model",
+               "--shaping", "pbrs", "--demos", cached, "--bc-steps", "10", "--steps", str(RL_STEPS), "--out", out)
+    k = int(rng.integers(2, 4))  # the checkpoint of step 32 * k
+    killed_at_point(start(args, tmp_path / "killed.log", kill_at=f"{point}:{k}"), tmp_path / "killed.log")
+    ckpts = out / "checkpoints"
+    complete = sorted(int(p.name[5:]) for p in ckpts.iterdir() if p.name.startswith("step_") and (p / "state.json").is_file())
+    resumable = 32 * k if point == "rl.checkpoint_committed" else 32 * (k - 1)
+    assert complete[-1] == resumable
+    if point == "rl.checkpoint_files":
+        assert list(ckpts.glob(".tmp_*")), "the kill should leave a half-written checkpoint behind"
+    killed_state = json.loads((ckpts / f"step_{resumable}" / "state.json").read_text())
+    text = run(args, tmp_path / "rerun.log")
+    assert "true success" in text and "80% reached at" in text
+    assert not list(ckpts.glob(".tmp_*"))
+    state = json.loads((ckpts / f"step_{RL_STEPS}" / "state.json").read_text())
+    assert state["resumed_at"] == [resumable] and state["num_timesteps"] == RL_STEPS
+    assert state["demo_transitions"] == killed_state["demo_transitions"] > 0  # demos were added once, before step 0
+    assert state["replay"]["transitions"] == killed_state["replay"]["transitions"] + (RL_STEPS - resumable)
+    curve = json.loads((out / "curves.json").read_text())["curve"]
+    assert [r["step"] for r in curve] == [32, 64, 96]
+    assert all(r["train_return"] is not None for r in curve[1:])  # episodes of 12 steps ended and were logged
+    assert (out / "model" / "policy.safetensors").is_file() and list((out / "tb").rglob("events.out.tfevents*"))
+    # The trained policy rolls out through rl eval.
+    text = run(cli("rl", "eval", "--policy", out, "--episodes", "2", "--videos", "1"), tmp_path / "eval.log")
+    report = json.loads((out / "rl_eval" / "rl_eval.json").read_text())
+    assert report["episodes"] == 2 and len(list((out / "rl_eval" / "videos").glob("*.mp4"))) == 1

@@ -3,7 +3,8 @@
 SO101Env takes absolute joint targets in LeRobot units over the joints' whole range: a random
 action jumps the arm across its workspace every 33 ms, which no exploration survives. RL acts
 through ``JointDeltaAction`` instead: an action in [-1, 1]^6 moves the commanded joint targets by
-at most ``max_step`` per control step (5 deg per step = 150 deg/s for the arm, 10 gripper units),
+at most ``max_step`` per control step (10 deg per step = 300 deg/s for the arm, 10 gripper units:
+the scripted demonstrators move up to ~9 deg per step at their fastest, so they can be replayed),
 integrated from the pose at reset and clipped to the joint limits; a zero action holds the
 command. The command is part of the observation (``observation.target``), so the policy's input
 stays Markov. What reaches the env, and from there a real arm, is still an absolute
@@ -28,7 +29,7 @@ class JointDeltaAction(gym.Wrapper):
     """Actions in [-1, 1]^6 move the commanded joint targets by up to ``max_step`` (LeRobot units
     per control step); the command is added to the observation as ``observation.target``."""
 
-    def __init__(self, env: gym.Env, max_step: Sequence[float] = (5.0, 5.0, 5.0, 5.0, 5.0, 10.0)):
+    def __init__(self, env: gym.Env, max_step: Sequence[float] = (10.0, 10.0, 10.0, 10.0, 10.0, 10.0)):
         super().__init__(env)
         from ..sim.robot import HIGH, LOW
 

@@ -172,6 +172,12 @@ def build_env(config: RLConfig, model=None, n_envs: int | None = None, shaping: 
     shaping = shaping or config.shaping_config()
     n = n_envs or config.n_envs
     cameras = camera_names(model.config.cameras) if (model is not None and shaping.potential == "model") else []
+    from ..sim.env import CAMERAS
+
+    unknown = [c for c in cameras if c not in CAMERAS]
+    if unknown:
+        raise RLError(f"the reward model reads cameras {list(model.config.cameras)}; the sim renders "
+                      f"{['observation.images.' + c for c in CAMERAS]}: train it on sim data with those cameras")
     size = config.image_size or (model_image_size(model) if model is not None else 96)
     from ..sim.tasks import make_task
 
@@ -246,7 +252,7 @@ def save_checkpoint(algo, out: Path, state: dict[str, Any]) -> Path:
             n = rb.buffer_size if rb.full else rb.pos
             with open(tmp / REPLAY_FILE, "wb") as f:
                 np.savez(f, **{k: getattr(rb, k)[:n] for k in REPLAY_FIELDS})
-            replay = {"pos": int(rb.pos), "full": bool(rb.full), "size": int(n)}
+            replay = {"pos": int(rb.pos), "full": bool(rb.full), "size": int(n), "transitions": int(n * rb.n_envs)}
         meta = {**state, "num_timesteps": step, "n_updates": int(getattr(algo, "_n_updates", 0)),
                 "episode_num": int(getattr(algo, "_episode_num", 0)), "replay": replay}
         (tmp / STATE_FILE).write_text(json.dumps(meta, indent=1))
@@ -314,76 +320,61 @@ def _check_resume(out: Path, config: RLConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------- demonstrations
-def demo_transitions(config: RLConfig, venv: ShapedRewardVecEnv, model=None) -> dict[str, np.ndarray]:
-    """Transitions of the store's first ``demo_episodes`` successful episodes in the RL env's spaces:
-    the policy observation (state, command, object poses), the joint-delta action that moves the
-    command towards the demo's target (clipped to one step), and the reward of the run's scheme
-    (Phi from the model's offline progress, which equals its stream, or the simulator's). Each
-    episode ends at its first successful frame, a true termination, as the RL env does."""
+def demo_transitions(config: RLConfig, shaping: ShapingConfig, model=None) -> dict[str, Any]:
+    """Transitions of the store's first ``demo_episodes`` successful episodes, **replayed in the
+    RL env**: each episode's layout is reset from its recipe seed, and its recorded joint targets
+    are followed through the joint-delta action space (each action moves the command towards the
+    demo's target as far as one step allows). So every transition is real env dynamics, in the
+    policy's own observation and action spaces, rewarded by the run's scheme through the same
+    wrapper and reward stream as online steps. Only stores made by ``roboreward data generate``
+    (which records its recipe) can be replayed."""
     from ..data.store import EpisodeStore
     from ..sim.tasks import make_task
-    from .envs import TARGET_KEY, JointDeltaAction
 
-    store = EpisodeStore.open(config.demos)
-    instruction = make_task(config.task, config.task_config or None).instruction
-    if instruction not in store.tasks:
-        raise RLError(f"--demos {config.demos}: its episodes are of tasks {sorted(store.tasks)}, not {config.task} "
-                      f"({instruction!r}); give a store of this task")
-    for key in ("observation.state", "observation.environment_state", "action", "gt.success"):
-        if key not in store.features:
-            raise RLError(f"--demos {config.demos}: no {key!r} (the RL policy needs it); record demos with the sim's "
-                          "environment state (roboreward data generate)")
+    store = EpisodeStore(config.demos)
+    recipe = (dict(store.root.attrs).get("extra") or {}).get("recipe")
+    if not recipe or recipe.get("task") != config.task:
+        what = f"its recipe is for {recipe.get('task')!r}" if recipe else "it has no recipe (not made by roboreward data generate)"
+        raise RLError(f"--demos {config.demos}: {what}; demos are replayed in the {config.task} sim, give a store "
+                      f"generated for {config.task}")
+    instruction = make_task(config.task, recipe.get("task_config") or None).instruction
+    if "action" not in store.features:
+        raise RLError(f"--demos {config.demos}: no 'action' array to replay")
     episodes = [e for e, ep in enumerate(store.episodes) if ep.task == instruction and ep.success][: config.demo_episodes]
     if not episodes:
-        raise RLError(f"--demos {config.demos}: no successful episode of {config.task}")
-    shaping = venv.shaper.config
-    phis = None
-    if shaping.potential == "model":
-        from ..data.cache import ensure_features
-        from ..rewards.annotate import episode_progress
-
-        if getattr(model.config, "feature_key", None):
-            ensure_features(config.demos, model.config.feature_key)
-            store = EpisodeStore.open(config.demos)
-        phis = episode_progress(model, store, episodes)
-    delta = JointDeltaAction.__new__(JointDeltaAction)
-    delta.max_step = np.asarray((5.0, 5.0, 5.0, 5.0, 5.0, 10.0), np.float32)
-    from ..sim.robot import HIGH, LOW
-
+        raise RLError(f"--demos {config.demos}: no successful episode of {config.task} to replay")
+    replay = dataclasses.replace(config, task_config=recipe.get("task_config") or {}, n_envs=1)
+    venv = build_env(replay, model, 1, shaping)
     rows: dict[str, list] = {k: [] for k in ("obs", "next_obs", "action", "reward", "done")}
-    state_a, env_a, act_a = (store.array(k) for k in ("observation.state", "observation.environment_state", "action"))
-    succ_a = store.array("gt.success")
-    prog_a = store.array("gt.progress") if "gt.progress" in store.features else None
-    for j, e in enumerate(episodes):
-        s, end = store.episode_range(e)
-        state, env_state, action = (np.asarray(a[s:end], np.float32) for a in (state_a, env_a, act_a))
-        success = np.asarray(succ_a[s:end], bool)
-        first = int(np.argmax(success)) if success.any() else len(success) - 1
-        targets = [state[0].copy()]
-        acts = []
-        for t in range(first):
-            a = delta.action_for(action[t], targets[-1])
-            acts.append(a)
-            targets.append(np.clip(targets[-1] + a * delta.max_step, LOW, HIGH))
-        obs = venv.policy_obs({"observation.state": state[: first + 1], TARGET_KEY: np.stack(targets),
-                               "observation.environment_state": env_state[: first + 1]})
-        if phis is not None:
-            phi = np.asarray(phis[j][: first + 1], np.float64)
-        elif shaping.potential == "oracle" and prog_a is not None:
-            phi = np.asarray(prog_a[s:end][: first + 1], np.float64)
-        else:
-            phi = np.zeros(first + 1)
-        terminated = np.zeros(first, bool)
-        terminated[-1] = bool(success[first])
-        from ..shaping import shape
-
-        terms = shape(shaping, phi[:-1], phi[1:], success[1: first + 1], terminated)
-        rows["obs"].append(obs[:-1])
-        rows["next_obs"].append(obs[1:])
-        rows["action"].append(np.stack(acts))
-        rows["reward"].append(terms["reward"].astype(np.float32))
-        rows["done"].append(terminated)
-    return {k: np.concatenate(v) for k, v in rows.items()} | {"episodes": np.array(episodes)}
+    replayed = []
+    actions = store.array("action")
+    try:
+        inner = venv.venv.envs[0]
+        for e in episodes:
+            venv.seed(int(recipe.get("seed", 0)) + e)
+            obs = venv.reset()
+            start, end = store.episode_range(e)
+            targets = np.asarray(actions[start:end], np.float32)
+            success = False
+            for target in targets:
+                a = inner.action_for(target, inner.target)
+                nxt, reward, done, infos = venv.step(a[None])
+                terminated = bool(done[0]) and not infos[0].get("TimeLimit.truncated", False)
+                rows["obs"].append(obs[0])
+                rows["next_obs"].append(infos[0]["terminal_observation"] if done[0] else nxt[0])
+                rows["action"].append(a)
+                rows["reward"].append(float(reward[0]))
+                rows["done"].append(terminated)
+                obs = nxt
+                if done[0]:
+                    success = bool(infos[0]["episode_terms"]["success"])
+                    break
+            replayed.append(success)
+    finally:
+        venv.close()
+    out: dict[str, Any] = {k: np.asarray(v, np.float32 if k != "done" else bool) for k, v in rows.items()}
+    out["episodes"], out["replayed_success"] = episodes, replayed
+    return out
 
 
 def add_demos(algo, demos: dict[str, np.ndarray]) -> int:
@@ -409,7 +400,7 @@ def behaviour_clone(algo, demos: dict[str, np.ndarray], steps: int, batch_size: 
         actor.optimizer.zero_grad()
         loss.backward()
         actor.optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -461,7 +452,7 @@ class Monitor(BaseCallback):
     def __init__(self, config: RLConfig, out: Path, state: dict[str, Any]):
         super().__init__()
         self.config, self.out, self.state = config, out, state
-        self.recent = deque(maxlen=50)
+        self.recent = deque(state.get("recent", []), maxlen=50)  # the last episodes' terms, kept over a resume
         self.bar = None
         self.next_eval = (state.get("last_eval", 0) // config.eval_every + 1) * config.eval_every
         self.next_ckpt = (state.get("last_ckpt", 0) // config.checkpoint_every + 1) * config.checkpoint_every
@@ -521,6 +512,7 @@ class Monitor(BaseCallback):
 
     def checkpoint(self) -> None:
         self.state["last_ckpt"] = int(self.num_timesteps)
+        self.state["recent"] = list(self.recent)
         save_checkpoint(self.model, self.out, self.state)
         self.next_ckpt = (self.num_timesteps // self.config.checkpoint_every + 1) * self.config.checkpoint_every
 
@@ -583,6 +575,8 @@ def train_rl(config: RLConfig, out: str | os.PathLike) -> dict[str, Any]:
     try:
         algo = _algo(config, venv, out)
         out.mkdir(parents=True, exist_ok=True)
+        for stale in (out / CHECKPOINTS).glob(".tmp_*"):  # a checkpoint a killed process was writing
+            shutil.rmtree(stale, ignore_errors=True)
         write_atomic_text(out / "rl_config.json", json.dumps(config.to_dict(), indent=1))
         ckpt = latest_checkpoint(out)
         state: dict[str, Any] = {"curve": []}
@@ -592,9 +586,10 @@ def train_rl(config: RLConfig, out: str | os.PathLike) -> dict[str, Any]:
             state["curve"] = [r for r in state["curve"] if r["step"] <= algo.num_timesteps]
             state.setdefault("resumed_at", []).append(int(algo.num_timesteps))
         elif config.demos is not None:
-            demos = demo_transitions(config, venv, model)
+            demos = demo_transitions(config, venv.shaper.config, model)
             state["demo_transitions"] = add_demos(algo, demos)
-            state["demo_episodes"] = demos["episodes"].tolist()
+            state["demo_episodes"] = list(demos["episodes"])
+            state["demo_replayed_success"] = sum(demos["replayed_success"])
             if config.bc_steps:
                 state["bc_loss"] = behaviour_clone(algo, demos, config.bc_steps, config.batch_size, config.seed)
         monitor = Monitor(config, out, state)

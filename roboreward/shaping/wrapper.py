@@ -58,7 +58,9 @@ class OraclePotential(Potential):
 
 
 class ModelPotential(Potential):
-    """A reward model's streaming progress: one stream for all envs, reset per env at its episode start."""
+    """A reward model's streaming progress: one stream for all envs, reset per env at its episode
+    start. ``encoder``: what turns rendered frames into the model's features (default: the frozen
+    encoder its feature cache was made with)."""
 
     def __init__(self, model, n_envs: int, task: str, encoder: Any = None):
         cfg = model.config
@@ -66,7 +68,7 @@ class ModelPotential(Potential):
             raise RoborewardError(f"the reward model was trained on tasks {cfg.tasks}, not {task!r}; "
                                   "train (or adapt) it on data of this task")
         self.model, self.task = model, task
-        self.stream = model.stream(n_envs, encoder=encoder)
+        self.stream = model.stream(n_envs, encoder=encoder if encoder is not None else encoder_of(model))
         self.needs = tuple(cfg.cameras) + ((cfg.state_key,) if getattr(cfg, "state_key", None) else ())
 
     def _inputs(self, observation):
@@ -96,7 +98,7 @@ def make_potential(config: ShapingConfig, n_envs: int, task: str, model=None, en
     if config.potential == "model":
         if model is None:
             raise RoborewardError(f"shaping scheme {config.scheme!r} needs a reward model; pass one (or use sparse / oracle_pbrs)")
-        return ModelPotential(model, n_envs, task, encoder if encoder is not None else encoder_of(model))
+        return ModelPotential(model, n_envs, task, encoder)
     if model is not None:
         raise RoborewardError(f"shaping scheme {config.scheme!r} reads no reward model; drop it or use naive / pbrs")
     return OraclePotential() if config.potential == "oracle" else ZeroPotential()
