@@ -3,8 +3,9 @@
 SO101Env takes absolute joint targets in LeRobot units over the joints' whole range: a random
 action jumps the arm across its workspace every 33 ms, which no exploration survives. RL acts
 through ``JointDeltaAction`` instead: an action in [-1, 1]^6 moves the commanded joint targets by
-at most ``max_step`` per control step (10 deg per step = 300 deg/s for the arm, 10 gripper units:
-the scripted demonstrators move up to ~9 deg per step at their fastest, so they can be replayed),
+at most ``max_step`` per control step (RLConfig's default: 4 deg per step = 120 deg/s for the
+arm, 10 gripper units; the scripted demonstrators move about 1 deg per step and up to ~9 at their
+fastest, so their replays lag a little in the fast moves but still succeed),
 integrated from the pose at reset and clipped to the joint limits; a zero action holds the
 command. The command is part of the observation (``observation.target``), so the policy's input
 stays Markov. What reaches the env, and from there a real arm, is still an absolute

@@ -80,6 +80,11 @@ class RLConfig:
     """Time limit (control steps at 30 Hz): a truncation, where the learner bootstraps."""
     task_config: dict = field(default_factory=dict)
     """Overrides of the task's default config (object ranges...), as in dataset recipes."""
+    max_step_deg: float = 4.0
+    """Largest joint-target change per control step of the joint-delta action space (deg; 4 deg at
+    30 Hz = 120 deg/s): the size of an action of 1."""
+    max_step_gripper: float = 10.0
+    """Largest gripper-target change per control step (0..100 units)."""
     image_size: int | None = None
     """Camera size (px) rendered for the reward model; None: the model's encoder input size."""
     demos: str | None = None
@@ -114,6 +119,8 @@ class RLConfig:
                      "eval_every", "eval_episodes", "checkpoint_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+        if not (0 < self.max_step_deg <= 30 and 0 < self.max_step_gripper <= 100):
+            raise ConfigError("max_step_deg must be in (0, 30] and max_step_gripper in (0, 100]")
         if self.bc_steps < 0 or self.learning_starts < 0 or self.updates_per_step <= 0:
             raise ConfigError("bc_steps and learning_starts must be >= 0, updates_per_step > 0")
         if self.demos is not None and self.algo != "sac":
@@ -182,8 +189,9 @@ def build_env(config: RLConfig, model=None, n_envs: int | None = None, shaping: 
     from ..sim.tasks import make_task
 
     instruction = make_task(config.task, config.task_config or None).instruction
-    venv = DummyVecEnv([lambda: make_env(config.task, cameras, size, config.max_episode_steps, config.task_config)
-                        for _ in range(n)])
+    step = [config.max_step_deg] * 5 + [config.max_step_gripper]
+    venv = DummyVecEnv([lambda: make_env(config.task, cameras, size, config.max_episode_steps, config.task_config,
+                                         max_step=step) for _ in range(n)])
     try:
         potential = make_potential(shaping, n, instruction, model if shaping.potential == "model" else None)
         return ShapedRewardVecEnv(venv, shaping, potential, POLICY_KEYS)
@@ -419,6 +427,7 @@ def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n
             venv.seed(seeds[0])  # env i's next reset uses seeds[0] + i
             obs = venv.reset()
             live, frames = np.ones(n, bool), [[] for _ in range(n)]
+            best = np.zeros(n)  # the furthest ground-truth progress each rollout reached
             batch: list[dict[str, Any] | None] = [None] * n
             while live.any():
                 for i in range(n):
@@ -427,11 +436,15 @@ def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n
                                                          for c in ("front", "wrist")], 1))
                 action, _ = algo.predict(obs, deterministic=True)
                 obs, _, dones, infos = venv.step(action)
+                for i in range(n):
+                    if live[i]:
+                        best[i] = max(best[i], float(infos[i].get("progress", 0.0)))
                 for i in np.flatnonzero(dones[:n]):
                     if live[i]:
                         live[i] = False
                         ep = infos[i]["episode_terms"]
-                        batch[i] = {"seed": seeds[i], "success": ep["success"], "steps": ep["length"]}
+                        batch[i] = {"seed": seeds[i], "success": ep["success"], "steps": ep["length"],
+                                    "max_progress": float(best[i])}
             for i in range(n):
                 if frames[i] and out is not None:
                     (out / "videos").mkdir(parents=True, exist_ok=True)
@@ -442,7 +455,7 @@ def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n
     k = int(sum(r["success"] for r in results))
     low, high = wilson_interval(k, len(results))
     return {"task": config.task, "episodes": len(results), "successes": k, "success_rate": k / len(results),
-            "ci95": [low, high], "rollouts": results}
+            "ci95": [low, high], "max_progress": float(np.mean([r["max_progress"] for r in results])), "rollouts": results}
 
 
 # ---------------------------------------------------------------------------------------- the run
@@ -498,6 +511,7 @@ class Monitor(BaseCallback):
         self.steps0 = self.num_timesteps
         recent = list(self.recent)
         row = {"step": int(self.num_timesteps), "eval_success": ev["success_rate"], "eval_ci95": ev["ci95"],
+               "eval_max_progress": ev["max_progress"],
                "train_success": float(np.mean([e["success"] for e in recent])) if recent else None,
                "train_return": float(np.mean([e["return"] for e in recent])) if recent else None,
                "train_shaping_return": float(np.mean([e["shaping_return"] for e in recent])) if recent else None,

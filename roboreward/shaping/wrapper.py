@@ -68,11 +68,23 @@ class ModelPotential(Potential):
             raise RoborewardError(f"the reward model was trained on tasks {cfg.tasks}, not {task!r}; "
                                   "train (or adapt) it on data of this task")
         self.model, self.task = model, task
-        self.stream = model.stream(n_envs, encoder=encoder if encoder is not None else encoder_of(model))
-        self.needs = tuple(cfg.cameras) + ((cfg.state_key,) if getattr(cfg, "state_key", None) else ())
+        self.encoder = encoder if encoder is not None else encoder_of(model)
+        # The stream gets features: every camera's new frames go through the encoder in one call.
+        self.stream = model.stream(n_envs, encoder=None) if self.encoder is not None else model.stream(n_envs)
+        self.cameras = list(cfg.cameras)
+        self.state_key = getattr(cfg, "state_key", None)
+        self.needs = tuple(self.cameras) + ((self.state_key,) if self.state_key else ())
 
     def _inputs(self, observation):
-        return {k: observation[k] for k in self.needs}
+        inputs = {k: observation[k] for k in self.needs if k not in self.cameras}
+        if self.encoder is None:  # a model that reads pixels itself
+            return {**inputs, **{c: observation[c] for c in self.cameras}}
+        frames = [np.asarray(observation[c]) for c in self.cameras]
+        feats = self.encoder(np.concatenate(frames)) if len({f.shape for f in frames}) == 1 else None
+        n = len(frames[0])
+        for i, c in enumerate(self.cameras):
+            inputs[f"features.{c}"] = feats[i * n:(i + 1) * n] if feats is not None else self.encoder(frames[i])
+        return inputs
 
     def start(self, observation, progress, ids):
         self.stream.reset(list(ids))

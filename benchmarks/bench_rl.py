@@ -1,0 +1,320 @@
+"""Online RL with learned rewards: sparse vs naive vs potential-based shaping (SARM, GRM) vs the
+oracle's potential, in the sim tasks, with SB3's SAC.
+
+Per task (the narrow-layout RL recipes ``datasets/<task>_rl.yaml``): the recipe's store is
+generated, SARM and GRM are trained on it with their standard configs (configs/reward/), and
+every cell (task, scheme, seed) runs ``roboreward rl train`` with the same budget, the same demos
+(the store's first 20 successful episodes replayed into the replay buffer, and the actor
+behaviour-cloned on them) and configs/rl/sac.yaml. A cell writes
+``benchmarks/results/bench_rl/<task>_<scheme>_s<seed>.json`` when it finishes and is skipped when
+that file exists, so the grid fills over several runs (``--max-minutes`` stops starting new cells);
+an interrupted cell resumes from its checkpoint in the work folder.
+
+Speed (always measured, run it alone): env steps/s of 4 envs under random actions, state only, with
+the cameras rendered and no model, and with each reward model streaming in the loop; and the SAC
+learner's gradient steps/s in SB3 (and in SBX, SB3's JAX twin, where it is installed).
+
+Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed) and bench_rl.png
+(learning curves: true success vs env steps; learned return vs true success).
+
+    python benchmarks/bench_rl.py [--quick] [--tasks pick_place,stack] [--schemes ...] [--seeds 0,1,2]
+                                  [--steps 15000] [--max-minutes 170]
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CELLS = common.RESULTS / "bench_rl"
+SCHEMES = {  # name -> (reward, shaping)
+    "sparse": ("sparse", "sparse"),
+    "naive_sarm": ("sarm", "naive"),
+    "pbrs_sarm": ("sarm", "pbrs"),
+    "pbrs_grm": ("grm", "pbrs"),
+    "oracle_pbrs": ("oracle", "pbrs"),
+}
+MODELS = {"sarm": "configs/reward/sarm.yaml", "grm": "configs/reward/grm.yaml"}
+GOALS = {"speedup_vs_sparse": 3.0, "steps_rate_with_model": 0.5}
+BENCH_RL = {"demo_episodes": 20, "bc_steps": 2000, "ent_coef": "auto_0.1", "eval_every": 2500, "checkpoint_every": 2500}
+"""What every cell adds to configs/rl/sac.yaml: the same demos and warm start for every scheme (RL
+from a behaviour-cloned actor, as Robo-Dopamine starts from a BC policy), and a small initial
+entropy coefficient so the first updates do not wash the warm start out."""
+QUICK_RL = {"n_envs": 2, "max_episode_steps": 60, "learning_starts": 32, "batch_size": 32, "net_arch": [64, 64],
+            "eval_every": 150, "eval_episodes": 2, "checkpoint_every": 150, "demo_episodes": 2, "bc_steps": 20}
+
+
+def env() -> dict:
+    return {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "HF_HUB_OFFLINE": "1"}
+
+
+def cli(*args, log: Path | None = None) -> None:
+    cmd = [sys.executable, "-m", "roboreward.cli", *map(str, args)]
+    if log is None:
+        subprocess.run(cmd, check=True, env=env(), cwd=ROOT)
+        return
+    with open(log, "a") as f:
+        subprocess.run(cmd, check=True, env=env(), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+
+
+def prepare(task: str, work: Path, quick: bool) -> dict:
+    """The task's store and its trained reward models (reused when present)."""
+    import yaml
+
+    recipe = ROOT / f"datasets/{task}_rl.yaml"
+    store = work / f"{task}_rl.zarr"
+    cli("data", "generate", "--recipe", recipe, "--out", store,
+        *(["--episodes", 4, "--image-size", 32, "--mix", "expert=0.75,failure=0.25"] if quick else []))
+    models = {}
+    for name, config in MODELS.items():
+        run = work / f"{name}_{task}"
+        if not (run / "model" / "config.json").is_file():
+            args = ["reward", "train", "--config", ROOT / config, "--dataset", store, "--out", run]
+            if quick:
+                cfg = yaml.safe_load((ROOT / config).read_text())
+                cfg["data"]["image_size"] = 32
+                cfg["data"]["val_fraction"] = 0.25
+                (work / f"{name}_quick.yaml").write_text(yaml.safe_dump(cfg))
+                args = ["reward", "train", "--config", work / f"{name}_quick.yaml", "--dataset", store, "--out", run,
+                        "--steps", 40]
+            cli(*args)
+        models[name] = run / "model"
+    return {"store": store, "models": models, "task_config": yaml.safe_load(recipe.read_text()).get("task_config", {})}
+
+
+def run_cell(task: str, scheme: str, seed: int, prep: dict, work: Path, steps: int, quick: bool) -> dict:
+    import yaml
+
+    reward, shaping = SCHEMES[scheme]
+    reward = str(prep["models"][reward]) if reward in prep["models"] else reward
+    cfg = yaml.safe_load((ROOT / "configs/rl/sac.yaml").read_text())
+    cfg.update(BENCH_RL)
+    cfg.update(task=task, reward=reward, shaping=shaping, seed=seed, steps=steps, demos=str(prep["store"]),
+               task_config=prep["task_config"], progress=False)
+    if quick:
+        cfg.update(QUICK_RL)
+    run = work / "runs" / f"{task}_{scheme}_s{seed}"
+    run.mkdir(parents=True, exist_ok=True)
+    (run.parent / f"{run.name}.yaml").write_text(yaml.safe_dump(cfg))
+    t0 = time.perf_counter()
+    cli("rl", "train", "--config", run.parent / f"{run.name}.yaml", "--out", run, log=run.parent / f"{run.name}.log")
+    curve = json.loads((run / "curves.json").read_text())["curve"]
+    from roboreward.rl.train import steps_to
+
+    return {"task": task, "scheme": scheme, "seed": seed, "steps": steps, "seconds": time.perf_counter() - t0,
+            "steps_to_80": steps_to(curve), "final_success": curve[-1]["eval_success"],
+            "final_max_progress": curve[-1]["eval_max_progress"],
+            "final_ci95": curve[-1]["eval_ci95"], "curve": curve, "config": cfg}
+
+
+# ---------------------------------------------------------------------------------------- speed
+def env_rate(task: str, prep: dict | None, model: str | None, cameras: bool, seconds: float, n_envs: int = 4) -> float:
+    """Env steps/s (all envs together) under random actions, with the reward terms computed."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from roboreward.rewards import RewardModel
+    from roboreward.rl.envs import POLICY_KEYS, make_env
+    from roboreward.rl.train import model_image_size
+    from roboreward.shaping import ModelPotential, ShapedRewardVecEnv, ShapingConfig, ZeroPotential
+
+    reward = RewardModel.from_pretrained(prep["models"][model]) if model else None
+    size = model_image_size(reward) if reward is not None else 96
+    cams = ("front", "wrist") if cameras else ()
+    venv = DummyVecEnv([lambda: make_env(task, cams, size, 200, prep["task_config"] if prep else None) for _ in range(n_envs)])
+    from roboreward.sim.tasks import make_task
+
+    potential = ModelPotential(reward, n_envs, make_task(task).instruction) if reward is not None else ZeroPotential()
+    shaped = ShapedRewardVecEnv(venv, ShapingConfig(scheme="pbrs" if reward is not None else "sparse"), potential, POLICY_KEYS)
+    rng = np.random.default_rng(0)
+    shaped.reset()
+    try:
+        return common.rate(lambda: shaped.step(rng.uniform(-1, 1, (n_envs, 6)).astype(np.float32)), n_envs,
+                           min_seconds=seconds)
+    finally:
+        shaped.close()
+
+
+def learner_rates(seconds: float) -> dict:
+    """Gradient steps/s of SAC (batch 256, 256x256 MLPs, one env) on Pendulum-v1: SB3 here, SBX
+    where it is importable (``pip install sbx-rl``; not a dependency)."""
+    import gymnasium as gym
+
+    out = {}
+    for lib in ("sb3", "sbx"):
+        try:
+            SAC = __import__("stable_baselines3" if lib == "sb3" else "sbx", fromlist=["SAC"]).SAC
+        except ImportError:
+            out[lib] = None
+            continue
+        algo = SAC("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=256, batch_size=256,
+                   policy_kwargs={"net_arch": [256, 256]}, seed=0, verbose=0)
+        algo.learn(300)  # fills the buffer past learning_starts and compiles (SBX)
+        steps = [0]
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            algo.learn(200, reset_num_timesteps=False)
+            steps[0] += 200
+        out[lib] = steps[0] / (time.perf_counter() - t0)  # env steps/s with one update per step
+    return out
+
+
+def speed(task: str, prep: dict, quick: bool) -> dict:
+    seconds = 1.0 if quick else 8.0
+    rates = {"state_only": env_rate(task, prep, None, False, seconds), "cameras": env_rate(task, prep, None, True, seconds)}
+    for name in prep["models"]:
+        rates[f"cameras+{name}"] = env_rate(task, prep, name, True, seconds)
+    return {"task": task, "env_steps_per_s": rates,
+            "with_model_over_cameras": {n: rates[f"cameras+{n}"] / rates["cameras"] for n in prep["models"]},
+            "sac_env_steps_per_s": learner_rates(2.0 if quick else 20.0)}
+
+
+# ---------------------------------------------------------------------------------------- report
+def summarise(cells: dict, record: dict) -> dict:
+    summary: dict = {}
+    for c in cells.values():
+        s = summary.setdefault(c["task"], {}).setdefault(c["scheme"], {"seeds": [], "final_success": [], "steps_to_80": [],
+                                                                          "final_max_progress": []})
+        s["seeds"].append(c["seed"])
+        s["final_max_progress"].append(c["final_max_progress"])
+        s["final_success"].append(c["final_success"])
+        s["steps_to_80"].append(c["steps_to_80"])
+    for task, schemes in summary.items():
+        sparse = schemes.get("sparse")
+        for name, s in schemes.items():
+            s["final_success_mean"] = float(np.mean(s["final_success"]))
+            s["final_max_progress_mean"] = float(np.mean(s["final_max_progress"]))
+            reached = [x for x in s["steps_to_80"] if x is not None]
+            s["reached_80"] = f"{len(reached)}/{len(s['steps_to_80'])}"
+            s["steps_to_80_median"] = float(np.median(reached)) if len(reached) * 2 > len(s["steps_to_80"]) else None
+            if sparse and name != "sparse":
+                sp = sparse["steps_to_80"]
+                s["speedup_vs_sparse"] = None if s["steps_to_80_median"] is None else (
+                    "sparse never reached 80%" if all(x is None for x in sp) else
+                    float(np.median([x for x in sp if x is not None])) / s["steps_to_80_median"])
+    return summary
+
+
+def print_tables(record: dict) -> None:
+    rows = []
+    for task, schemes in record["summary"].items():
+        for name, s in schemes.items():
+            rows.append([task, name, s["reached_80"], s["steps_to_80_median"] or "not reached", s["final_success_mean"],
+                         s["final_max_progress_mean"], ",".join(str(x) for x in s["seeds"])])
+    if rows:
+        print(common.table(rows, ["task", "scheme", "reached 80%", "steps to 80% (median)", "final success",
+                                  "final max gt progress", "seeds"]))
+    sp = record.get("speed")
+    if sp:
+        r = sp["env_steps_per_s"]
+        print(common.table([[k, v, v / r["cameras"]] for k, v in r.items()], ["env loop (4 envs)", "env steps/s", "vs cameras"]))
+        ls = sp["sac_env_steps_per_s"]
+        print(f"SAC on Pendulum-v1, one update per step: SB3 {ls['sb3']:.0f} steps/s"
+              + (f", SBX {ls['sbx']:.0f} steps/s ({ls['sbx'] / ls['sb3']:.1f}x)" if ls.get("sbx") else ", SBX not installed"))
+
+
+def chart(record: dict, png: Path) -> None:
+    from matplotlib.figure import Figure
+
+    tasks = sorted({c["task"] for c in record["cells"].values()})
+    if not tasks:
+        return
+    fig = Figure(figsize=(5.5 * len(tasks), 7.5))
+    axes = fig.subplots(2, len(tasks), squeeze=False)
+    colours = dict(zip(SCHEMES, ("#888888", "#d95f02", "#1b9e77", "#7570b3", "#000000")))
+    for j, task in enumerate(tasks):
+        for scheme in SCHEMES:
+            cells = [c for c in record["cells"].values() if c["task"] == task and c["scheme"] == scheme]
+            if not cells:
+                continue
+            for k, c in enumerate(cells):
+                steps = [r["step"] for r in c["curve"]]
+                axes[0, j].plot(steps, [r["eval_success"] for r in c["curve"]], color=colours[scheme], alpha=0.8,
+                                label=f"{scheme} ({len(cells)} seeds)" if k == 0 else None)
+                axes[0, j].plot(steps, [r.get("eval_max_progress", np.nan) for r in c["curve"]], color=colours[scheme],
+                                alpha=0.6, ls=":")
+                pts = [(r["train_return"], r["train_success"]) for r in c["curve"] if r["train_return"] is not None]
+                if pts:
+                    axes[1, j].plot(*zip(*pts), "o-", ms=3, color=colours[scheme], alpha=0.7,
+                                    label=scheme if k == 0 else None)
+        axes[0, j].set(title=f"{task}: true success (solid), furthest gt progress (dotted)", xlabel="env steps",
+                       ylabel="success / progress", ylim=(-0.03, 1.03))
+        axes[0, j].axhline(0.8, color="#cccccc", lw=0.8, ls="--")
+        axes[1, j].set(title=f"{task}: shaped return vs true success (training episodes)", xlabel="mean shaped return",
+                       ylabel="true success")
+        axes[0, j].legend(fontsize=7)
+        axes[1, j].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+
+
+def main():
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--tasks", default=None, help="default pick_place,stack (--quick: pick_place)")
+    p.add_argument("--schemes", default=",".join(SCHEMES))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, default=None, help="env steps per cell (default 15000; --quick 300)")
+    p.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this many minutes")
+    p.add_argument("--no-speed", action="store_true", help="skip the speed section (keep the recorded one)")
+    args = p.parse_args()
+    schemes = args.schemes.split(",")
+    unknown = sorted(set(schemes) - set(SCHEMES))
+    if unknown:
+        p.error(f"unknown scheme {unknown[0]!r}; choose from {list(SCHEMES)}")
+    tasks = (args.tasks or ("pick_place" if args.quick else "pick_place,stack")).split(",")
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    steps = args.steps or (300 if args.quick else 15000)
+    work = Path(args.workdir or ROOT / "outputs" / ("bench_rl_quick" if args.quick else "bench_rl"))
+    work.mkdir(parents=True, exist_ok=True)
+    cells_dir = work / "cells" if args.quick else CELLS
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    path = args.out or common.RESULTS / f"bench_rl{'_quick' if args.quick else ''}.json"
+    record = {"quick": args.quick, "goals": GOALS, "steps_per_cell": steps, "schemes": {k: list(v) for k, v in SCHEMES.items()},
+              "machine": common.machine()}
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    t_start = time.perf_counter()
+    preps = {}
+    for task in tasks:
+        preps[task] = prepare(task, work, args.quick)
+    if not args.no_speed:
+        record["speed"] = speed(tasks[0], preps[tasks[0]], args.quick)
+    elif old.get("speed"):
+        record["speed"] = old["speed"]
+    stopped = False
+    for seed in seeds:
+        for task in tasks:
+            for scheme in schemes:
+                cell = cells_dir / f"{task}_{scheme}_s{seed}.json"
+                if cell.is_file():
+                    continue
+                if args.max_minutes is not None and (time.perf_counter() - t_start) / 60 > args.max_minutes:
+                    stopped = True
+                    break
+                print(f"cell {task} {scheme} seed {seed} ({steps} env steps)", flush=True)
+                result = run_cell(task, scheme, seed, preps[task], work, steps, args.quick)
+                cell.write_text(json.dumps(result, indent=1))
+    cells = {}
+    for f in sorted(cells_dir.glob("*.json")):
+        c = json.loads(f.read_text())
+        if c["steps"] == steps:
+            cells[f.stem] = c
+    record["cells"] = cells
+    record["cells_done"] = f"{len(cells)}/{len(SCHEMES) * 2 * 3}" if not args.quick else f"{len(cells)}"
+    record["stopped_early"] = stopped
+    record["summary"] = summarise(cells, record)
+    common.write("bench_rl", record, args.out)
+    chart(record, path.with_suffix(".png"))
+    print_tables(record)
+    print(f"{record['cells_done']} cells; {path}")
+
+
+if __name__ == "__main__":
+    main()
