@@ -100,6 +100,8 @@ class RLConfig:
     """Env steps of the initial policy before learning starts (demo transitions do not count)."""
     updates_per_step: float = 1.0
     """Gradient steps per env step (SAC)."""
+    ppo_rollout: int = 2048
+    """PPO: env steps (all envs together) per rollout between updates."""
     ent_coef: str = "auto"
     """SAC's entropy coefficient: ``auto``, ``auto_<init>`` or a number."""
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
@@ -215,7 +217,7 @@ def _algo(config: RLConfig, venv, out: Path | None):
         return SAC("MlpPolicy", venv, buffer_size=config.buffer_size, learning_starts=config.learning_starts,
                    batch_size=config.batch_size, train_freq=1,
                    gradient_steps=max(1, round(config.updates_per_step * venv.num_envs)), ent_coef=ent, **common)
-    n_steps = max(64, 2048 // venv.num_envs)
+    n_steps = max(1, config.ppo_rollout // venv.num_envs)  # PPO collects whole rollouts, so a run may end past steps
     return PPO("MlpPolicy", venv, n_steps=n_steps, batch_size=min(config.batch_size, n_steps * venv.num_envs), **common)
 
 
@@ -495,7 +497,7 @@ class Monitor(BaseCallback):
                                      eval=f"{self.state['curve'][-1]['eval_success']:.2f}" if self.state["curve"] else "-",
                                      refresh=False)
             self.bar.update(min(self.num_timesteps, self.config.steps) - self.bar.n)
-        if self.num_timesteps >= self.next_eval or self.num_timesteps >= self.config.steps:
+        if self.num_timesteps >= self.next_eval:
             self.evaluate()
         if self.num_timesteps >= self.next_ckpt:
             self.checkpoint()
