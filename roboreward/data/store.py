@@ -417,48 +417,52 @@ class EpisodeStore:
     def add_episode(self, episode: Episode) -> int:
         """Append one episode; returns its index. The episode exists only once this returns."""
         self._require_writable()
-        index = self.n_episodes
-        where = f"episode {index}"
+        where = f"episode {self.n_episodes}"
         missing = sorted(set(self.features) - set(episode.data))
         unknown = sorted(set(episode.data) - set(self.features))
         if missing:
             raise StoreError(f"{where}: missing keys {missing}; every store feature needs data (never zero-filled)")
         if unknown:
             raise StoreError(f"{where}: unknown keys {unknown}; declare them in the store's features first")
-        length = episode.length
-        if length == 0:
+        if episode.length == 0:
             raise StoreError(f"{where}: has no frames")
-        arrays = {}
-        for key, spec in self.features.items():
-            value = np.asarray(episode.data[key])
-            if value.shape[1:] != spec.shape:
-                raise StoreError(f"{where}: {key} has per-frame shape {value.shape[1:]}, the store declares {spec.shape}")
-            if not np.can_cast(value.dtype, spec.dtype, casting="same_kind"):
-                raise StoreError(f"{where}: {key} has dtype {value.dtype}, the store declares {spec.dtype}")
-            value = value.astype(spec.dtype, copy=False)
-            if value.dtype.kind == "f" and not np.isfinite(value).all():  # after the cast: overflow shows as inf
-                raise StoreError(f"{where}: {key} has NaN or inf values")
-            arrays[key] = value
-        check_annotations(episode.annotations, length, where)
-        extra = check_info(episode.info, where)
+        check_annotations(episode.annotations, episode.length, where)
+        writer = self.begin_episode(episode.task, flush_frames=None)
+        try:
+            writer.extend(episode.data)
+            return writer.commit(episode.success, episode.quality, episode.annotations, episode.info)
+        except BaseException:
+            writer.abort()
+            raise
 
+    def begin_episode(self, task: str, flush_frames: int | None = IMAGE_CHUNK_FRAMES) -> "EpisodeWriter":
+        """An episode written as it happens (a deploy recorder): ``append`` frames, then ``commit``.
+        Frames reach the arrays every ``flush_frames`` frames (None: at commit), beyond the committed
+        length; a crash before ``commit`` loses this episode only (the next writer drops the tail)."""
+        self._require_writable()
+        if getattr(self, "_writer", None) is not None:
+            raise StoreError(f"{self.path}: an episode is already being written; commit or abort it first")
+        self._writer = EpisodeWriter(self, task, flush_frames)
+        return self._writer
+
+    def _commit_episode(self, task: str, length: int, success, quality, annotations, info) -> int:
+        index = self.n_episodes
+        where = f"episode {index}"
+        check_annotations(annotations, length, where)
+        extra = check_info(info, where)
         start = self.n_frames
         end = start + length
-        for key, value in arrays.items():
-            arr = self.array(key)
-            arr.resize((end, *arr.shape[1:]))
-            arr[start:end] = value
         ends = self.checked(EPISODE_ENDS)
         ends.resize((index + 1,))
         ends[index] = end
         kill_point("store.arrays_written")
         # Commit: one atomic rewrite of the root attributes.
-        info = EpisodeInfo(episode.task, length, episode.success, episode.quality, dict(episode.annotations), extra)
+        record = EpisodeInfo(task, length, success, quality, dict(annotations), extra)
         meta = dict(self._meta)
-        meta["episodes"] = [*self._meta["episodes"], info.to_json()]
+        meta["episodes"] = [*self._meta["episodes"], record.to_json()]
         self.root.attrs[ATTRS_KEY] = meta
         self._meta = meta
-        self.episodes.append(info)
+        self.episodes.append(record)
         self.episode_ends = np.append(self.episode_ends, np.int64(end))
         self.episode_starts = np.append(self.episode_starts, np.int64(start))
         kill_point("store.committed")
@@ -503,3 +507,91 @@ class EpisodeStore:
                 for name, v in stage_frames.items()
             },
         }
+
+
+class EpisodeWriter:
+    """One episode being written into a store (``EpisodeStore.begin_episode``): ``append`` one
+    frame (a dict of every store feature) or ``extend`` many, then ``commit`` (returns the episode
+    index) or ``abort``. Values are checked as they come (keys, shapes, dtypes, NaN), so a bad frame
+    fails at once with the episode still uncommitted."""
+
+    def __init__(self, store: EpisodeStore, task: str, flush_frames: int | None):
+        if not isinstance(task, str) or not task:
+            raise StoreError("an episode needs a task string")
+        self.store, self.task, self.flush_frames = store, task, flush_frames
+        self.start = store.n_frames
+        self.written = 0  # frames already in the arrays (beyond the committed length)
+        self.buffer: dict[str, list[np.ndarray]] = {k: [] for k in store.features}
+        self.length = 0
+        self.closed = False
+
+    def _where(self) -> str:
+        index = self.store.n_episodes
+        return f"episode {index}" if self.length == 0 else f"episode {index} frame {self.length}"
+
+    def append(self, frame: dict) -> None:
+        self.extend({k: np.asarray(v)[None] for k, v in frame.items()})
+
+    def extend(self, frames: dict) -> None:
+        if self.closed:
+            raise StoreError("this episode writer was committed or aborted; begin a new episode")
+        where = self._where()
+        missing = sorted(set(self.store.features) - set(frames))
+        unknown = sorted(set(frames) - set(self.store.features))
+        if missing:
+            raise StoreError(f"{where}: missing keys {missing}; every store feature needs data (never zero-filled)")
+        if unknown:
+            raise StoreError(f"{where}: unknown keys {unknown}; declare them in the store's features first")
+        n = None
+        checked = {}
+        for key, spec in self.store.features.items():
+            value = np.asarray(frames[key])
+            if value.shape[1:] != spec.shape:
+                raise StoreError(f"{where}: {key} has per-frame shape {value.shape[1:]}, the store declares {spec.shape}")
+            if n is not None and len(value) != n:
+                raise StoreError(f"{where}: {key} has {len(value)} frames, the other keys {n}")
+            n = len(value)
+            if not np.can_cast(value.dtype, spec.dtype, casting="same_kind"):
+                raise StoreError(f"{where}: {key} has dtype {value.dtype}, the store declares {spec.dtype}")
+            value = value.astype(spec.dtype, copy=False)
+            if value.dtype.kind == "f" and not np.isfinite(value).all():  # after the cast: overflow shows as inf
+                raise StoreError(f"{where}: {key} has NaN or inf values")
+            checked[key] = value
+        for key, value in checked.items():
+            self.buffer[key].append(value)
+        self.length += n or 0
+        if self.flush_frames is not None and self.length - self.written >= self.flush_frames:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered frames into the arrays (still uncommitted)."""
+        n = self.length - self.written
+        if n == 0:
+            return
+        lo, hi = self.start + self.written, self.start + self.length
+        for key, parts in self.buffer.items():
+            arr = self.store.array(key)
+            arr.resize((hi, *arr.shape[1:]))
+            arr[lo:hi] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            parts.clear()
+        self.written = self.length
+
+    def commit(self, success: bool | None = None, quality: str = "unknown", annotations: dict | None = None,
+               info: dict | None = None) -> int:
+        """Make the episode part of the store (one atomic rewrite of the root attributes); its index."""
+        if self.closed:
+            raise StoreError("this episode writer was already committed or aborted")
+        if self.length == 0:
+            raise StoreError(f"episode {self.store.n_episodes}: has no frames")
+        self.flush()
+        self.closed = True
+        self.store._writer = None
+        return self.store._commit_episode(self.task, self.length, success, quality, annotations or {}, info)
+
+    def abort(self) -> None:
+        """Forget the episode: its frames are dropped from the arrays' tail."""
+        if self.closed:
+            return
+        self.closed = True
+        self.store._writer = None
+        self.store._drop_uncommitted_tail()
