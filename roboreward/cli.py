@@ -24,6 +24,7 @@ GROUP_HELP = {
     "bc": "behaviour cloning policies (RA-BC weighting): train",
     "sim": "simulated SO-101 tasks: evaluate policies",
     "rl": "online RL in the sim tasks (SB3) with learned, oracle or sparse rewards: train, eval",
+    "deploy": "a policy on an arm (LeRobot's so101_follower, koch_follower, or the sim twin) behind the safety layer, recorded",
 }
 
 
@@ -509,6 +510,50 @@ def _rl_eval(args):
     (out / "rl_eval.json").write_text(json.dumps(r, indent=2))
     print(f"{config.task}: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
           f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}); {out / 'rl_eval.json'}")
+
+
+# ---------------------------------------------------------------------------------------- deploy
+@command("deploy", None, "run a policy on an arm at the dataset's fps behind the safety layer; record episodes as training data")
+@arg("--robot.type", dest="robot_type", required=True, help="sim_so101, so101_follower, so100_follower or koch_follower")
+@arg("--robot.port", dest="robot_port", default=None, help="serial port of a real arm (e.g. /dev/ttyACM0)")
+@arg("--robot.id", dest="robot_id", default=None, help="arm id (names LeRobot's calibration file)")
+@arg("--robot.task", dest="robot_task", default=None, help="sim_so101: the sim task of the scene")
+@arg("--robot.image_size", dest="robot_image_size", type=_int_in(16, 512), default=None, help="sim_so101: camera size")
+@arg("--policy.path", dest="policy_path", required=True, type=_existing_path, help="policy folder (bc train's model/)")
+@arg("--reward.path", dest="reward_path", type=_existing_path, default=None, help="reward model folder: live progress")
+@arg("--episodes", type=_int_in(1), default=1)
+@arg("--max-steps", type=_int_in(1), default=300, help="ticks per episode")
+@arg("--fps", type=float, default=30.0)
+@arg("--task", default=None, help="task string recorded with each episode (default: the twin's task or the reward model's)")
+@arg("--record", type=Path, default=None, help="zarr store to record every episode into (created or appended)")
+@arg("--success-hold", type=_int_in(0), default=0, help="end an episode when progress stays >= 1 - delta this many ticks")
+@arg("--dry-run", action="store_true", help="log actions without sending them")
+@arg("--no-realtime", action="store_true", help="sim twin: run as fast as the loop goes instead of at --fps")
+def _deploy(args):
+    from .hardware.deploy import DeployConfig, deploy
+    from .hardware.safety import SafetyConfig
+
+    robot = {"type": args.robot_type}
+    for name in ("port", "id", "task", "image_size"):
+        value = getattr(args, f"robot_{name}")
+        if value is not None:
+            robot[name] = value
+    if args.robot_type != "sim_so101" and "port" not in robot:
+        raise RoborewardError(f"--robot.type {args.robot_type} needs --robot.port (e.g. /dev/ttyACM0)")
+    config = DeployConfig(robot=robot, policy=str(args.policy_path), reward=None if args.reward_path is None else str(args.reward_path),
+                          episodes=args.episodes, max_steps=args.max_steps, fps=args.fps, task=args.task,
+                          record=None if args.record is None else str(args.record), success_hold=args.success_hold,
+                          realtime=not args.no_realtime, safety=SafetyConfig(dry_run=args.dry_run, fps=args.fps))
+    result = deploy(config)
+    for i, ep in enumerate(result["episodes"]):
+        t = ep["timing"]
+        print(f"episode {i}: {ep['steps']} ticks, ended by {ep['ended_by']}"
+              + (f", final progress {ep['final_progress']:.2f}" if ep["final_progress"] is not None else "")
+              + (f", sim success {ep['sim_success']}" if "sim_success" in ep else "")
+              + f"; tick {t['tick']['mean']:.1f} ms mean / {t['tick']['max']:.1f} max, late {t['late']['max']:.1f} ms max, "
+              f"missed deadlines {ep['missed_deadlines']}; interventions {ep['interventions'] or 'none'}")
+    if result["recorded"]:
+        print(f"recorded: {result['recorded']}")
 
 
 # ---------------------------------------------------------------------------------------- demo

@@ -154,6 +154,12 @@ class SO101Env(gym.Env):
         return self._visual.apply(self._visual_seed, self._visual_episode)
 
     def step(self, action):
+        reward, terminated, truncated, info = self.advance(action)
+        return self._observation(), reward, terminated, truncated, info
+
+    def advance(self, action):
+        """``step`` without the observation (nothing rendered): (reward, terminated, truncated, info).
+        What the Robot-API twin uses, whose cameras are read by ``get_observation`` alone."""
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (6,) or not np.all(np.isfinite(action)):
             raise ValueError(f"action must be 6 finite joint targets in LeRobot units, got {action!r}")
@@ -164,8 +170,7 @@ class SO101Env(gym.Env):
         terminated = bool(state.success and self.config.terminate_on_success)
         truncated = self._steps >= self.config.max_episode_steps
         # Sparse success reward; shaped rewards come from roboreward's shaping wrappers.
-        reward = float(state.success)
-        return self._observation(), reward, terminated, truncated, self._info(state)
+        return float(state.success), terminated, truncated, self._info(state)
 
     def joint_state(self) -> np.ndarray:
         """Current joint positions in LeRobot units (6,) float32."""

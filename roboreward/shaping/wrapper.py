@@ -79,11 +79,14 @@ class ModelPotential(Potential):
         inputs = {k: observation[k] for k in self.needs if k not in self.cameras}
         if self.encoder is None:  # a model that reads pixels itself
             return {**inputs, **{c: observation[c] for c in self.cameras}}
-        frames = [np.asarray(observation[c]) for c in self.cameras]
-        feats = self.encoder(np.concatenate(frames)) if len({f.shape for f in frames}) == 1 else None
-        n = len(frames[0])
-        for i, c in enumerate(self.cameras):
-            inputs[f"features.{c}"] = feats[i * n:(i + 1) * n] if feats is not None else self.encoder(frames[i])
+        raw = [c for c in self.cameras if f"features.{c}" not in observation]  # a loop may share its encoding
+        inputs.update({f"features.{c}": observation[f"features.{c}"] for c in self.cameras if c not in raw})
+        if raw:
+            frames = [np.asarray(observation[c]) for c in raw]
+            feats = self.encoder(np.concatenate(frames)) if len({f.shape for f in frames}) == 1 else None
+            n = len(frames[0])
+            for i, c in enumerate(raw):
+                inputs[f"features.{c}"] = feats[i * n:(i + 1) * n] if feats is not None else self.encoder(frames[i])
         return inputs
 
     def start(self, observation, progress, ids):
