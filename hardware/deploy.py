@@ -281,7 +281,8 @@ def _episode(config, arm: SafeArm, runner, potential, writer, motors, cameras, d
 
 def _report(steps, value, ended_by, times, missed, arm, task, success) -> dict:
     def ms(xs):
-        return {"mean": 1e3 * float(np.mean(xs)), "max": 1e3 * float(np.max(xs))} if xs else None
+        return {"mean": 1e3 * float(np.mean(xs)), "p99": 1e3 * float(np.percentile(xs, 99)),
+                "max": 1e3 * float(np.max(xs))} if xs else None
 
     return {"steps": int(steps), "task": task, "success": bool(success), "final_progress": value, "ended_by": ended_by,
             "interventions": arm.episode_interventions(), "missed_deadlines": int(missed),

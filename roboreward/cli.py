@@ -538,6 +538,10 @@ def _deploy(args):
         value = getattr(args, f"robot_{name}")
         if value is not None:
             robot[name] = value
+    from .hardware import ARM_TYPES
+
+    if args.robot_type not in ARM_TYPES:
+        raise RoborewardError(f"robot.type {args.robot_type!r} unknown; choose from {', '.join(ARM_TYPES)}")
     if args.robot_type != "sim_so101" and "port" not in robot:
         raise RoborewardError(f"--robot.type {args.robot_type} needs --robot.port (e.g. /dev/ttyACM0)")
     config = DeployConfig(robot=robot, policy=str(args.policy_path), reward=None if args.reward_path is None else str(args.reward_path),

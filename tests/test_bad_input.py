@@ -431,6 +431,14 @@ CASES = [
     Case("rl config bad algo", [*RL, "--config", "{tmp}/r.yaml"], "algo 'ddpg' unknown", files={"r.yaml": "algo: ddpg\n"}),
     Case("rl config unknown key", [*RL, "--config", "{tmp}/r.yaml"], "unknown key 'horizon'", files={"r.yaml": "horizon: 5\n"}),
     Case("rl eval not a run", ["rl", "eval", "--policy", "{good}"], "not an rl train run"),
+    # --- deploy
+    Case("deploy unknown robot", ["deploy", "--robot.type=ur5", "--policy.path={policy}"], "robot.type 'ur5' unknown"),
+    Case("deploy real arm without port", ["deploy", "--robot.type=so101_follower", "--policy.path={policy}"],
+         "needs --robot.port"),
+    Case("deploy policy missing", ["deploy", "--robot.type=sim_so101", "--policy.path={tmp}/nopolicy"], "no such file or folder"),
+    Case("deploy reward model as policy", ["deploy", "--robot.type=sim_so101", "--policy.path={model}"], "'sarm'"),
+    Case("deploy unknown twin camera", ["deploy", "--robot.type=sim_so101", "--robot.task=juggle", "--policy.path={policy}"],
+         "juggle"),
     # --- demo
     Case("demo unknown key", ["demo", "--config", "{tmp}/d.yaml", "--out", "{tmp}/demo"], "unknown key 'tsk'",
          files={"d.yaml": "dataset: {tsk: stack}\n"}),

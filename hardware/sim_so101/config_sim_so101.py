@@ -29,6 +29,10 @@ class SimSO101Config(RobotConfig):
     def __post_init__(self):
         super().__post_init__()
         from roboreward.sim.env import CAMERAS
+        from roboreward.sim.tasks import TASKS
+
+        if self.task not in TASKS:
+            raise ValueError(f"task {self.task!r} unknown; the twin has tasks {sorted(TASKS)}")
 
         unknown = sorted(set(self.views) - set(CAMERAS))
         if unknown:
