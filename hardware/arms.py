@@ -17,6 +17,10 @@ def arm_config(config: dict[str, Any]):
 
     config = dict(config)
     kind = config.pop("type", None)
+    if config.get("calibration_dir") is not None:
+        from pathlib import Path
+
+        config["calibration_dir"] = Path(config["calibration_dir"])
     if kind not in ARM_TYPES:
         raise ArmError(f"robot.type {kind!r} unknown; choose from {', '.join(ARM_TYPES)}")
     if kind == "sim_so101":
@@ -29,7 +33,7 @@ def arm_config(config: dict[str, Any]):
     try:
         return cls(**config)
     except TypeError as exc:
-        raise ArmError(f"robot ({kind}): {exc}".replace("__init__() ", "")) from None
+        raise ArmError(f"robot ({kind}): {exc}".replace(".__init__() ", ": ")) from None
     except ValueError as exc:
         raise ArmError(f"robot ({kind}): {exc}") from None
 

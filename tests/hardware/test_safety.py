@@ -151,3 +151,13 @@ def test_lerobot_so101_follower_gets_clamped_goals(monkeypatch, tmp_path):
     assert bus.torque_off_at_disconnect is True and not bus.connected
     # the safe stop walked back to the rest pose before switching torque off
     assert bus.writes[-1] == pytest.approx(dict(zip([k[:-4] for k in KEYS], HOME_DEG.tolist())))
+
+
+def test_make_arm_builds_lerobot_arms_without_connecting(tmp_path):
+    koch = make_arm({"type": "koch_follower", "port": "/dev/ttyFAKE", "id": "k", "calibration_dir": str(tmp_path)})
+    assert type(koch).__name__ == "KochFollower" and not koch.is_connected
+    assert list(koch.action_features) == KEYS  # Koch's joints carry the SO-101's names in LeRobot
+    with pytest.raises(ArmError, match="robot.type 'ur5' unknown"):
+        make_arm({"type": "ur5"})
+    with pytest.raises(ArmError, match="robot \\(so101_follower\\)"):
+        make_arm({"type": "so101_follower", "baud": 9600})
