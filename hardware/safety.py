@@ -6,7 +6,8 @@ degrees mode, and drops torque wherever the arm is on disconnect. ``SafeArm`` in
 
 - refuses actions whose keys are not the arm's action features (one line, before anything moves);
 - replaces a NaN or infinite target by the last safe one (the arm holds);
-- clamps each joint to its limits (config, else the SO-101's calibrated ranges for SO-101 arms);
+- clamps each joint to its limits (config, else the arm's LeRobot calibration file, else the SO-101's
+  ranges for SO-101 arms);
 - limits the change per tick: at most ``max_relative_target`` from the present position (LeRobot's
   semantics) and at most ``max_velocity / fps`` from the last target sent (a velocity clamp);
 - returns the target actually sent (after the arm's own clipping), and in dry-run mode sends
@@ -82,6 +83,31 @@ def so101_defaults(motors: list[str]) -> tuple[dict, dict]:
             {k: float(v) for k, v in zip(keys, HOME_DEG)})
 
 
+def calibration_limits(arm) -> dict[str, list[float]]:
+    """Joint limits in the arm's own units from a LeRobot arm's calibration (the recorded range of
+    motion of each motor, normalised the way its bus normalises positions); {} without one."""
+    bus, calibration = getattr(arm, "bus", None), getattr(arm, "calibration", None) or {}
+    if bus is None or not calibration:
+        return {}
+    from lerobot.motors import MotorNormMode
+
+    limits = {}
+    for name, motor in getattr(bus, "motors", {}).items():
+        cal = calibration.get(name)
+        if cal is None:
+            continue
+        mode = motor.norm_mode
+        if mode == MotorNormMode.DEGREES:
+            resolution = bus.model_resolution_table[motor.model] - 1
+            half = (cal.range_max - cal.range_min) / 2 * 360 / resolution
+            limits[f"{name}.pos"] = [-half, half]
+        elif mode == MotorNormMode.RANGE_0_100:
+            limits[f"{name}.pos"] = [0.0, 100.0]
+        elif mode == MotorNormMode.RANGE_M100_100:
+            limits[f"{name}.pos"] = [-100.0, 100.0]
+    return limits
+
+
 class SafeArm:
     """Any LeRobot Robot behind the safety layer; the Robot API (connect, disconnect,
     get_observation, send_action, observation_features, action_features, is_connected), usable as
@@ -92,11 +118,14 @@ class SafeArm:
         self.keys = list(arm.action_features)
         motors = [k.removesuffix(".pos") for k in self.keys]
         limits, rest = so101_defaults(motors)
-        limits = {**limits, **self.config.joint_limits}
+        # The most specific source wins: the config, then the arm's calibration file, then the SO-101's ranges.
+        limits = {**limits, **calibration_limits(arm), **self.config.joint_limits}
         self.low = np.array([limits.get(k, [-math.inf, math.inf])[0] for k in self.keys], np.float64)
         self.high = np.array([limits.get(k, [-math.inf, math.inf])[1] for k in self.keys], np.float64)
         rest = {**rest, **self.config.rest_pose}
         self.rest = np.array([rest[k] for k in self.keys]) if all(k in rest for k in self.keys) else None
+        if self.rest is not None:  # a rest pose outside the calibrated range is never commanded
+            self.rest = np.clip(self.rest, self.low, self.high)
         self.interventions: Counter = Counter()
         self.last_target: np.ndarray | None = None
         self.present: np.ndarray | None = None

@@ -161,3 +161,27 @@ def test_make_arm_builds_lerobot_arms_without_connecting(tmp_path):
         make_arm({"type": "ur5"})
     with pytest.raises(ArmError, match="robot \\(so101_follower\\)"):
         make_arm({"type": "so101_follower", "baud": 9600})
+
+
+def test_calibration_file_limits(monkeypatch, tmp_path):
+    """An arm with a LeRobot calibration file is clamped to the range of motion recorded there."""
+    import lerobot.robots.so_follower.so_follower as module
+    from lerobot.motors import MotorCalibration
+
+    monkeypatch.setattr(module, "FeetechMotorsBus", FakeFeetechBus)
+    import json as _json
+
+    cal = {m: {"id": i + 1, "drive_mode": 0, "homing_offset": 0, "range_min": 2048 - 455, "range_max": 2048 + 455}
+           for i, m in enumerate(k[:-4] for k in KEYS)}
+    (tmp_path / "bench.json").write_text(_json.dumps(cal))
+    robot = make_arm({"type": "so101_follower", "port": "/dev/ttyFAKE", "id": "bench", "calibration_dir": tmp_path})
+    assert isinstance(robot.calibration["shoulder_pan"], MotorCalibration)
+    FakeFeetechBus.model_resolution_table = {"sts3215": 4096}
+    arm = SafeArm(robot, SafetyConfig(max_velocity=10_000.0, max_relative_target=1000.0), sleep=lambda s: None)
+    half = 455 * 360 / 4095  # 40.0 deg each way
+    assert arm.high[0] == pytest.approx(half) and arm.low[0] == pytest.approx(-half) and arm.high[5] == 100.0
+    with arm:
+        arm.send_action({**dict(zip(KEYS, HOME_DEG.tolist())), "shoulder_pan.pos": 90.0})
+        assert FakeFeetechBus.instances[-1].writes[-1]["shoulder_pan"] == pytest.approx(half)
+    # the rest pose (-60 deg shoulder lift) is outside this arm's range: the safe stop ends at its edge
+    assert FakeFeetechBus.instances[-1].writes[-1]["shoulder_lift"] == pytest.approx(-half)
