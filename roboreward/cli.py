@@ -506,7 +506,8 @@ def _rl_eval(args):
     algo, config = load_policy(args.policy)
     out = args.out or args.policy / "rl_eval"
     out.mkdir(parents=True, exist_ok=True)
-    r = rollout_success(algo, config, args.episodes, seed=args.seed, n_envs=args.envs, videos=args.videos, out=out)
+    r = rollout_success(algo, config, args.episodes, seed=args.seed, n_envs=args.envs, videos=args.videos, out=out,
+                        desc=f"rl eval {config.task}")
     (out / "rl_eval.json").write_text(json.dumps(r, indent=2))
     print(f"{config.task}: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
           f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}); {out / 'rl_eval.json'}")

@@ -38,6 +38,61 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
     writer.release()
 
 
+def rollouts(runner, make_env, episodes: int, n_envs: int = 4, seed: int = 100_000, videos: int = 0,
+             out: Path | None = None, desc: str = "rollouts", render_frames: bool = True) -> list[dict]:
+    """The one rollout loop (``sim eval``, ``rl eval``): ``n_envs`` envs from ``make_env()`` in
+    lockstep, the runner (``reset(ids)``, ``act(observation, ids)``, ``needs``) asked once per step
+    for every live env; episodes seeded ``seed``, ``seed + 1``, ...; the first ``videos`` written to
+    ``<out>/videos``. Per rollout: seed, success (at any step), steps, furthest gt progress."""
+    from tqdm.auto import tqdm
+
+    from ..sim.env import CAMERAS
+
+    envs = [make_env() for _ in range(min(n_envs, episodes))]
+    results: list[dict] = []
+    bar = tqdm(total=episodes, unit="ep", desc=desc, disable=not desc)
+    keys = runner.needs
+    try:
+        next_seed = seed
+        while len(results) < episodes:
+            batch = envs[: episodes - len(results)]
+            seeds = list(range(next_seed, next_seed + len(batch)))
+            next_seed += len(batch)
+            obs = [env.reset(seed=s)[0] for env, s in zip(batch, seeds)]
+            runner.reset()
+            frames = [[] for _ in batch]
+            done = [False] * len(batch)
+            success = [False] * len(batch)
+            steps = [0] * len(batch)
+            best = [0.0] * len(batch)
+            while not all(done):
+                live = [i for i in range(len(batch)) if not done[i]]
+                actions = runner.act({k: np.stack([obs[i][k] for i in live]) for k in keys}, live)
+                for action, i in zip(actions, live):
+                    if render_frames and len(frames[i]) < 2000 and len(results) + i < videos:
+                        sim = batch[i].unwrapped
+                        frames[i].append(np.concatenate([obs[i][f"observation.images.{c}"] if f"observation.images.{c}" in obs[i]
+                                                         else sim.render_camera(c) for c in CAMERAS], axis=1))
+                    obs[i], _, terminated, truncated, info = batch[i].step(action)
+                    steps[i] += 1
+                    success[i] |= bool(info["success"])
+                    best[i] = max(best[i], float(info.get("progress", 0.0)))
+                    if terminated or truncated:
+                        done[i] = True
+            bar.update(len(batch))
+            bar.set_postfix(success=f"{sum(r['success'] for r in results) + sum(success)}/{len(results) + len(batch)}")
+            for i, s in enumerate(seeds):
+                results.append({"seed": s, "success": success[i], "steps": steps[i], "max_progress": best[i]})
+                if frames[i] and out is not None:
+                    (out / "videos").mkdir(parents=True, exist_ok=True)
+                    _write_video(out / "videos" / f"rollout_{s}.mp4", frames[i], batch[0].unwrapped.config.fps)
+    finally:
+        bar.close()
+        for env in envs:
+            env.close()
+    return results
+
+
 def evaluate_policy(
     policy,
     task: str,
@@ -65,55 +120,18 @@ def evaluate_policy(
         policy = Policy.from_pretrained(policy)
     if episodes < 1 or n_envs < 1:
         raise RoborewardError("episodes and n_envs must be >= 1")
-    n = min(n_envs, episodes)
-    runner = PolicyRunner(policy, n, execute)
-    cameras = bool(runner.cameras)
+    runner = PolicyRunner(policy, min(n_envs, episodes), execute)
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    # A policy without cameras steps physics only; video frames are then rendered on demand.
-    envs = [SO101Env(EnvConfig(task=task, image_size=image_size, cameras=CAMERAS if cameras else (),
-                               max_episode_steps=max_steps, terminate_on_success=True, task_config=task_config or None,
-                               visual=visual or None)) for _ in range(n)]
-    results: list[dict] = []
     t0 = time.perf_counter()
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=episodes, unit="ep", desc=f"sim eval {task}")
-    keys = runner.needs
-    try:
-        next_seed = seed
-        while len(results) < episodes:
-            batch = envs[: episodes - len(results)]
-            seeds = list(range(next_seed, next_seed + len(batch)))
-            next_seed += len(batch)
-            obs = [env.reset(seed=s)[0] for env, s in zip(batch, seeds)]
-            runner.reset()
-            frames = [[] for _ in batch]
-            done = [False] * len(batch)
-            success = [False] * len(batch)
-            steps = [0] * len(batch)
-            while not all(done):
-                live = [i for i in range(len(batch)) if not done[i]]
-                actions = runner.act({k: np.stack([obs[i][k] for i in live]) for k in keys}, live)
-                for action, i in zip(actions, live):
-                    if len(frames[i]) < 2000 and len(results) + i < videos:
-                        frames[i].append(np.concatenate([obs[i].get(f"observation.images.{c}") if cameras
-                                                         else batch[i].render_camera(c) for c in CAMERAS], axis=1))
-                    obs[i], _, terminated, truncated, info = batch[i].step(action)
-                    steps[i] += 1
-                    success[i] |= bool(info["success"])
-                    if terminated or truncated:
-                        done[i] = True
-            bar.update(len(batch))
-            bar.set_postfix(success=f"{sum(r['success'] for r in results) + sum(success)}/{len(results) + len(batch)}")
-            for i, s in enumerate(seeds):
-                results.append({"seed": s, "success": success[i], "steps": steps[i]})
-                if frames[i]:
-                    _write_video(out / "videos" / f"rollout_{s}.mp4", frames[i], envs[0].config.fps)
-    finally:
-        bar.close()
-        for env in envs:
-            env.close()
+    # A policy without cameras steps physics only; video frames are then rendered on demand.
+    def make_env():
+        return SO101Env(EnvConfig(task=task, image_size=image_size, cameras=CAMERAS if runner.cameras else (),
+                                  max_episode_steps=max_steps, terminate_on_success=True, task_config=task_config or None,
+                                  visual=visual or None))
+
+    results = rollouts(runner, make_env, episodes, n_envs, seed, videos, out, desc=f"sim eval {task}")
     n_success = sum(r["success"] for r in results)
     low, high = wilson_interval(n_success, len(results))
     report = {

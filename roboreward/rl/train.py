@@ -414,46 +414,40 @@ def behaviour_clone(algo, demos: dict[str, np.ndarray], steps: int, batch_size: 
 
 
 # ---------------------------------------------------------------------------------------- evaluation
-def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n_envs: int = 4,
-                    videos: int = 0, out: Path | None = None) -> dict[str, Any]:
-    """Deterministic rollouts of ``algo``'s policy in the plain task (true success only), seeds
-    ``seed``, ``seed + 1``, ...; the first ``videos`` rollouts written to ``<out>/videos``."""
-    from ..policies.evaluate import _write_video, wilson_interval
+class SB3Runner:
+    """An SB3 policy as a rollout runner (``reset``, ``act``, ``needs``) over the RL env's dict
+    observations, so ``rl eval`` rolls out through the same loop as ``sim eval``."""
 
-    venv = build_env(config, None, min(n_envs, episodes), ShapingConfig(scheme="sparse", gamma=config.gamma))
-    results: list[dict[str, Any]] = []
-    try:
-        while len(results) < episodes:
-            n = min(venv.num_envs, episodes - len(results))
-            seeds = [seed + len(results) + i for i in range(venv.num_envs)]
-            venv.seed(seeds[0])  # env i's next reset uses seeds[0] + i
-            obs = venv.reset()
-            live, frames = np.ones(n, bool), [[] for _ in range(n)]
-            best = np.zeros(n)  # the furthest ground-truth progress each rollout reached
-            batch: list[dict[str, Any] | None] = [None] * n
-            while live.any():
-                for i in range(n):
-                    if live[i] and len(results) + i < videos:
-                        frames[i].append(np.concatenate([venv.venv.envs[i].unwrapped.render_camera(c, 128)
-                                                         for c in ("front", "wrist")], 1))
-                action, _ = algo.predict(obs, deterministic=True)
-                obs, _, dones, infos = venv.step(action)
-                for i in range(n):
-                    if live[i]:
-                        best[i] = max(best[i], float(infos[i].get("progress", 0.0)))
-                for i in np.flatnonzero(dones[:n]):
-                    if live[i]:
-                        live[i] = False
-                        ep = infos[i]["episode_terms"]
-                        batch[i] = {"seed": seeds[i], "success": ep["success"], "steps": ep["length"],
-                                    "max_progress": float(best[i])}
-            for i in range(n):
-                if frames[i] and out is not None:
-                    (out / "videos").mkdir(parents=True, exist_ok=True)
-                    _write_video(out / "videos" / f"rollout_{seeds[i]}.mp4", frames[i], 30.0)
-            results.extend(batch)
-    finally:
-        venv.close()
+    def __init__(self, algo, space):
+        from ..shaping import PolicyObservation
+
+        self.algo, self.obs = algo, PolicyObservation(space, POLICY_KEYS)
+        self.needs = list(POLICY_KEYS)
+
+    def reset(self, ids=None) -> None:
+        pass  # SB3's MLP policies are memoryless
+
+    def act(self, observation: dict, ids=None) -> np.ndarray:
+        action, _ = self.algo.predict(self.obs(observation), deterministic=True)
+        return action
+
+
+def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n_envs: int = 4,
+                    videos: int = 0, out: Path | None = None, desc: str = "") -> dict[str, Any]:
+    """Deterministic rollouts of ``algo``'s policy in the plain task (true success only), seeds
+    ``seed``, ``seed + 1``, ..., through the shared rollout loop; the first ``videos`` written to
+    ``<out>/videos``."""
+    from ..policies.evaluate import rollouts, wilson_interval
+
+    step = [config.max_step_deg] * 5 + [config.max_step_gripper]
+
+    def env():
+        return make_env(config.task, (), 96, config.max_episode_steps, config.task_config, max_step=step)
+
+    probe = env()
+    runner = SB3Runner(algo, probe.observation_space)
+    probe.close()
+    results = rollouts(runner, env, episodes, n_envs, seed, videos, out, desc=desc)
     k = int(sum(r["success"] for r in results))
     low, high = wilson_interval(k, len(results))
     return {"task": config.task, "episodes": len(results), "successes": k, "success_rate": k / len(results),
