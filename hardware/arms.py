@@ -30,12 +30,33 @@ def arm_config(config: dict[str, Any]):
         import lerobot.robots.so_follower  # noqa: F401
 
         cls = RobotConfig.get_choice_class(kind)
+    if isinstance(config.get("cameras"), dict):
+        config["cameras"] = {name: camera_config(name, c) for name, c in config["cameras"].items()}
     try:
         return cls(**config)
     except TypeError as exc:
         raise ArmError(f"robot ({kind}): {exc}".replace(".__init__() ", ": ")) from None
     except ValueError as exc:
         raise ArmError(f"robot ({kind}): {exc}") from None
+
+
+def camera_config(name: str, spec):
+    """A LeRobot ``CameraConfig`` from ``{type: opencv, index_or_path: 0, width: 640, height: 480, fps: 30}``."""
+    from lerobot.cameras import CameraConfig
+
+    if isinstance(spec, CameraConfig):
+        return spec
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ArmError(f"robot.cameras.{name}: expected a mapping with a type (opencv, realsense), got {spec!r}")
+    spec = dict(spec)
+    kind = spec.pop("type")
+    try:
+        __import__(f"lerobot.cameras.{kind}")  # registers the camera's config class
+        return CameraConfig.get_choice_class(kind)(**spec)
+    except (ImportError, KeyError):
+        raise ArmError(f"robot.cameras.{name}: camera type {kind!r} unknown (LeRobot has opencv, realsense)") from None
+    except (TypeError, ValueError) as exc:
+        raise ArmError(f"robot.cameras.{name}: {exc}") from None
 
 
 def make_arm(config):

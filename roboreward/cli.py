@@ -518,6 +518,8 @@ def _rl_eval(args):
 @arg("--robot.type", dest="robot_type", required=True, help="sim_so101, so101_follower, so100_follower or koch_follower")
 @arg("--robot.port", dest="robot_port", default=None, help="serial port of a real arm (e.g. /dev/ttyACM0)")
 @arg("--robot.id", dest="robot_id", default=None, help="arm id (names LeRobot's calibration file)")
+@arg("--robot.cameras", dest="robot_cameras", default=None,
+     help="a real arm's cameras, LeRobot style: '{front: {type: opencv, index_or_path: 0, width: 640, height: 480, fps: 30}}'")
 @arg("--robot.task", dest="robot_task", default=None, help="sim_so101: the sim task of the scene")
 @arg("--robot.image_size", dest="robot_image_size", type=_int_in(16, 512), default=None, help="sim_so101: camera size")
 @arg("--policy.path", dest="policy_path", required=True, type=_existing_path, help="policy folder (bc train's model/)")
@@ -539,6 +541,13 @@ def _deploy(args):
         value = getattr(args, f"robot_{name}")
         if value is not None:
             robot[name] = value
+    if args.robot_cameras is not None:
+        import yaml
+
+        try:
+            robot["cameras"] = yaml.safe_load(args.robot_cameras)
+        except yaml.YAMLError as exc:
+            raise RoborewardError(f"--robot.cameras is not YAML ({str(exc).splitlines()[0]})") from None
     from .hardware import ARM_TYPES
 
     if args.robot_type not in ARM_TYPES:

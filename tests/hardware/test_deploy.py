@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ TWIN = {"type": "sim_so101", "image_size": 32}
 
 
 def config(hw, tmp_path, **kw):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     robot = {**TWIN, **kw.pop("robot", {})}
     return DeployConfig(robot=robot, policy=str(kw.pop("policy", hw["policy"])), episodes=kw.pop("episodes", 1),
                         max_steps=kw.pop("max_steps", 12), realtime=False, record=str(tmp_path / "rec.zarr"),
@@ -67,6 +69,12 @@ def test_deploy_records_episodes_that_train_a_reward_model(hw, tmp_path):
     ok(cli("reward", "train", "--config", "configs/reward/time_regression.yaml", "--dataset", tmp_path / "rec.zarr",
            "--out", out, "--steps", 10, cwd=os.getcwd()))
     assert (out / "model" / "model.safetensors").is_file()
+    # ... and drives the live progress of the next deploy: with a success margin that any reading
+    # passes, the episode ends after success_hold ticks.
+    again = deploy(config(hw, tmp_path / "again", reward=str(out / "model"), success_hold=3, success_delta=0.999,
+                          max_steps=25), progress=False)["episodes"][0]
+    assert again["ended_by"] == "success (progress held)" and again["steps"] == 3
+    assert 0.0 <= again["final_progress"] <= 1.0
 
 
 @pytest.mark.parametrize("fault, robot, word", [
@@ -153,6 +161,23 @@ def test_kill_9_loses_at_most_the_episode_in_flight(hw, tmp_path):
     ok(subprocess.run(args(1), env=ENV, capture_output=True, text=True))
     store = EpisodeStore(rec)
     assert store.n_episodes == 2 and store.n_frames == 40 and check_store(rec) == []
+
+
+def test_ctrl_c_stops_safely_and_keeps_the_episode(hw, tmp_path):
+    rec = tmp_path / "rec.zarr"
+    proc = subprocess.Popen([sys.executable, "-m", "roboreward.cli", "deploy", "--robot.type=sim_so101", "--robot.image_size", "32",
+                             f"--policy.path={hw['policy']}", "--max-steps", "3000", "--record", str(rec)],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (rec / "data" / "action").exists() and time.monotonic() < deadline:  # recording has begun
+        time.sleep(0.2)
+    time.sleep(1.5)  # about 45 ticks at 30 Hz
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "interrupted (Ctrl-C)" in err and "Traceback" not in err, err[-2000:]
+    store = recorded(tmp_path)
+    assert store.n_episodes == 1 and 20 < store.episodes[0].length < 3000
+    assert store.episodes[0].info["ended_by"] == "interrupted (Ctrl-C)"
 
 
 @pytest.mark.hardware

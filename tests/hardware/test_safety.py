@@ -157,6 +157,11 @@ def test_make_arm_builds_lerobot_arms_without_connecting(tmp_path):
     koch = make_arm({"type": "koch_follower", "port": "/dev/ttyFAKE", "id": "k", "calibration_dir": str(tmp_path)})
     assert type(koch).__name__ == "KochFollower" and not koch.is_connected
     assert list(koch.action_features) == KEYS  # Koch's joints carry the SO-101's names in LeRobot
+    cams = {"front": {"type": "opencv", "index_or_path": 0, "width": 640, "height": 480, "fps": 30}}
+    so101 = make_arm({"type": "so101_follower", "port": "/dev/ttyFAKE", "calibration_dir": str(tmp_path), "cameras": cams})
+    assert so101.observation_features["front"] == (480, 640, 3)
+    with pytest.raises(ArmError, match="camera type 'kinect' unknown"):
+        make_arm({"type": "so101_follower", "port": "/dev/ttyFAKE", "cameras": {"front": {"type": "kinect"}}})
     with pytest.raises(ArmError, match="robot.type 'ur5' unknown"):
         make_arm({"type": "ur5"})
     with pytest.raises(ArmError, match="robot \\(so101_follower\\)"):
