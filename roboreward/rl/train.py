@@ -39,7 +39,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from ..config import ConfigError, from_dict
 from ..errors import RoborewardError
 from ..faults import kill_point
-from ..shaping import ShapedRewardVecEnv, ShapingConfig, ZeroPotential, make_potential
+from ..shaping import ShapedRewardVecEnv, ShapingConfig, make_potential
 from ..training import save_dir_atomic, write_atomic_text
 from .envs import POLICY_KEYS, camera_names, make_env
 
