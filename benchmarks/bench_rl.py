@@ -185,6 +185,7 @@ def summarise(cells: dict, record: dict) -> dict:
                                                                           "final_max_progress": []})
         s["seeds"].append(c["seed"])
         s["final_max_progress"].append(c["final_max_progress"])
+        s.setdefault("final_learned_progress", []).append(c["curve"][-1].get("train_final_progress"))
         s["final_success"].append(c["final_success"])
         s["steps_to_80"].append(c["steps_to_80"])
     for task, schemes in summary.items():
@@ -192,6 +193,8 @@ def summarise(cells: dict, record: dict) -> dict:
         for name, s in schemes.items():
             s["final_success_mean"] = float(np.mean(s["final_success"]))
             s["final_max_progress_mean"] = float(np.mean(s["final_max_progress"]))
+            learned = [x for x in s["final_learned_progress"] if x is not None]
+            s["final_learned_progress_mean"] = float(np.mean(learned)) if learned else None
             reached = [x for x in s["steps_to_80"] if x is not None]
             s["reached_80"] = f"{len(reached)}/{len(s['steps_to_80'])}"
             s["steps_to_80_median"] = float(np.median(reached)) if len(reached) * 2 > len(s["steps_to_80"]) else None
@@ -241,15 +244,18 @@ def chart(record: dict, png: Path) -> None:
                                 label=f"{scheme} ({len(cells)} seeds)" if k == 0 else None)
                 axes[0, j].plot(steps, [r.get("eval_max_progress", np.nan) for r in c["curve"]], color=colours[scheme],
                                 alpha=0.6, ls=":")
-                pts = [(r["train_return"], r["train_success"]) for r in c["curve"] if r["train_return"] is not None]
-                if pts:
-                    axes[1, j].plot(*zip(*pts), "o-", ms=3, color=colours[scheme], alpha=0.7,
-                                    label=scheme if k == 0 else None)
+                if scheme != "sparse":  # sparse has no potential
+                    pts = [(r["step"], r["train_final_progress"]) for r in c["curve"] if r.get("train_final_progress") is not None]
+                    if pts:
+                        axes[1, j].plot(*zip(*pts), "o-", ms=3, color=colours[scheme], alpha=0.8,
+                                        label=f"{scheme}: potential at episode end" if k == 0 else None)
+                axes[1, j].plot(steps, [r.get("train_success") or 0.0 for r in c["curve"]], color=colours[scheme],
+                                alpha=0.5, ls=":", label=f"{scheme}: true success" if k == 0 else None)
         axes[0, j].set(title=f"{task}: true success (solid), furthest gt progress (dotted)", xlabel="env steps",
                        ylabel="success / progress", ylim=(-0.03, 1.03))
         axes[0, j].axhline(0.8, color="#cccccc", lw=0.8, ls="--")
-        axes[1, j].set(title=f"{task}: shaped return vs true success (training episodes)", xlabel="mean shaped return",
-                       ylabel="true success")
+        axes[1, j].set(title=f"{task}: training episodes: what the reward reads vs true success", xlabel="env steps",
+                       ylabel="potential / success", ylim=(-0.03, 1.03))
         axes[0, j].legend(fontsize=7)
         axes[1, j].legend(fontsize=7)
     fig.tight_layout()
@@ -264,6 +270,8 @@ def main():
     p.add_argument("--steps", type=int, default=None, help="env steps per cell (default 15000; --quick 300)")
     p.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this many minutes")
     p.add_argument("--no-speed", action="store_true", help="skip the speed section (keep the recorded one)")
+    p.add_argument("--aggregate", action="store_true",
+                   help="only rebuild bench_rl.json and the chart from the cell files (keeps the recorded speed)")
     args = p.parse_args()
     schemes = args.schemes.split(",")
     unknown = sorted(set(schemes) - set(SCHEMES))
@@ -282,14 +290,18 @@ def main():
     old = json.loads(path.read_text()) if path.is_file() else {}
     t_start = time.perf_counter()
     preps = {}
-    for task in tasks:
+    for task in tasks if not args.aggregate else []:
         preps[task] = prepare(task, work, args.quick)
-    if not args.no_speed:
+    if args.aggregate:
+        record["speed"] = old.get("speed")
+        if old.get("machine"):
+            record["machine"] = old["machine"]
+    elif not args.no_speed:
         record["speed"] = speed(tasks[0], preps[tasks[0]], args.quick)
     elif old.get("speed"):
         record["speed"] = old["speed"]
     stopped = False
-    for seed in seeds:
+    for seed in seeds if not args.aggregate else []:
         for task in tasks:
             for scheme in schemes:
                 cell = cells_dir / f"{task}_{scheme}_s{seed}.json"

@@ -245,15 +245,17 @@ def rl_table(d):
           f"True success from {cfg.get('eval_episodes', '?')} deterministic rollouts every {cfg.get('eval_every', '?')} steps; "
           f"cells done: {d['cells_done']} of the planned 2 tasks x 5 schemes x 3 seeds. Goals: pbrs (learned) reaches 80% "
           f"in <= 1/3 of sparse's steps (or sparse never does) and does at least as well as naive.\n")
-    print("| task | scheme | seeds | reached 80% | steps to 80% (median) | final true success | furthest gt progress (final eval) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| task | scheme | seeds | reached 80% | steps to 80% (median) | final true success | furthest gt progress (final eval) "
+          "| potential at the end of training episodes (last 50) |")
+    print("|---|---|---|---|---|---|---|---|")
     for task, schemes in d["summary"].items():
         for name in ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs"):
             s = schemes.get(name)
             if s is None:
                 continue
             print(f"| {task} | {name} | {len(s['seeds'])} | {s['reached_80']} | {fmt(s['steps_to_80_median']) if s['steps_to_80_median'] else 'not reached'} "
-                  f"| {s['final_success_mean']:.2f} | {s['final_max_progress_mean']:.2f} |")
+                  f"| {s['final_success_mean']:.2f} | {s['final_max_progress_mean']:.2f} | "
+                  f"{'-' if name == 'sparse' or s.get('final_learned_progress_mean') is None else format(s['final_learned_progress_mean'], '.2f')} |")
     sp = d.get("speed")
     if sp:
         r = sp["env_steps_per_s"]
