@@ -251,10 +251,10 @@ def chart(record: dict, png: Path) -> None:
                                         label=f"{scheme}: potential at episode end" if k == 0 else None)
                 axes[1, j].plot(steps, [r.get("train_success") or 0.0 for r in c["curve"]], color=colours[scheme],
                                 alpha=0.5, ls=":", label=f"{scheme}: true success" if k == 0 else None)
-        axes[0, j].set(title=f"{task}: true success (solid), furthest gt progress (dotted)", xlabel="env steps",
+        axes[0, j].set(title=f"{task}: eval success (solid), gt progress (dotted)", xlabel="env steps",
                        ylabel="success / progress", ylim=(-0.03, 1.03))
         axes[0, j].axhline(0.8, color="#cccccc", lw=0.8, ls="--")
-        axes[1, j].set(title=f"{task}: training episodes: what the reward reads vs true success", xlabel="env steps",
+        axes[1, j].set(title=f"{task}: learned potential vs true success", xlabel="env steps",
                        ylabel="potential / success", ylim=(-0.03, 1.03))
         axes[0, j].legend(fontsize=7)
         axes[1, j].legend(fontsize=7)

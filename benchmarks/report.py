@@ -269,8 +269,23 @@ def rl_table(d):
               + "\n")
 
 
+def deploy_table(d):
+    print(f"**Deploy loop on the sim twin** (`bench_deploy.py`, {d['date']}, {d['machine']['cpu_count']} CPU cores"
+          f"{', quick' if d['quick'] else ''}): {d['ticks']} ticks at {d['fps']:.0f} Hz (budget {d['budget_ms']:.1f} ms), "
+          f"the image BC policy of `configs/bc/bc.yaml` over two {d['image_size']} px cameras through the frozen encoder, "
+          "SARM reading the same features. Tick = read the arm and cameras, encode, act, safety + send, reward, record.\n")
+    print("| loop | tick ms (mean / p99 / max) | late vs schedule ms (mean / max) | missed deadlines | policy ms | reward ms | safety + send ms | record ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, r in d["results"].items():
+        t = r["timing_ms"]
+        print(f"| {label} | {t['tick']['mean']:.1f} / {t['tick']['p99']:.1f} / {t['tick']['max']:.1f} | "
+              f"{t['late']['mean']:.1f} / {t['late']['max']:.1f} | {r['missed_deadlines']} | {t['policy']['mean']:.2f} | "
+              f"{t['reward']['mean']:.2f} | {t['send']['mean']:.2f} | {t['record']['mean']:.2f} |")
+    print(f"\nFull loop / policy alone: **{d['ratio_tick_full_over_policy_only']:.2f}x** the tick time.\n")
+
+
 def _print_tables():
-    for name, fn in (("bench_rl", rl_table), ("bench_rabc", rabc_table), ("bench_reward_quality", quality_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
+    for name, fn in (("bench_rl", rl_table), ("bench_deploy", deploy_table), ("bench_rabc", rabc_table), ("bench_reward_quality", quality_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
         if d is None:
