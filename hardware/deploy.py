@@ -76,6 +76,9 @@ def check_compatible(arm, policy, reward=None) -> None:
     arm does not have: other joints, the simulator's object poses, cameras it lacks."""
     motors = [k for k in arm.action_features]
     cameras = [k for k, v in arm.observation_features.items() if isinstance(v, tuple) and len(v) == 3]
+    if getattr(getattr(arm, "config", None), "use_degrees", True) is False:
+        raise ArmError(f"{arm.name} reports its joints in -100..100 (use_degrees=False); the policy was trained in "
+                       "degrees (so101_follower's default units): connect it with use_degrees=True")
     for what, cfg in (("policy", policy.config), ("reward model", None if reward is None else reward.config)):
         if cfg is None:
             continue

@@ -145,6 +145,20 @@ def test_policy_reading_object_poses_is_refused(hw, tmp_path):
     assert not (tmp_path / "rec.zarr").exists()  # refused before anything was made or moved
 
 
+def test_units_mismatch_is_refused(hw, monkeypatch, tmp_path):
+    import lerobot.robots.so_follower.so_follower as module
+    from test_safety import FakeFeetechBus
+
+    from roboreward.hardware import ArmError, make_arm
+    from roboreward.hardware.deploy import check_compatible
+
+    monkeypatch.setattr(module, "FeetechMotorsBus", FakeFeetechBus)
+    arm = make_arm({"type": "so101_follower", "port": "/dev/ttyFAKE", "calibration_dir": str(tmp_path), "use_degrees": False})
+    with pytest.raises(ArmError, match="use_degrees=False"):
+        check_compatible(arm, Policy.from_pretrained(hw["policy"]))
+    check_compatible(make_arm({"type": "sim_so101"}), Policy.from_pretrained(hw["policy"]))  # the twin's units match
+
+
 def test_kill_9_loses_at_most_the_episode_in_flight(hw, tmp_path):
     rec = tmp_path / "rec.zarr"
     def args(episodes):
