@@ -123,16 +123,16 @@ def env_rate(task: str, prep: dict | None, model: str | None, cameras: bool, sec
 
     from roboreward.rewards import RewardModel
     from roboreward.rl.envs import POLICY_KEYS, make_env
-    from roboreward.rl.train import model_image_size
-    from roboreward.shaping import ModelPotential, ShapedRewardVecEnv, ShapingConfig, ZeroPotential
+    from roboreward.shaping import ModelPotential, ShapedRewardVecEnv, ShapingConfig, ZeroPotential, encoder_of
 
     reward = RewardModel.from_pretrained(prep["models"][model]) if model else None
-    size = model_image_size(reward) if reward is not None else 96
+    encoder = encoder_of(reward) if reward is not None else None
+    size = encoder.config.image_size if encoder is not None else 96
     cams = ("front", "wrist") if cameras else ()
     venv = DummyVecEnv([lambda: make_env(task, cams, size, 200, prep["task_config"] if prep else None) for _ in range(n_envs)])
     from roboreward.sim.tasks import make_task
 
-    potential = ModelPotential(reward, n_envs, make_task(task).instruction) if reward is not None else ZeroPotential()
+    potential = ModelPotential(reward, n_envs, make_task(task).instruction, encoder) if reward is not None else ZeroPotential()
     shaped = ShapedRewardVecEnv(venv, ShapingConfig(scheme="pbrs" if reward is not None else "sparse"), potential, POLICY_KEYS)
     rng = np.random.default_rng(0)
     shaped.reset()

@@ -152,7 +152,7 @@ class SafeArm:
         return getattr(self.arm, "name", type(self.arm).__name__)
 
     def connect(self, calibrate: bool = True) -> None:
-        self.arm.connect(calibrate=calibrate) if _takes_calibrate(self.arm) else self.arm.connect()
+        self.arm.connect(calibrate=calibrate)  # LeRobot's Robot.connect signature
         self.get_observation()  # the first target is where the arm is
         self.last_target = self.present.copy()
         self.last_send = time.monotonic()
@@ -276,12 +276,3 @@ class SafeArm:
 
     def __exit__(self, exc_type, exc, tb):
         self.safe_stop("exit" if exc_type is None else f"{exc_type.__name__}")
-
-
-def _takes_calibrate(arm) -> bool:
-    import inspect
-
-    try:
-        return "calibrate" in inspect.signature(arm.connect).parameters
-    except (TypeError, ValueError):
-        return False

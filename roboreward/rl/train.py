@@ -139,6 +139,11 @@ class RLConfig:
             return "oracle_pbrs"
         return self.shaping
 
+    @property
+    def max_step(self) -> list[float]:
+        """``JointDeltaAction``'s per-joint step: the arm joints' then the gripper's."""
+        return [self.max_step_deg] * 5 + [self.max_step_gripper]
+
     def shaping_config(self) -> ShapingConfig:
         return ShapingConfig(scheme=self.scheme, gamma=self.gamma, gold=self.gold, delta=self.delta, scale=self.shaping_scale)
 
@@ -161,15 +166,6 @@ def load_reward_model(path: str | os.PathLike):
         raise RLError(f"--reward {path}: not a loadable reward model ({exc})") from None
 
 
-def model_image_size(model) -> int:
-    """The encoder input size a model's feature cache was made at (``<name>-<hash>-<size>px``)."""
-    import re
-
-    key = getattr(model.config, "feature_key", None) or ""
-    match = re.search(r"-(\d+)px(?:-|$)", key)
-    return int(match[1]) if match else 96
-
-
 def build_env(config: RLConfig, model=None, n_envs: int | None = None, shaping: ShapingConfig | None = None):
     """The vector env of a run: sim envs (rendering the model's cameras) behind ``ShapedRewardVecEnv``."""
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -187,15 +183,16 @@ def build_env(config: RLConfig, model=None, n_envs: int | None = None, shaping: 
     if unknown:
         raise RLError(f"the reward model reads cameras {list(model.config.cameras)}; the sim renders "
                       f"{['observation.images.' + c for c in CAMERAS]}: train it on sim data with those cameras")
-    size = config.image_size or (model_image_size(model) if model is not None else 96)
     from ..sim.tasks import make_task
 
     instruction = make_task(config.task, config.task_config or None).instruction
-    step = [config.max_step_deg] * 5 + [config.max_step_gripper]
+    potential = make_potential(shaping, n, instruction, model if shaping.potential == "model" else None)
+    # Cameras render at the size the model's encoder reads (it resizes anything else).
+    encoder = getattr(potential, "encoder", None)
+    size = config.image_size or (encoder.config.image_size if encoder is not None else 96)
     venv = DummyVecEnv([lambda: make_env(config.task, cameras, size, config.max_episode_steps, config.task_config,
-                                         max_step=step) for _ in range(n)])
+                                         max_step=config.max_step) for _ in range(n)])
     try:
-        potential = make_potential(shaping, n, instruction, model if shaping.potential == "model" else None)
         return ShapedRewardVecEnv(venv, shaping, potential, POLICY_KEYS)
     except BaseException:
         venv.close()
@@ -439,10 +436,8 @@ def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n
     ``<out>/videos``."""
     from ..policies.evaluate import rollouts, wilson_interval
 
-    step = [config.max_step_deg] * 5 + [config.max_step_gripper]
-
     def env():
-        return make_env(config.task, (), 96, config.max_episode_steps, config.task_config, max_step=step)
+        return make_env(config.task, (), 96, config.max_episode_steps, config.task_config, max_step=config.max_step)
 
     probe = env()
     runner = SB3Runner(algo, probe.observation_space)
