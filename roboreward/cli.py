@@ -433,8 +433,10 @@ def _bc_train(args):
 @arg("--episodes", type=_int_in(1), default=20)
 @arg("--out", type=Path, default=None, help="output folder (default <policy>/sim_eval_<task>)")
 @arg("--envs", type=_int_in(1, 256), default=4, help="environments stepped in lockstep (one batch per step)")
-@arg("--image-size", type=_int_in(16, 512), default=128, help="camera resolution (match the training data)")
-@arg("--execute", type=_int_in(1), default=None, help="actions of each predicted chunk to execute (default horizon/2)")
+@arg("--image-size", type=_int_in(16, 512), default=None,
+     help="camera resolution (default: a pixel policy's training size, else 128; match the training data)")
+@arg("--execute", type=_int_in(1), default=None,
+     help="actions of each predicted chunk to execute (default: LeRobot's n_action_steps, else horizon/2)")
 @arg("--max-steps", type=_int_in(1), default=300)
 @arg("--videos", type=_int_in(0), default=2)
 def _sim_eval(args):

@@ -137,6 +137,21 @@ class Pretrained(nn.Module):
                 and issubclass(config_class, cls.config_base)):
             raise TypeError(f"{cls.__name__} must set the class attribute `config_class` to a {cls.config_base.__name__} dataclass")
 
+    folder_format: ClassVar[str | None] = None
+    """None: the folder is ``config.json`` (this project's config) + ``model.safetensors``. A class
+    that saves in another library's format names it here and implements ``from_folder``."""
+
+    @classmethod
+    def from_folder(cls, path: Path, data: dict[str, Any], map_location: str | torch.device = "cpu"):
+        raise NotImplementedError
+
+    def load_weights(self, file: str | os.PathLike) -> None:
+        """Load a ``model.safetensors`` written by ``save_pretrained`` into this module (strict);
+        the training loop's resume calls it. Classes with their own folder format override it."""
+        from safetensors.torch import load_model
+
+        load_model(self, str(file), strict=True)
+
     def __init__(self, config: TypedConfig):
         super().__init__()
         if not isinstance(config, self.config_class):
@@ -190,6 +205,13 @@ class Pretrained(nn.Module):
         model_cls = registry.classes[data["type"]]
         if "name" in cls.__dict__ and not issubclass(model_cls, cls):
             raise CheckpointError(f"{cfg_file}: holds a {data['type']!r} model, not {cls.name!r}")
+        if model_cls.folder_format is not None:
+            # A class that keeps another library's folder layout (LeRobot's policies) reads it itself.
+            if overrides:
+                raise CheckpointError(f"checkpoint {path}: {data['type']!r} has no readout fields to override")
+            model = model_cls.from_folder(path, data, map_location)
+            model.checkpoint_path = str(path)
+            return model.to(map_location).eval()
         if overrides:
             allowed = model_cls.config_class.readout_fields
             fixed = sorted(set(overrides) - set(allowed))

@@ -504,7 +504,10 @@ def fit(
         if meta.get("format") != FORMAT_VERSION:
             raise TrainError(f"{resume_from}: training state format {meta.get('format')!r}, expected {FORMAT_VERSION}")
         # Read on CPU, copied into the parameters wherever they live (safetensors rejects "cpu:0").
-        load_model(inner, str(resume_from / "model.safetensors"), strict=True)
+        if hasattr(inner, "load_weights"):
+            inner.load_weights(resume_from / "model.safetensors")
+        else:
+            load_model(inner, str(resume_from / "model.safetensors"), strict=True)
         tensors = load_file(str(resume_from / STATE_TENSORS))
         state = join_tensors(meta["state"], tensors)
         optim_state = state["optimizer"]

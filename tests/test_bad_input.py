@@ -92,9 +92,13 @@ def world(tmp_path_factory, make_store) -> dict[str, Path]:
     make_reward_model(sarm_cfg).save_pretrained(base / "model")
     bc_cfg = policy_class("bc").config_class.from_store(store, None, cameras=[], horizon=4, window=2, hidden_dim=16, n_layers=1)
     make_policy(bc_cfg).save_pretrained(base / "policy")
+    act_cfg = policy_class("act").config_class.from_store(good, lerobot={"chunk_size": 4, "n_action_steps": 2, "dim_model": 16,
+                                                                       "n_heads": 2, "dim_feedforward": 32, "n_encoder_layers": 1,
+                                                                       "n_vae_encoder_layers": 1, "latent_dim": 4})
+    make_policy(act_cfg).save_pretrained(base / "act")
     write_progress_parquet(store, {"sparse": np.zeros(store.n_frames, np.float32)}, base / "progress.parquet")
     return {"good": good.path, "tiny": tiny.path, "featured": featured, "model": base / "model", "policy": base / "policy",
-            "parquet": base / "progress.parquet"}
+            "parquet": base / "progress.parquet", "act": base / "act"}
 
 
 # ---------------------------------------------------------------------------------------- preps
@@ -407,7 +411,21 @@ CASES = [
     Case("bc unknown quality", [*BC_CFG, "--qualities", "gold"], "match no episode", files={"c.yaml": CAMERA_POLICY}),
     Case("bc state key missing", BC_CFG, "no feature 'observation.joints'",
          files={"c.yaml": "policy: {type: bc, cameras: [], state_key: observation.joints}\n"}),
+    Case("bc act camera missing", BC_CFG, "observation.images.top",
+         files={"c.yaml": "policy: {type: act, cameras: [observation.images.top]}\n"}),
+    Case("bc act unknown lerobot field", BC_CFG, "lerobot.dim_modl is not a field of LeRobot's ACTConfig",
+         files={"c.yaml": "policy: {type: act, lerobot: {dim_modl: 8}}\n"}),
+    Case("bc act settings lerobot refuses", BC_CFG, "LeRobot's ACTConfig refuses",
+         files={"c.yaml": "policy: {type: act, lerobot: {chunk_size: 4, n_action_steps: 8}}\n"}),
+    Case("bc act features set here", BC_CFG, "lerobot.input_features is set from the store",
+         files={"c.yaml": "policy: {type: act, lerobot: {input_features: {}}}\n"}),
+    Case("bc lerobot policy unsupported", BC_CFG, "'pi0'", files={"c.yaml": "policy: {type: pi0}\n"}),
     # --- sim eval
+    Case("sim eval pixel policy image size", [*SIM, "--task", "stack", "--policy", "{act}", "--image-size", "64"],
+         "differs from the 32 px frames"),
+    Case("sim eval lerobot folder without processor", [*SIM, "--task", "stack", "--policy", "{case}"],
+         "missing policy_preprocessor.json",
+         prep=lambda w, c: (shutil.copytree(w["act"], c), (c / "policy_preprocessor.json").unlink())),
     Case("sim eval policy missing", [*SIM, "--task", "stack", "--policy", "{tmp}/nopolicy"], "no such file or folder"),
     Case("sim eval unknown task", [*SIM, "--task", "juggle", "--policy", "{policy}"], "unknown task 'juggle'"),
     Case("sim eval no task", [*SIM, "--policy", "{policy}"], "give --task"),
@@ -461,7 +479,7 @@ def test_bad_input_is_one_line(case, world, tmp_path, capsys):
         case.prep(world, case_path)
     fmt = {**{k: str(v) for k, v in world.items()}, "tmp": str(tmp_path), "case": str(case_path)}
     argv = [a.format(**fmt) for a in case.argv]
-    watched = [world["good"], world["tiny"], world["featured"], world["model"], world["policy"], case_path]
+    watched = [world["good"], world["tiny"], world["featured"], world["model"], world["policy"], world["act"], case_path]
     before = [digest(p) for p in watched]
     capsys.readouterr()
     try:

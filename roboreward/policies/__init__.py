@@ -2,5 +2,7 @@
 registers the built-in policies."""
 from .base import POLICIES, Policy, PolicyConfig, make_policy, register_policy
 from .bc import BCConfig, BCDataset, BCPolicy
+from .data import PolicyDataset
+from .lerobot import ACTWrapper, DiffusionWrapper
 
-__all__ = ["POLICIES", "BCConfig", "BCDataset", "BCPolicy", "Policy", "PolicyConfig", "make_policy", "register_policy"]
+__all__ = ["POLICIES", "ACTWrapper", "BCConfig", "BCDataset", "BCPolicy", "DiffusionWrapper", "PolicyDataset", "Policy", "PolicyConfig", "make_policy", "register_policy"]

@@ -98,7 +98,7 @@ def evaluate_policy(
     task: str,
     episodes: int,
     out: str | os.PathLike,
-    image_size: int = 128,
+    image_size: int | None = None,
     n_envs: int = 4,
     execute: int | None = None,
     max_steps: int = 300,
@@ -109,7 +109,8 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Success rate of ``policy`` (a Policy or a checkpoint folder) on ``episodes`` rollouts of
     ``task``; seeds start at ``seed`` (far from the demonstration seeds 0..N). Writes
-    ``<out>/sim_eval.json`` and up to ``videos`` mp4s. ``task_config``: overrides of the task's
+    ``<out>/sim_eval.json`` and up to ``videos`` mp4s. ``image_size``: the camera resolution
+    (default: a pixel policy's training size, else 128). ``task_config``: overrides of the task's
     default config, to roll out in the object distribution a dataset recipe was generated with;
     ``visual``: the recipe's visual options (colours, light, cameras, distractors; sim/visual.py)."""
     from ..sim.env import CAMERAS, EnvConfig, SO101Env
@@ -120,6 +121,17 @@ def evaluate_policy(
         policy = Policy.from_pretrained(policy)
     if episodes < 1 or n_envs < 1:
         raise RoborewardError("episodes and n_envs must be >= 1")
+    # A policy that encodes pixels itself sees frames at its training size; a feature policy's
+    # encoder resizes whatever it gets.
+    trained = list(getattr(policy.config, "image_shape", None) or [])
+    if getattr(policy.config, "pixels", False) and trained:
+        if trained[0] != trained[1]:
+            raise RoborewardError(f"the policy was trained on {trained[0]}x{trained[1]} frames; the sim renders square frames")
+        if image_size is not None and image_size != trained[0]:
+            raise RoborewardError(f"--image-size {image_size} differs from the {trained[0]} px frames the policy was trained on; "
+                                  f"leave it out or pass {trained[0]}")
+        image_size = trained[0]
+    image_size = image_size or 128
     runner = PolicyRunner(policy, min(n_envs, episodes), execute)
     out = Path(out)
     (out / "videos").mkdir(parents=True, exist_ok=True)

@@ -23,10 +23,15 @@ class PolicyRunner:
     def __init__(self, policy, n_envs: int = 1, execute: int | None = None, encoder: Any = None):
         cfg = policy.config
         self.policy, self.n_envs = policy.eval(), n_envs
-        self.execute = execute or max(1, cfg.horizon // 2)
-        if not 1 <= self.execute <= cfg.horizon:
-            raise RoborewardError(f"execute must be in [1, horizon={cfg.horizon}], got {self.execute}")
-        if encoder is None and cfg.feature_key:
+        # A policy may return another chunk length than it trains on (Diffusion Policy: n_action_steps
+        # of its horizon) and may name its own default (LeRobot's n_action_steps).
+        chunk = int(getattr(policy, "execute_horizon", cfg.horizon))
+        self.execute = execute or getattr(policy, "default_execute", None) or max(1, chunk // 2)
+        if not 1 <= self.execute <= chunk:
+            raise RoborewardError(f"execute must be in [1, chunk={chunk}], got {self.execute}")
+        # A pixel policy encodes frames itself: its history keeps raw frames, not features.
+        self.pixels = bool(getattr(cfg, "pixels", False))
+        if encoder is None and cfg.feature_key and not self.pixels:
             from ..encoders import encoder_for_cache_key
 
             encoder = encoder_for_cache_key(cfg.feature_key)
@@ -41,7 +46,8 @@ class PolicyRunner:
 
     @property
     def needs(self) -> list[str]:
-        """Observation keys the policy reads (cameras as raw frames or ``features.<camera>``)."""
+        """Observation keys the policy reads (cameras as raw frames or ``features.<camera>``; a
+        pixel policy reads raw frames only)."""
         return self.low_keys + self.cameras
 
     def reset(self, ids: int | Sequence[int] | None = None) -> None:
@@ -82,7 +88,13 @@ class PolicyRunner:
         for key in self.low_keys:
             if key not in observation:
                 raise RoborewardError(f"observation has no {key!r}; the policy reads {self.low_keys}")
-        feats = self.features(observation) if self.cameras else {}
+        if self.pixels:
+            missing = [cam for cam in self.cameras if cam not in observation]
+            if missing:
+                raise RoborewardError(f"observation has no {missing[0]!r}; the policy reads camera frames {self.cameras}")
+            feats = {cam: np.asarray(observation[cam]) for cam in self.cameras}
+        else:
+            feats = self.features(observation) if self.cameras else {}
         for row, i in enumerate(ids):
             for key in self.low_keys:
                 self._push(key, i, np.asarray(observation[key][row], np.float32))

@@ -91,16 +91,18 @@ class PolicyValidator:
         self.batches = [default_collate([dataset[int(i)] for i in idx[s : s + batch]]) for s in range(0, len(idx), batch)]
 
     def __call__(self, model) -> dict[str, float]:
-        c = model.config
         loss = err = frames = 0.0
         for batch in self.batches:
             batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             n = len(batch["action"])
             loss += float(model.loss(batch)["loss"]) * n
-            chunk = model.select_action({cam: batch[f"features.{cam}"] for cam in c.cameras}, batch[c.state_key],
-                                        batch[c.env_state_key] if c.env_state_key else None)
-            valid = (~batch["action_is_pad"]).unsqueeze(-1).float()
-            err += float(((chunk - batch["action"].float()).abs() * valid).sum()) / c.action_dim
+            # The predicted chunk starts at the current frame; a training chunk may start earlier
+            # (Diffusion Policy's starts at the oldest observation: action_start < 0).
+            first = -int(getattr(model.config, "action_start", 0))
+            chunk = model.predict_chunk(batch)[:, : batch["action"].shape[1] - first]
+            span = slice(first, first + chunk.shape[1])
+            valid = (~batch["action_is_pad"][:, span]).unsqueeze(-1).float()
+            err += float(((chunk - batch["action"][:, span].float()).abs() * valid).sum()) / chunk.shape[-1]
             frames += float(valid.sum())
         return {"loss": loss / sum(len(b["action"]) for b in self.batches), "action_mae": err / max(frames, 1.0)}
 
@@ -109,8 +111,10 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
     """Train the policy on ``dataset`` into ``out`` (resumes from its checkpoints); returns model/."""
     dataset, out = Path(dataset), Path(out)
     store = EpisodeStore(dataset)
-    # A policy given ``cameras: []`` reads no image features, so no feature cache is needed.
-    images = config.policy.get("cameras", None) != []
+    # A policy given ``cameras: []`` reads no image features, and one that encodes pixels itself
+    # (``pixels``: LeRobot's ACT / Diffusion) reads frames: neither needs a feature cache.
+    cls = policy_class(str(config.policy["type"]))
+    images = config.policy.get("cameras", None) != [] and not getattr(cls.config_class, "pixels", False)
     feature_key = cache_for_training(dataset, config.data, progress=progress) if images else None
     train_eps, val_eps = split_episodes(store.n_episodes, config.data.val_fraction, config.data.split_seed)
     if config.qualities is not None:
@@ -121,7 +125,6 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
         train_eps = [e for e in train_eps if store.episodes[e].quality in config.qualities]
         if not train_eps:
             raise ConfigError(f"no training episode has quality in {config.qualities}; lower data.val_fraction or add episodes")
-    cls = policy_class(str(config.policy["type"]))
     overrides = {k: v for k, v in config.policy.items() if k != "type"}
     policy_config = cls.config_class.from_store(store, feature_key, episodes=train_eps, **overrides)
     weights = None
@@ -148,10 +151,10 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
     write_atomic_text(out / "split.json", json.dumps({"dataset": str(dataset.resolve()), "train": train_eps, "val": val_eps,
                                                       "feature_key": feature_key}, indent=1) + "\n")
     write_atomic_text(out / "weights.json", json.dumps(summary, indent=1) + "\n")
-    from .bc import BCDataset
+    from .data import PolicyDataset
 
-    data = BCDataset(store, policy_config, train_eps, weights=weights)
-    validate = PolicyValidator(BCDataset(store, policy_config, val_eps), config.data.val_clips) if val_eps else None
+    data = PolicyDataset(store, policy_config, train_eps, weights=weights)
+    validate = PolicyValidator(PolicyDataset(store, policy_config, val_eps), config.data.val_clips) if val_eps else None
     run_config = {"policy": config.policy, "train": asdict(config.train), "data": asdict(config.data),
                   "weights": asdict(config.weights), "qualities": config.qualities, "dataset": str(dataset.resolve())}
     # fit builds the policy after seeding from train.seed, so the initial weights follow the seed.

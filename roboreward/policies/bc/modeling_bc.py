@@ -104,3 +104,9 @@ class BCPolicy(Policy):
         env = shape(env_state) if env_state is not None else None
         actions = self(features, shape(state), env) * self.action_std + self.action_mean
         return actions[0] if unbatched else actions
+
+    def predict_chunk(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The chunk (B, horizon, A) in dataset units for a training batch (validation's action error)."""
+        c = self.config
+        return self.select_action({cam: batch[f"features.{cam}"] for cam in c.cameras}, batch[c.state_key],
+                                  batch[c.env_state_key] if c.env_state_key else None)

@@ -1,8 +1,16 @@
-"""BCDataset: every frame of the selected episodes as (observation window, action chunk, weight).
+"""PolicyDataset: every frame of the selected episodes as (observation window, action chunk, weight),
+for every policy trained here (the feature-cache BC, the pixel BC, LeRobot's ACT and Diffusion).
 
-Observations come from ``ClipDataset`` (causal window of cached image features and state). The
-action chunk is ``action[t .. t+horizon-1]``; steps past the episode's last frame repeat its last
-action and are flagged in ``action_is_pad`` (LeRobot's name), so the loss can ignore them.
+Observations come from ``ClipDataset``: a causal window of cached image features, or of raw
+camera frames for a policy that encodes pixels itself (``config.pixels``), plus the low-dim keys.
+The action chunk is ``action[t + s .. t + s + horizon - 1]`` with ``s = config.action_start``
+(0 for BC and ACT; ``1 - n_obs_steps`` for Diffusion Policy, whose chunk starts at the oldest
+observation, as LeRobot's ``action_delta_indices``). Steps outside the episode repeat its first or
+last action and are flagged in ``action_is_pad`` (LeRobot's name), so the loss can ignore them.
+
+The dataset reads only these attributes of the policy config: ``window``, ``frame_gap``,
+``cameras``, ``feature_key``, ``state_key``, ``env_state_key``, ``action_key``, ``horizon`` and,
+when present, ``pixels`` and ``action_start``.
 """
 from __future__ import annotations
 
@@ -12,14 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ...data.sampler import ClipConfig, ClipDataset
-from ...data.store import EpisodeStore
-from ..rabc import RABCError
-from .configuration_bc import BCConfig
+from ..data.sampler import ClipConfig, ClipDataset
+from ..data.store import EpisodeStore
+from .rabc import RABCError
 
 
-class BCDataset(Dataset):
-    """Items: ``features.<camera>`` (window, D) float32 per camera, ``<state_key>`` (window, S),
+class PolicyDataset(Dataset):
+    """Items: ``features.<camera>`` (window, D) float32 per camera (or, for a pixel policy,
+    ``<camera>`` uint8 (window, H, W, 3)), ``<state_key>`` (window, S),
     ``<env_state_key>`` (window, E) when the policy reads one,
     ``action`` (horizon, A), ``action_is_pad`` (horizon,) bool, ``weight`` () float32 (1 without
     weights), ``index`` (global frame), ``episode_index``.
@@ -27,19 +35,22 @@ class BCDataset(Dataset):
     ``weights``: one RA-BC weight per frame of the whole store (``rabc.weights_for_store``), or None.
     """
 
-    def __init__(self, store: EpisodeStore | str, config: BCConfig, episodes: Sequence[int] | None = None,
+    def __init__(self, store: EpisodeStore | str, config, episodes: Sequence[int] | None = None,
                  weights: np.ndarray | None = None):
         self.store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
         self.config = config
+        self.pixels = bool(getattr(config, "pixels", False))
+        self.action_start = int(getattr(config, "action_start", 0))
         clip = ClipConfig(window=config.window, frame_gap=config.frame_gap, cameras=list(config.cameras),
                           low_dim=(config.state_key,) + ((config.env_state_key,) if config.env_state_key else ()),
-                          features=config.feature_key if config.cameras else None, targets=False,
+                          features=config.feature_key if config.cameras and not self.pixels else None, targets=False,
                           features_in_memory=True)
         self.clips = ClipDataset(self.store, clip, episodes)
         starts = self.store.episode_starts[self.clips.episodes]
         ends = self.store.episode_ends[self.clips.episodes]
         # Same frame order as ClipDataset: episodes in the order given, frames in time order.
         self._frames = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+        self._start_of = np.repeat(starts, ends - starts)
         self._end_of = np.repeat(ends, ends - starts)
         assert len(self._frames) == len(self.clips)
         if weights is not None:
@@ -65,14 +76,15 @@ class BCDataset(Dataset):
             n = self.store.n_frames
             self._actions = np.asarray(self.store.array(self.config.action_key)[:n], np.float32).reshape(n, -1)
         clip = self.clips[i]
-        t, end = int(self._frames[i]), int(self._end_of[i])
-        raw = t + np.arange(self.config.horizon)
+        t, start, end = int(self._frames[i]), int(self._start_of[i]), int(self._end_of[i])
+        raw = t + self.action_start + np.arange(self.config.horizon)
         low_dim = [k for k in (self.config.state_key, self.config.env_state_key) if k]
-        item = {k: v for k, v in clip.items() if k.startswith("features.") or k in low_dim}
+        cams = set(self.config.cameras) if self.pixels else set()
+        item = {k: v for k, v in clip.items() if k.startswith("features.") or k in low_dim or k in cams}
         for k in low_dim:
             item[k] = item[k].float()
-        item["action"] = torch.from_numpy(self._actions[np.minimum(raw, end - 1)])
-        item["action_is_pad"] = torch.from_numpy(raw >= end)
+        item["action"] = torch.from_numpy(self._actions[np.clip(raw, start, end - 1)])
+        item["action_is_pad"] = torch.from_numpy((raw >= end) | (raw < start))
         item["weight"] = torch.tensor(1.0 if self.weights is None else float(self.weights[t]), dtype=torch.float32)
         item["index"] = t
         item["episode_index"] = clip["episode_index"]
