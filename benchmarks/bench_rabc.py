@@ -29,6 +29,11 @@ stores, runs and evaluations are reused.
 
     python benchmarks/bench_rabc.py [--quick] [--tasks pick_place,stack] [--mixes standard,failure_heavy]
                                     [--seeds 0,1,2] [--episodes 50]
+
+With ``--policy vision`` the same experiment runs with the visuomotor policy
+(configs/bc/vision_bc.yaml: the two cameras and the joint state, no object poses) on the recipe's
+episodes rendered at 96 px, for the conditions given by ``--conditions`` (default plain, RA-BC with
+SARM, RA-BC with sim progress, expert only); it writes benchmarks/results/bench_rabc_vision.json.
 """
 from __future__ import annotations
 
@@ -63,11 +68,20 @@ MIXES = {"standard": None, "failure_heavy": {"expert": 0.2, "suboptimal": 0.3, "
 """Quality mixes; None = the recipe's own (the standard 50/30/20)."""
 
 
-def tag(task: str, mix: str) -> str:
-    return task if mix == "standard" else f"{task}_{mix}"
+POLICIES = {"state": {"config": "configs/bc/bc_state.yaml", "image_size": None,
+                      "conditions": list(CONDITIONS)},
+            "vision": {"config": "configs/bc/vision_bc.yaml", "image_size": 96,
+                       "conditions": ["plain", "rabc_sarm", "rabc_gt", "expert_only"]}}
+"""The policy each run trains: its config, the frame size its store is rendered at (None = the
+recipe's) and its default conditions."""
 
 
-def prepare(task: str, mix: str, work: Path, quick: bool) -> tuple[Path, dict]:
+def tag(task: str, mix: str, image_size: int | None = None) -> str:
+    base = task if mix == "standard" else f"{task}_{mix}"
+    return base if image_size is None else f"{base}_{image_size}px"
+
+
+def prepare(task: str, mix: str, work: Path, quick: bool, image_size: int | None = None) -> tuple[Path, dict]:
     """The task's store, annotated with SARM progress under ``progress/sarm``; SARM's held-out metrics."""
     from roboreward.config import load_config
     from roboreward.data.generate import Recipe, generate_store
@@ -79,14 +93,16 @@ def prepare(task: str, mix: str, work: Path, quick: bool) -> tuple[Path, dict]:
     recipe = Recipe.from_yaml(ROOT / f"datasets/{task}_rabc.yaml")
     if MIXES[mix] is not None:
         recipe = Recipe(**{**recipe.__dict__, "mix": MIXES[mix]})
+    if image_size is not None:
+        recipe.image_size = image_size
     if quick:
         recipe.episodes, recipe.image_size = 16, 64
-    store = work / f"{tag(task, mix)}_rabc.zarr"
+    store = work / f"{tag(task, mix, image_size)}_rabc.zarr"
     generate_store(store, recipe, workers=0)
     config = load_config(RewardTrainConfig, ROOT / "configs/reward/sarm.yaml")
     if quick:
         config.train.steps, config.train.val_every, config.data.image_size = 150, 150, 64
-    run = work / f"sarm_{tag(task, mix)}"
+    run = work / f"sarm_{tag(task, mix, image_size)}"
     model_dir = train_reward(config, store, run)
     metrics_path = run / "eval" / "metrics.json"
     if not metrics_path.exists():
@@ -101,18 +117,19 @@ def prepare(task: str, mix: str, work: Path, quick: bool) -> tuple[Path, dict]:
 
 
 def run_condition(task: str, mix: str, store: Path, condition: str, seed: int, work: Path, episodes: int,
-                  quick: bool) -> dict:
+                  quick: bool, policy: str = "state") -> dict:
     """Train one policy and roll it out; cached in <run>/result.json."""
     from roboreward.config import from_dict, load_config
     from roboreward.policies.evaluate import evaluate_policy
     from roboreward.policies.train import BCTrainConfig, WeightConfig, train_bc
     from roboreward.data.generate import Recipe
 
-    run = work / f"bc_{tag(task, mix)}_{condition}_s{seed}"
+    prefix = "bc" if policy == "state" else policy
+    run = work / f"{prefix}_{tag(task, mix, POLICIES[policy]['image_size'])}_{condition}_s{seed}"
     result_path = run / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
-    config = load_config(BCTrainConfig, ROOT / "configs/bc/bc_state.yaml")
+    config = load_config(BCTrainConfig, ROOT / POLICIES[policy]["config"])
     spec = CONDITIONS[condition]
     if "weights" in spec:
         config.weights = from_dict(WeightConfig, spec["weights"], where=f"{condition}.weights")
@@ -125,7 +142,7 @@ def run_condition(task: str, mix: str, store: Path, condition: str, seed: int, w
     train_s = time.perf_counter() - t0
     recipe = Recipe.from_yaml(ROOT / f"datasets/{task}_rabc.yaml")
     report = evaluate_policy(model_dir, task, episodes, run / "eval", n_envs=4, videos=1 if seed == 0 else 0,
-                             task_config=recipe.task_config)
+                             task_config=recipe.task_config, image_size=POLICIES[policy]["image_size"])
     weights = json.loads((run / "weights.json").read_text())
     result = {"task": task, "mix": mix, "condition": condition, "seed": seed, "successes": report["successes"],
               "episodes": report["episodes"], "success_rate": report["success_rate"], "ci95": report["ci95"],
@@ -150,7 +167,7 @@ def chart(record: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = [(mix, task) for mix, m in record["mixes"].items() for task in m["tasks"]]
-    conds = list(CONDITIONS)
+    conds = list(record["conditions"])
     fig, ax = plt.subplots(figsize=(max(5.0, 2.2 * len(groups) + 1.5), 3.8), dpi=120)
     width = 0.8 / len(conds)
     colors = ["#9e9e9e", "#1f77b4", "#9467bd", "#17becf", "#2ca02c", "#ff7f0e", "#e7ba52"]
@@ -158,7 +175,7 @@ def chart(record: dict, path: Path) -> None:
         xs = np.arange(len(groups)) + (j - (len(conds) - 1) / 2) * width
         s = [record["mixes"][mix]["tasks"][task]["conditions"][cond] for mix, task in groups]
         ax.bar(xs, [100 * v["mean"] for v in s], width * 0.92, yerr=[100 * v["std"] for v in s], capsize=3,
-               color=colors[j], label=LABELS[cond])
+               color=colors[list(CONDITIONS).index(cond)], label=LABELS[cond])
         for x, v in zip(xs, s):
             ax.scatter([x] * len(v["per_seed"]), [100 * r for r in v["per_seed"]], s=8, color="black", zorder=3)
     mixes = {mix: m["mix"] for mix, m in record["mixes"].items()}
@@ -184,7 +201,14 @@ def main():
     p.add_argument("--mixes", default=",".join(MIXES), help=f"quality mixes to run, from {list(MIXES)}")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--episodes", type=int, default=50, help="rollouts per policy")
+    p.add_argument("--policy", choices=list(POLICIES), default="state",
+                   help="state: BC on joint state + object poses; vision: BC from the cameras + joint state")
+    p.add_argument("--conditions", default=None, help=f"comma list from {list(CONDITIONS)} (default: the policy's)")
     args = p.parse_args()
+    conditions = args.conditions.split(",") if args.conditions else POLICIES[args.policy]["conditions"]
+    bad = sorted(set(conditions) - set(CONDITIONS))
+    if bad or not {"plain", "rabc_sarm", "expert_only"} <= set(conditions):
+        p.error(f"--conditions must name known conditions ({list(CONDITIONS)}) including plain, rabc_sarm, expert_only")
     tasks, mixes, seeds = args.tasks.split(","), args.mixes.split(","), [int(s) for s in args.seeds.split(",")]
     unknown = sorted(set(mixes) - set(MIXES))
     if unknown:
@@ -195,9 +219,11 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     from roboreward.data.generate import Recipe
 
+    image_size = POLICIES[args.policy]["image_size"]
     record = {"quick": args.quick, "seeds": seeds, "episodes": args.episodes, "goals": GOALS,
-              "goals_apply_to": "standard", "policy_config": "configs/bc/bc_state.yaml",
-              "reward_config": "configs/reward/sarm.yaml", "conditions": {c: LABELS[c] for c in CONDITIONS}, "mixes": {}}
+              "goals_apply_to": "standard", "policy": args.policy, "policy_config": POLICIES[args.policy]["config"],
+              "image_size": image_size, "reward_config": "configs/reward/sarm.yaml",
+              "conditions": {c: LABELS[c] for c in conditions}, "mixes": {}}
     rows = []
     t_start = time.perf_counter()
     for mix in mixes:
@@ -205,17 +231,18 @@ def main():
         for task in tasks:
             t0 = time.perf_counter()
             entry["mix"] = MIXES[mix] or Recipe.from_yaml(ROOT / f"datasets/{task}_rabc.yaml").mix
-            store, sarm = prepare(task, mix, work, args.quick)
-            runs = {c: [run_condition(task, mix, store, c, s, work, args.episodes, args.quick) for s in seeds]
-                    for c in CONDITIONS}
+            store, sarm = prepare(task, mix, work, args.quick, image_size)
+            runs = {c: [run_condition(task, mix, store, c, s, work, args.episodes, args.quick, args.policy) for s in seeds]
+                    for c in conditions}
             conds = {c: summarise(r) for c, r in runs.items()}
             gain = conds["rabc_sarm"]["mean"] - conds["plain"]["mean"]
             gap = conds["expert_only"]["mean"] - conds["rabc_sarm"]["mean"]
             entry["tasks"][task] = {
                 "recipe": f"datasets/{task}_rabc.yaml", "sarm_heldout": sarm, "conditions": conds,
                 "gain_over_plain": gain, "gap_to_oracle": gap,
-                "gate_gain_over_plain": conds["rabc_sarm_gate"]["mean"] - conds["plain"]["mean"],
-                "gate_gap_to_oracle": conds["expert_only"]["mean"] - conds["rabc_sarm_gate"]["mean"],
+                **({"gate_gain_over_plain": conds["rabc_sarm_gate"]["mean"] - conds["plain"]["mean"],
+                    "gate_gap_to_oracle": conds["expert_only"]["mean"] - conds["rabc_sarm_gate"]["mean"]}
+                   if "rabc_sarm_gate" in conds else {}),
                 "goals_met": {"gain_over_plain": gain >= GOALS["gain_over_plain"],
                               "gap_to_oracle": gap <= GOALS["gap_to_oracle"]},
                 "runs": [r for rs in runs.values() for r in rs], "wall_seconds": time.perf_counter() - t0,
@@ -231,11 +258,12 @@ def main():
     for mix, entry in record["mixes"].items():
         for task, t in entry["tasks"].items():
             goals = " (goal >= +25)" if mix == "standard" else ""
+            gate = (f"; with the episode gate {100 * t['gate_gain_over_plain']:+.0f} and {100 * t['gate_gap_to_oracle']:.0f}"
+                    if "gate_gain_over_plain" in t else "")
             print(f"{task} {mix}: RA-BC (SARM) gain over plain {100 * t['gain_over_plain']:+.0f} points{goals}, "
-                  f"gap to oracle {100 * t['gap_to_oracle']:.0f} points{' (goal <= 10)' if goals else ''}; with the "
-                  f"episode gate {100 * t['gate_gain_over_plain']:+.0f} and {100 * t['gate_gap_to_oracle']:.0f}; "
+                  f"gap to oracle {100 * t['gap_to_oracle']:.0f} points{' (goal <= 10)' if goals else ''}{gate}; "
                   f"SARM held-out VOC {t['sarm_heldout']['voc']:.3f}, AUROC {t['sarm_heldout']['auroc']:.3f}")
-    path = common.write("bench_rabc", record, args.out)
+    path = common.write("bench_rabc" if args.policy == "state" else f"bench_rabc_{args.policy}", record, args.out)
     chart(record, path.with_suffix(".png"))
     print(f"wrote {path.with_suffix('.png')}")
 

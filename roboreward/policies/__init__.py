@@ -4,5 +4,6 @@ from .base import POLICIES, Policy, PolicyConfig, make_policy, register_policy
 from .bc import BCConfig, BCDataset, BCPolicy
 from .data import PolicyDataset
 from .lerobot import ACTWrapper, DiffusionWrapper
+from .vision import VisionBCConfig, VisionBCPolicy
 
-__all__ = ["POLICIES", "ACTWrapper", "BCConfig", "BCDataset", "BCPolicy", "DiffusionWrapper", "PolicyDataset", "Policy", "PolicyConfig", "make_policy", "register_policy"]
+__all__ = ["POLICIES", "ACTWrapper", "BCConfig", "BCDataset", "BCPolicy", "DiffusionWrapper", "PolicyDataset", "VisionBCConfig", "VisionBCPolicy", "Policy", "PolicyConfig", "make_policy", "register_policy"]
