@@ -182,10 +182,15 @@ def rewards_table(d):
     print("\n![rewards](benchmarks/results/bench_rewards.png)\n")
 
 
-def rabc_table(d):
+def rabc_table(d, name="bench_rabc"):
     seeds, n = len(d["seeds"]), d["episodes"]
-    print(f"**RA-BC in simulation** (`bench_rabc.py`, {d['date']}, {d['machine']['cpu_count']} CPU cores"
-          f"{', quick' if d['quick'] else ''}): the BC policy of `{d['policy_config']}` trained on each task's "
+    vision = d.get("policy") == "vision"
+    what = (f"the visuomotor policy of `{d['policy_config']}` (two cameras + joint state, no object poses; "
+            f"frames at {d['image_size']} px)" if vision else f"the BC policy of `{d['policy_config']}`")
+    flag = " --policy vision" if vision else ""
+    print(f"**RA-BC in simulation{', image policy' if vision else ''}** (`bench_rabc.py{flag}`, {d['date']}, "
+          f"{d['machine']['cpu_count']} CPU cores"
+          f"{', quick' if d['quick'] else ''}): {what} trained on each task's "
           "RA-BC dataset (`datasets/<task>_rabc.yaml`, 100 episodes, 80 for training) under each condition, "
           f"{seeds} training seeds, {n} rollouts per policy from the same initial states. Success in % "
           "(mean ± std over seeds; pooled 95% Wilson interval). Goals (standard mix, marked against RA-BC with "
@@ -216,7 +221,7 @@ def rabc_table(d):
             weights.append(f"{task} {mix.replace('_', '-')}: " + ", ".join(f"{q} {m[q]:.2f}" for q in order)
                            + f" (SARM held-out VOC {t['sarm_heldout']['voc']:.3f}, AUROC {t['sarm_heldout']['auroc']:.2f})")
     print("\nMean RA-BC weight per demonstration quality with SARM progress: " + "; ".join(weights) + ".\n")
-    print("![RA-BC success rates](benchmarks/results/bench_rabc.png)\n")
+    print(f"![RA-BC success rates](benchmarks/results/{name}.png)\n")
 
 
 def main():
@@ -284,8 +289,25 @@ def deploy_table(d):
     print(f"\nFull loop / policy alone: **{d['ratio_tick_full_over_policy_only']:.2f}x** the tick time.\n")
 
 
+def policies_table(d):
+    print(f"**LeRobot's ACT and Diffusion Policy, training step** (`bench_policies.py`, {d['date']}, "
+          f"{d['machine']['cpu_count']} CPU cores{', quick' if d['quick'] else ''}): batch {d['batch']}, "
+          f"{d['episodes']} pick_place episodes ({d['frames']} frames, two {d['image_size']} px cameras); LeRobot: "
+          "LeRobotDataset (pyav video decoding) + its preprocessor + `lerobot_train.update_policy`, unweighted (it cannot "
+          "weight these policies); ours: the zarr store + per-sample RA-BC weights + AdamW. Best of "
+          "alternating rounds, no DataLoader workers on either side.\n")
+    print("| policy | parameters | LeRobot s/step | ours s/step (RA-BC weighted) | LeRobot / ours |")
+    print("|---|---|---|---|---|")
+    for kind, r in d["policies"].items():
+        print(f"| {kind} | {r['parameters'] / 1e6:.1f} M | {r['lerobot_s_per_step']:.3f} | {r['ours_s_per_step']:.3f} "
+              f"| **{r['speedup']:.2f}x** |")
+    print()
+
+
 def _print_tables():
-    for name, fn in (("bench_rl", rl_table), ("bench_deploy", deploy_table), ("bench_rabc", rabc_table), ("bench_reward_quality", quality_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
+    for name, fn in (("bench_rl", rl_table), ("bench_deploy", deploy_table),
+                     ("bench_rabc_vision", lambda d: rabc_table(d, "bench_rabc_vision")),
+                     ("bench_policies", policies_table), ("bench_rabc", rabc_table), ("bench_reward_quality", quality_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
         if d is None:
