@@ -25,6 +25,14 @@ from ..data.store import EpisodeStore
 from .rabc import RABCError
 
 
+def episode_values(store: EpisodeStore, key: str, episodes: Sequence[int]) -> np.ndarray:
+    """Every frame of ``episodes`` of the low-dim array ``key`` as (frames, dim) float64: what a
+    policy config's dataset statistics are computed over."""
+    arr = store.array(key)  # raises naming the store's features
+    values = np.concatenate([np.asarray(arr[slice(*store.episode_range(e))], np.float64) for e in episodes])
+    return values.reshape(len(values), -1)
+
+
 class PolicyDataset(Dataset):
     """Items: ``features.<camera>`` (window, D) float32 per camera (or, for a pixel policy,
     ``<camera>`` uint8 (window, H, W, 3)), ``<state_key>`` (window, S),

@@ -154,6 +154,7 @@ class BCConfig(PolicyConfig):
         ``cameras=[]`` makes a policy without image inputs even when ``feature_key`` is given.
         A bad override is one ConfigError line (``check_overrides``)."""
         from ...data.cache import cached_features
+        from ..data import episode_values
 
         overrides = cls.check_overrides(overrides)
 
@@ -164,9 +165,7 @@ class BCConfig(PolicyConfig):
         fields: dict[str, Any] = {}
         sources = [("state", state_key), ("action", action_key)] + ([("env_state", env_key)] if env_key else [])
         for prefix, key in sources:
-            arr = store.array(key)  # raises naming the store's features
-            values = np.concatenate([np.asarray(arr[slice(*store.episode_range(e))], np.float64) for e in eps])
-            values = values.reshape(len(values), -1)
+            values = episode_values(store, key, eps)
             fields[f"{prefix}_dim"] = int(values.shape[1])
             fields[f"{prefix}_mean"] = values.mean(0).tolist()
             fields[f"{prefix}_std"] = np.maximum(values.std(0), STD_FLOOR).tolist()

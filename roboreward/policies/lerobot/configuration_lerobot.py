@@ -172,6 +172,8 @@ class LeRobotPolicyConfig(PolicyConfig):
                    **overrides: Any) -> "LeRobotPolicyConfig":
         """Inputs and statistics from ``store`` over ``episodes`` (the training split); ``feature_key``
         is ignored (the policy reads pixels). A camera the store lacks is one line."""
+        from ..data import episode_values
+
         overrides = cls.check_overrides(overrides)
         cameras = list(overrides.pop("cameras", None) or store.cameras)
         missing = [c for c in cameras if c not in store.cameras]
@@ -184,9 +186,7 @@ class LeRobotPolicyConfig(PolicyConfig):
         if overrides.get("env_state_key"):
             keys.append(("env_state", overrides["env_state_key"]))
         for name, key in keys:
-            arr = store.array(key)
-            values = np.concatenate([np.asarray(arr[slice(*store.episode_range(e))], np.float64) for e in eps])
-            values = values.reshape(len(values), -1)
+            values = episode_values(store, key, eps)
             dims[f"{name}_dim"] = int(values.shape[1])
             # LeRobot's stats key for actions is always "action" (its output feature name).
             stats["action" if name == "action" else key] = {

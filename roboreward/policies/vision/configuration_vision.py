@@ -128,6 +128,8 @@ class VisionBCConfig(PolicyConfig):
     def from_store(cls, store: "EpisodeStore", feature_key: str | None = None, episodes: Sequence[int] | None = None,
                    **overrides: Any) -> "VisionBCConfig":
         """Cameras, sizes and statistics from ``store`` over ``episodes``; ``feature_key`` is ignored."""
+        from ..data import episode_values
+
         overrides = cls.check_overrides(overrides)
         cameras = list(overrides.pop("cameras", None) or store.cameras)
         missing = [c for c in cameras if c not in store.cameras]
@@ -139,9 +141,7 @@ class VisionBCConfig(PolicyConfig):
         if overrides.get("env_state_key"):
             sources.append(("env_state", overrides["env_state_key"]))
         for prefix, key in sources:
-            arr = store.array(key)
-            values = np.concatenate([np.asarray(arr[slice(*store.episode_range(e))], np.float64) for e in eps])
-            values = values.reshape(len(values), -1)
+            values = episode_values(store, key, eps)
             fields[f"{prefix}_dim"] = int(values.shape[1])
             fields[f"{prefix}_mean"] = values.mean(0).tolist()
             fields[f"{prefix}_std"] = np.maximum(values.std(0), STD_FLOOR).tolist()
