@@ -397,7 +397,9 @@ def _reward_annotate(args):
 @command("bc", "train", "behaviour cloning on a store, optionally weighted by RA-BC (resumes from <out>)")
 @arg("--dataset", required=True, type=_existing_path, help="zarr store")
 @arg("--out", required=True, type=Path, help="run folder: checkpoints/, model/, split.json, weights.json, tb/")
-@arg("--config", type=_existing_path, default=None, help="YAML with policy/train/data/weights sections")
+@arg("--config", type=_existing_path, default=None,
+     help="YAML with policy/train/data/weights sections; policy.type: bc (cached features), vision_bc (pixels), "
+          "act or diffusion (LeRobot's, saved in LeRobot's format); see configs/bc/")
 @arg("--weights", choices=("none", "soft", "rabc", "hard"), default=None,
      help="RA-BC weighting (overrides weights.mode): soft (= rabc, LeRobot's formula), hard (keep chunks with gain > kappa)")
 @arg("--progress", default=None, help="gt.progress, a progress annotation name in the store, or a sarm_progress.parquet")
@@ -426,7 +428,8 @@ def _bc_train(args):
 
 
 @command("sim", "eval", "roll a policy out in a sim task: success rate with a 95% interval, videos")
-@arg("--policy", required=True, type=_existing_path, help="policy checkpoint folder (roboreward bc train's model/)")
+@arg("--policy", required=True, type=_existing_path,
+     help="policy folder: bc train's model/, or a LeRobot ACT / Diffusion folder (also lerobot-train's pretrained_model/)")
 @arg("--task", default=None, help="pick_place, stack or drawer (default: the --recipe's task)")
 @arg("--recipe", type=_existing_path, default=None,
      help="dataset recipe (datasets/*.yaml): roll out in its task, object randomisation (task_config) and look (visual)")
