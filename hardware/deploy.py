@@ -100,6 +100,12 @@ def check_compatible(arm, policy, reward=None) -> None:
             if name not in cameras:
                 raise ArmError(f"the {what} reads camera {cam!r}; {arm.name} has cameras {cameras or 'none'} "
                                "(name the arm's cameras as the training data did)")
+            # A policy that encodes pixels itself sees frames at its training size only.
+            trained = list(getattr(cfg, "image_shape", None) or []) if getattr(cfg, "pixels", False) else []
+            given = list(arm.observation_features[name][:2])
+            if trained and given != trained:
+                raise ArmError(f"the {what} was trained on {trained[0]}x{trained[1]} frames of {cam!r}; {arm.name}'s camera "
+                               f"{name!r} gives {given[0]}x{given[1]}: configure the camera at the training size")
 
 
 def observation_of(obs: dict, motors: list[str], cameras: list[str]) -> dict[str, np.ndarray]:
@@ -231,7 +237,7 @@ def _episode(config, arm: SafeArm, runner, potential, writer, motors, cameras, d
             times["late"].append(max(0.0, t0 - scheduled))
             obs = arm.get_observation()
             row = observation_of(obs, motors, cameras)
-            if runner.cameras:
+            if runner.cameras and not runner.pixels:  # encode once, shared with the reward model
                 for cam, f in runner.features(row).items():
                     row[f"features.{cam}"] = f
             t1 = time.perf_counter()

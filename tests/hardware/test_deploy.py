@@ -145,6 +145,23 @@ def test_policy_reading_object_poses_is_refused(hw, tmp_path):
     assert not (tmp_path / "rec.zarr").exists()  # refused before anything was made or moved
 
 
+def test_pixel_policy_deploys_at_its_frame_size_and_is_refused_at_another(make_store, tmp_path):
+    """A policy that encodes camera frames itself (vision_bc) runs the deploy loop on the twin at its
+    training size; at another size it is refused in one line before anything moves."""
+    from roboreward.policies import make_policy
+    from roboreward.policies.base import policy_class
+
+    store, _ = make_store(tmp_path / "s.zarr", n_episodes=2, image_size=16, lengths=[8, 9])
+    cfg = policy_class("vision_bc").config_class.from_store(store, channels=[8, 8], keypoints=4, hidden_dim=16, horizon=4)
+    torch.manual_seed(0)
+    path = make_policy(cfg).save_pretrained(tmp_path / "vision")
+    out = deploy(DeployConfig(robot={"type": "sim_so101", "image_size": 16}, policy=str(path), episodes=1, max_steps=6,
+                              realtime=False, record=str(tmp_path / "rec.zarr"), safety=SafetyConfig(fps=30.0)))
+    assert out["episodes"][0]["steps"] == 6 and recorded(tmp_path).n_episodes == 1
+    proc = cli("deploy", "--robot.type=sim_so101", "--robot.image_size", "32", f"--policy.path={path}", "--no-realtime")
+    assert proc.returncode == 2 and "trained on 16x16 frames" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_units_mismatch_is_refused(hw, monkeypatch, tmp_path):
     import lerobot.robots.so_follower.so_follower as module
     from test_safety import FakeFeetechBus
