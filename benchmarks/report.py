@@ -27,6 +27,10 @@ def data_table(d):
           f"at gap {d['frame_gap']} + state, {d['clips']} random clips.\n")
     print("| reader | frames/s | ratio | MB on disk |\n|---|---|---|---|")
     print(f"| roboreward zarr store | {fmt(d['ours_frames_per_s'])} | **{d['ratio']:.1f}x** | {d['ours_mb']:.1f} |")
+    if "ours_chunk_cache_frames_per_s" in d:
+        print(f"| zarr store + {d['chunk_cache_mb']:.0f} MB decoded-chunk cache, one cold pass "
+              f"({100 * d['chunk_cache_hit_rate']:.0f}% chunk hits) | {fmt(d['ours_chunk_cache_frames_per_s'])} | "
+              f"**{d['ratio_chunk_cache']:.1f}x** | {d['ours_mb']:.1f} |")
     print(f"| LeRobotDataset v3 (mp4, pyav) | {fmt(d['lerobot_frames_per_s'])} | 1x | {d['lerobot_mb']:.1f} |\n")
 
 

@@ -70,12 +70,50 @@ class ClipConfig:
     images_in_memory: bool = False
     """Read the camera frames into RAM once (~55 MB per 1000 frames of two 96 px cameras)
     instead of decoding chunks per clip: for training a pixel policy on a store that fits."""
+    chunk_cache_mb: float = 0.0
+    """Keep up to this many MB of decoded camera chunks (least recently used dropped first), so
+    clips that share a chunk decode it once: sampling revisits chunks (a causal clip spans 2-4 of
+    them, an epoch every one). Per process (each DataLoader worker holds its own). 0 = no cache."""
 
     def __post_init__(self):
         if self.window < 1:
             raise StoreError(f"window must be >= 1, got {self.window}")
+        if self.chunk_cache_mb < 0:
+            raise StoreError(f"chunk_cache_mb must be >= 0, got {self.chunk_cache_mb}")
         if self.frame_gap < 1:
             raise StoreError(f"frame_gap must be >= 1, got {self.frame_gap}")
+
+
+class ChunkCache:
+    """Decoded time chunks of image arrays, least recently used dropped past ``max_bytes``. A read
+    of frames [lo, hi) decodes only the chunks it lacks, each as one aligned chunk read."""
+
+    def __init__(self, max_bytes: float):
+        from collections import OrderedDict
+
+        self.max_bytes, self.bytes, self.hits, self.misses = max_bytes, 0, 0, 0
+        self._chunks: "OrderedDict[tuple[str, int], np.ndarray]" = OrderedDict()
+
+    def read(self, key: str, arr, lo: int, hi: int) -> np.ndarray:
+        size = int(arr.chunks[0])
+        n = int(arr.shape[0])
+        parts = []
+        for k in range(lo // size, (hi - 1) // size + 1):
+            chunk = self._chunks.get((key, k))
+            if chunk is None:
+                self.misses += 1
+                chunk = np.asarray(arr[k * size: min((k + 1) * size, n)])
+                self._chunks[(key, k)] = chunk
+                self.bytes += chunk.nbytes
+                while self.bytes > self.max_bytes and len(self._chunks) > 1:
+                    _, old = self._chunks.popitem(last=False)
+                    self.bytes -= old.nbytes
+            else:
+                self.hits += 1
+                self._chunks.move_to_end((key, k))
+            parts.append(chunk)
+        start = (lo // size) * size
+        return np.concatenate(parts)[lo - start: hi - start] if len(parts) > 1 else parts[0][lo - start: hi - start]
 
 
 class ClipDataset(Dataset):
@@ -111,6 +149,7 @@ class ClipDataset(Dataset):
         if config.features is not None:
             cached_features(self.store, config.features)  # fail now, not in a worker
         self._arrays = None
+        self._cache = None
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -140,6 +179,7 @@ class ClipDataset(Dataset):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_arrays"] = None
+        state["_cache"] = None
         return state
 
     def __getitem__(self, i: int) -> dict:
@@ -152,6 +192,10 @@ class ClipDataset(Dataset):
         for key, arr in self._open().items():
             if isinstance(arr, np.ndarray):
                 values = arr[idx]
+            elif self.config.chunk_cache_mb and key in self.cameras:
+                if self._cache is None:
+                    self._cache = ChunkCache(self.config.chunk_cache_mb * 1e6)
+                values = self._cache.read(key, arr, lo, hi)[idx - lo]
             else:
                 # One contiguous read of the clip's span: a causal clip covers a few chunks, and a
                 # slice is cheaper in zarr than an orthogonal selection of the same chunks.

@@ -41,11 +41,12 @@ class PolicyDataset(Dataset):
     weights), ``index`` (global frame), ``episode_index``.
 
     ``weights``: one RA-BC weight per frame of the whole store (``rabc.weights_for_store``), or None.
-    ``frames_in_memory``: a pixel policy's frames are read into RAM once (``ClipConfig.images_in_memory``).
+    ``frames_in_memory``: a pixel policy's frames are read into RAM once (``ClipConfig.images_in_memory``);
+    else ``chunk_cache_mb`` of decoded chunks are kept (``ClipConfig.chunk_cache_mb``).
     """
 
     def __init__(self, store: EpisodeStore | str, config, episodes: Sequence[int] | None = None,
-                 weights: np.ndarray | None = None, frames_in_memory: bool = False):
+                 weights: np.ndarray | None = None, frames_in_memory: bool = False, chunk_cache_mb: float = 0.0):
         self.store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
         self.config = config
         self.pixels = bool(getattr(config, "pixels", False))
@@ -53,7 +54,8 @@ class PolicyDataset(Dataset):
         clip = ClipConfig(window=config.window, frame_gap=config.frame_gap, cameras=list(config.cameras),
                           low_dim=(config.state_key,) + ((config.env_state_key,) if config.env_state_key else ()),
                           features=config.feature_key if config.cameras and not self.pixels else None, targets=False,
-                          features_in_memory=True, images_in_memory=frames_in_memory)
+                          features_in_memory=True, images_in_memory=frames_in_memory,
+                          chunk_cache_mb=0.0 if frames_in_memory else chunk_cache_mb)
         self.clips = ClipDataset(self.store, clip, episodes)
         starts = self.store.episode_starts[self.clips.episodes]
         ends = self.store.episode_ends[self.clips.episodes]

@@ -74,8 +74,13 @@ class BCTrainConfig:
     frames_in_memory: bool = False
     """A pixel policy (vision_bc, act, diffusion) reads the store's frames into RAM once instead of
     decoding chunks per sample (for stores that fit: ~55 MB per 1000 frames of two 96 px cameras)."""
+    chunk_cache_mb: float = 1024.0
+    """Otherwise, MB of decoded frame chunks a pixel policy's data keeps per process (least recently
+    used dropped), so the chunks an epoch revisits are decoded once while they fit."""
 
     def __post_init__(self):
+        if self.chunk_cache_mb < 0:
+            raise ConfigError(f"chunk_cache_mb must be >= 0, got {self.chunk_cache_mb}")
         if self.qualities is not None and (not isinstance(self.qualities, list) or not self.qualities):
             raise ConfigError(f"qualities must be a non-empty list of quality labels or null, got {self.qualities!r}")
         if not isinstance(self.policy, dict) or not self.policy.get("type"):
@@ -157,7 +162,8 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
     write_atomic_text(out / "weights.json", json.dumps(summary, indent=1) + "\n")
     from .data import PolicyDataset
 
-    data = PolicyDataset(store, policy_config, train_eps, weights=weights, frames_in_memory=config.frames_in_memory)
+    data = PolicyDataset(store, policy_config, train_eps, weights=weights, frames_in_memory=config.frames_in_memory,
+                         chunk_cache_mb=config.chunk_cache_mb)
     validate = PolicyValidator(PolicyDataset(store, policy_config, val_eps), config.data.val_clips) if val_eps else None
     run_config = {"policy": config.policy, "train": asdict(config.train), "data": asdict(config.data),
                   "weights": asdict(config.weights), "qualities": config.qualities, "dataset": str(dataset.resolve())}

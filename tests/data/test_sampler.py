@@ -229,3 +229,20 @@ def test_features_mode_after_caching(store_and_episodes):
     assert item["observation.state"].shape == (3, 6)
     multi = _collect(DataLoader(ds, batch_size=5, num_workers=2))
     assert multi[f"features.{FRONT}"].shape == (21, 3, 3)
+
+
+def test_chunk_cache_gives_the_same_clips_within_its_budget(store_and_episodes):
+    store, _ = store_and_episodes
+    plain = ClipDataset(store, ClipConfig(window=3, frame_gap=4))
+    frame = store.array(store.cameras[0])
+    chunk_bytes = int(frame.chunks[0]) * int(np.prod(frame.shape[1:]))
+    cached = ClipDataset(store, ClipConfig(window=3, frame_gap=4, chunk_cache_mb=1.5 * chunk_bytes / 1e6))  # forces evictions
+    order = list(range(len(plain))) + list(range(len(plain) - 1, -1, -1))
+    for i in order:
+        a, b = plain[i], cached[i]
+        for cam in store.cameras:
+            assert torch.equal(a[cam], b[cam]), (i, cam)
+        assert cached._cache.bytes <= 1.5 * chunk_bytes
+    assert cached._cache.hits > 0 and cached._cache.misses > 0
+    with pytest.raises(StoreError, match="chunk_cache_mb"):
+        ClipConfig(chunk_cache_mb=-1)
