@@ -185,7 +185,8 @@ def chart(record: dict, path: Path) -> None:
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 105)
     seeds = len(record["seeds"])
-    ax.set_title(f"BC on mixed-quality demos (expert/suboptimal/failure %): {seeds} training seed"
+    policy = "image BC (cameras + joints)" if record.get("policy") == "vision" else "BC"
+    ax.set_title(f"{policy} on mixed-quality demos\n(expert/suboptimal/failure %): {seeds} training seed"
                  f"{'s' if seeds != 1 else ''} x {record['episodes']} rollouts{' (quick)' if record['quick'] else ''}",
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, frameon=False)
