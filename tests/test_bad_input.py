@@ -420,6 +420,11 @@ CASES = [
     Case("bc act features set here", BC_CFG, "lerobot.input_features is set from the store",
          files={"c.yaml": "policy: {type: act, lerobot: {input_features: {}}}\n"}),
     Case("bc lerobot policy unsupported", BC_CFG, "'pi0'", files={"c.yaml": "policy: {type: pi0}\n"}),
+    Case("bc vision camera missing", BC_CFG, "reads camera 'observation.images.top'",
+         files={"c.yaml": "policy: {type: vision_bc, cameras: [observation.images.top]}\n"}),
+    Case("bc vision execute beyond horizon", BC_CFG, "execute 12 exceeds horizon 10",
+         files={"c.yaml": "policy: {type: vision_bc, execute: 12}\n"}),
+    Case("bc chunk cache negative", BC_CFG, "chunk_cache_mb must be >= 0", files={"c.yaml": "chunk_cache_mb: -5\n"}),
     # --- sim eval
     Case("sim eval pixel policy image size", [*SIM, "--task", "stack", "--policy", "{act}", "--image-size", "64"],
          "differs from the 32 px frames"),
