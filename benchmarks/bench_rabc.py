@@ -205,9 +205,11 @@ def main():
     p.add_argument("--policy", choices=list(POLICIES), default="state",
                    help="state: BC on joint state + object poses; vision: BC from the cameras + joint state")
     p.add_argument("--conditions", default=None, help=f"comma list from {list(CONDITIONS)} (default: the policy's)")
+    p.add_argument("--extra-seeds", default="", help="more seeds for some conditions, e.g. expert_only=1,2")
     args = p.parse_args()
+    extra = {c: [int(x) for x in v.split(",")] for c, v in (kv.split("=", 1) for kv in args.extra_seeds.split(";") if kv)}
     conditions = args.conditions.split(",") if args.conditions else POLICIES[args.policy]["conditions"]
-    bad = sorted(set(conditions) - set(CONDITIONS))
+    bad = sorted((set(conditions) | set(extra)) - set(CONDITIONS))
     if bad or not {"plain", "rabc_sarm", "expert_only"} <= set(conditions):
         p.error(f"--conditions must name known conditions ({list(CONDITIONS)}) including plain, rabc_sarm, expert_only")
     tasks, mixes, seeds = args.tasks.split(","), args.mixes.split(","), [int(s) for s in args.seeds.split(",")]
@@ -223,7 +225,7 @@ def main():
     image_size = POLICIES[args.policy]["image_size"]
     record = {"quick": args.quick, "seeds": seeds, "episodes": args.episodes, "goals": GOALS,
               "goals_apply_to": "standard", "policy": args.policy, "policy_config": POLICIES[args.policy]["config"],
-              "image_size": image_size, "reward_config": "configs/reward/sarm.yaml",
+              "image_size": image_size, "reward_config": "configs/reward/sarm.yaml", "extra_seeds": extra,
               "conditions": {c: LABELS[c] for c in conditions}, "mixes": {}}
     rows = []
     t_start = time.perf_counter()
@@ -233,8 +235,8 @@ def main():
             t0 = time.perf_counter()
             entry["mix"] = MIXES[mix] or Recipe.from_yaml(ROOT / f"datasets/{task}_rabc.yaml").mix
             store, sarm = prepare(task, mix, work, args.quick, image_size)
-            runs = {c: [run_condition(task, mix, store, c, s, work, args.episodes, args.quick, args.policy) for s in seeds]
-                    for c in conditions}
+            runs = {c: [run_condition(task, mix, store, c, s, work, args.episodes, args.quick, args.policy)
+                        for s in seeds + [x for x in extra.get(c, []) if x not in seeds]] for c in conditions}
             conds = {c: summarise(r) for c, r in runs.items()}
             gain = conds["rabc_sarm"]["mean"] - conds["plain"]["mean"]
             gap = conds["expert_only"]["mean"] - conds["rabc_sarm"]["mean"]

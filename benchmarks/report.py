@@ -196,7 +196,9 @@ def rabc_table(d, name="bench_rabc"):
           f"{d['machine']['cpu_count']} CPU cores"
           f"{', quick' if d['quick'] else ''}): {what} trained on each task's "
           "RA-BC dataset (`datasets/<task>_rabc.yaml`, 100 episodes, 80 for training) under each condition, "
-          f"{seeds} training seeds, {n} rollouts per policy from the same initial states. Success in % "
+          f"{seeds} training seeds"
+          + "".join(f" ({c}: {len(d['seeds']) + len(v)} seeds)" for c, v in (d.get("extra_seeds") or {}).items())
+          + f", {n} rollouts per policy from the same initial states. Success in % "
           "(mean ± std over seeds; pooled 95% Wilson interval). Goals (standard mix, marked against RA-BC with "
           "LeRobot's formula and kappa 0.01): RA-BC (SARM) >= plain + 25 points and within 10 points of the oracle.\n")
     conds = list(d["conditions"])
