@@ -24,6 +24,7 @@ are LeRobot's already).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -155,9 +156,8 @@ class LeRobotPolicy(Policy, abstract=True):
     def predict_chunk(self, batch: dict[str, Any]) -> torch.Tensor:
         """The chunk for a training batch, aligned with its ``action`` (validation's action error)."""
         c = self.config
-        chunk = self.select_action({cam: batch[cam] for cam in c.cameras}, batch[c.state_key],
-                                   batch.get(c.env_state_key) if c.env_state_key else None)
-        return chunk
+        return self.select_action({cam: batch[cam] for cam in c.cameras}, batch[c.state_key],
+                                  batch.get(c.env_state_key) if c.env_state_key else None)
 
     # ------------------------------------------------------------------ LeRobot's folder format
     def save_pretrained(self, path) -> Path:
@@ -203,8 +203,6 @@ class LeRobotPolicy(Policy, abstract=True):
                 cams = [k for k, f in feats.items() if f.type is FeatureType.VISUAL]
                 skip = {"type", "input_features", "output_features", "device", "normalization_mapping",
                         "push_to_hub", "repo_id", "license", "private", "tags", "use_amp", "use_peft"}
-                import dataclasses
-
                 fields = {f.name: getattr(lr, f.name) for f in dataclasses.fields(lr) if f.init and f.name not in skip}
                 fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
                 stats = {k: {s: np.asarray(t.cpu() if torch.is_tensor(t) else t, np.float64).tolist() for s, t in d.items()}
