@@ -159,13 +159,16 @@ def deploy(config: DeployConfig, progress: bool = True, arm=None) -> dict[str, A
         from roboreward.shaping import ModelPotential
 
         potential = ModelPotential(reward, 1, task, encoder=runner.encoder if _same_encoder(policy, reward) else None)
-    store = _recorder(config.record, raw, cameras, config.fps) if config.record else None
     deadline = config.deadline_s or 1.0 / config.fps
     reports: list[dict] = []
     fault: str | None = None
     writer = None
-    safety.connect()
+    # Connect first, then create the recording: a store on disk means the arm is up and the loop
+    # is about to run (a Ctrl-C while connecting still ends in the safe stop below).
+    store = None
     try:
+        safety.connect()
+        store = _recorder(config.record, raw, cameras, config.fps) if config.record else None
         for ep in range(config.episodes):
             if ep and hasattr(raw, "reset_scene"):
                 raw.reset_scene()
