@@ -44,3 +44,11 @@ class Policy(Pretrained, abstract=True):
 
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    STAT_FIELDS = ("state_mean", "state_std", "action_mean", "action_std", "env_state_mean", "env_state_std")
+
+    def register_statistics(self) -> None:
+        """The config's dataset statistics as non-persistent buffers (they come from config.json),
+        so they follow ``.to(device)``."""
+        for name in self.STAT_FIELDS:
+            self.register_buffer(name, torch.tensor(getattr(self.config, name), dtype=torch.float32), persistent=False)

@@ -33,6 +33,27 @@ def episode_values(store: EpisodeStore, key: str, episodes: Sequence[int]) -> np
     return values.reshape(len(values), -1)
 
 
+def low_dim_values(store: EpisodeStore, overrides: dict, episodes: Sequence[int] | None) -> dict[str, np.ndarray]:
+    """The values a policy config's statistics come from, keyed ``state``, ``action`` and (when the
+    overrides name an ``env_state_key``) ``env_state``; keys from the overrides or the defaults."""
+    eps = list(range(store.n_episodes)) if episodes is None else [int(e) for e in episodes]
+    keys = {"state": overrides.get("state_key", "observation.state"), "action": overrides.get("action_key", "action")}
+    if overrides.get("env_state_key"):
+        keys["env_state"] = overrides["env_state_key"]
+    return {name: episode_values(store, key, eps) for name, key in keys.items()}
+
+
+def store_cameras(store: EpisodeStore, cameras: Sequence[str] | None) -> list[str]:
+    """The cameras a pixel policy reads: those given (each checked against the store) or all."""
+    from ..config import ConfigError
+
+    cameras = list(cameras or store.cameras)
+    missing = [c for c in cameras if c not in store.cameras]
+    if missing:
+        raise ConfigError(f"the policy reads camera {missing[0]!r} but the store has {store.cameras}")
+    return cameras
+
+
 class PolicyDataset(Dataset):
     """Items: ``features.<camera>`` (window, D) float32 per camera (or, for a pixel policy,
     ``<camera>`` uint8 (window, H, W, 3)), ``<state_key>`` (window, S),
@@ -50,7 +71,9 @@ class PolicyDataset(Dataset):
         self.store = store if isinstance(store, EpisodeStore) else EpisodeStore(store)
         self.config = config
         self.pixels = bool(getattr(config, "pixels", False))
+        # Read once: a config may derive these (LeRobot's from its own config object).
         self.action_start = int(getattr(config, "action_start", 0))
+        self.horizon = int(config.horizon)
         clip = ClipConfig(window=config.window, frame_gap=config.frame_gap, cameras=list(config.cameras),
                           low_dim=(config.state_key,) + ((config.env_state_key,) if config.env_state_key else ()),
                           features=config.feature_key if config.cameras and not self.pixels else None, targets=False,
@@ -88,7 +111,7 @@ class PolicyDataset(Dataset):
             self._actions = np.asarray(self.store.array(self.config.action_key)[:n], np.float32).reshape(n, -1)
         clip = self.clips[i]
         t, start, end = int(self._frames[i]), int(self._start_of[i]), int(self._end_of[i])
-        raw = t + self.action_start + np.arange(self.config.horizon)
+        raw = t + self.action_start + np.arange(self.horizon)
         low_dim = [k for k in (self.config.state_key, self.config.env_state_key) if k]
         cams = set(self.config.cameras) if self.pixels else set()
         item = {k: v for k, v in clip.items() if k.startswith("features.") or k in low_dim or k in cams}

@@ -154,18 +154,12 @@ class BCConfig(PolicyConfig):
         ``cameras=[]`` makes a policy without image inputs even when ``feature_key`` is given.
         A bad override is one ConfigError line (``check_overrides``)."""
         from ...data.cache import cached_features
-        from ..data import episode_values
+        from ..data import low_dim_values
 
         overrides = cls.check_overrides(overrides)
 
-        state_key = overrides.get("state_key", "observation.state")
-        action_key = overrides.get("action_key", "action")
-        env_key = overrides.get("env_state_key")
-        eps = list(range(store.n_episodes)) if episodes is None else [int(e) for e in episodes]
         fields: dict[str, Any] = {}
-        sources = [("state", state_key), ("action", action_key)] + ([("env_state", env_key)] if env_key else [])
-        for prefix, key in sources:
-            values = episode_values(store, key, eps)
+        for prefix, values in low_dim_values(store, overrides, episodes).items():
             fields[f"{prefix}_dim"] = int(values.shape[1])
             fields[f"{prefix}_mean"] = values.mean(0).tolist()
             fields[f"{prefix}_std"] = np.maximum(values.std(0), STD_FLOOR).tolist()

@@ -23,13 +23,7 @@ class BCPolicy(Policy):
         super().__init__(config)
         config.check_ready()
         c = config
-        # Statistics as buffers too (from config.json), so they follow .to(device).
-        self.register_buffer("state_mean", torch.tensor(c.state_mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("state_std", torch.tensor(c.state_std, dtype=torch.float32), persistent=False)
-        self.register_buffer("action_mean", torch.tensor(c.action_mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("action_std", torch.tensor(c.action_std, dtype=torch.float32), persistent=False)
-        self.register_buffer("env_state_mean", torch.tensor(c.env_state_mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("env_state_std", torch.tensor(c.env_state_std, dtype=torch.float32), persistent=False)
+        self.register_statistics()
         # Cached features have no dataset statistics in the config (1280-d per camera); a
         # parameter-free LayerNorm puts them on the state's scale instead.
         self.feature_norm = nn.LayerNorm(c.feature_dim, elementwise_affine=False) if c.cameras else None

@@ -172,26 +172,19 @@ class LeRobotPolicyConfig(PolicyConfig):
                    **overrides: Any) -> "LeRobotPolicyConfig":
         """Inputs and statistics from ``store`` over ``episodes`` (the training split); ``feature_key``
         is ignored (the policy reads pixels). A camera the store lacks is one line."""
-        from ..data import episode_values
+        from ..data import low_dim_values, store_cameras
 
         overrides = cls.check_overrides(overrides)
-        cameras = list(overrides.pop("cameras", None) or store.cameras)
-        missing = [c for c in cameras if c not in store.cameras]
-        if missing:
-            raise ConfigError(f"the policy reads camera {missing[0]!r} but the store has {store.cameras}")
+        cameras = store_cameras(store, overrides.pop("cameras", None))
         eps = list(range(store.n_episodes)) if episodes is None else [int(e) for e in episodes]
         stats: dict[str, dict[str, list]] = {}
         dims: dict[str, int] = {}
-        keys = [("state", overrides.get("state_key", "observation.state")), ("action", overrides.get("action_key", "action"))]
-        if overrides.get("env_state_key"):
-            keys.append(("env_state", overrides["env_state_key"]))
-        for name, key in keys:
-            values = episode_values(store, key, eps)
+        keys = {"state": overrides.get("state_key", "observation.state"), "env_state": overrides.get("env_state_key"),
+                "action": "action"}  # LeRobot's stats key for actions is always its output feature's name
+        for name, values in low_dim_values(store, overrides, eps).items():
             dims[f"{name}_dim"] = int(values.shape[1])
-            # LeRobot's stats key for actions is always "action" (its output feature name).
-            stats["action" if name == "action" else key] = {
-                "mean": values.mean(0).tolist(), "std": values.std(0).tolist(),
-                "min": values.min(0).tolist(), "max": values.max(0).tolist()}
+            stats[keys[name]] = {"mean": values.mean(0).tolist(), "std": values.std(0).tolist(),
+                                 "min": values.min(0).tolist(), "max": values.max(0).tolist()}
         frames = np.concatenate([np.arange(*store.episode_range(e)) for e in eps])
         pick = np.unique(np.linspace(0, len(frames) - 1, min(IMAGE_STAT_FRAMES, len(frames))).round().astype(int))
         shape: list[int] = []

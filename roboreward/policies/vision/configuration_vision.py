@@ -128,20 +128,12 @@ class VisionBCConfig(PolicyConfig):
     def from_store(cls, store: "EpisodeStore", feature_key: str | None = None, episodes: Sequence[int] | None = None,
                    **overrides: Any) -> "VisionBCConfig":
         """Cameras, sizes and statistics from ``store`` over ``episodes``; ``feature_key`` is ignored."""
-        from ..data import episode_values
+        from ..data import low_dim_values, store_cameras
 
         overrides = cls.check_overrides(overrides)
-        cameras = list(overrides.pop("cameras", None) or store.cameras)
-        missing = [c for c in cameras if c not in store.cameras]
-        if missing:
-            raise ConfigError(f"the policy reads camera {missing[0]!r} but the store has {store.cameras}")
-        eps = list(range(store.n_episodes)) if episodes is None else [int(e) for e in episodes]
+        cameras = store_cameras(store, overrides.pop("cameras", None))
         fields: dict[str, Any] = {}
-        sources = [("state", overrides.get("state_key", "observation.state")), ("action", overrides.get("action_key", "action"))]
-        if overrides.get("env_state_key"):
-            sources.append(("env_state", overrides["env_state_key"]))
-        for prefix, key in sources:
-            values = episode_values(store, key, eps)
+        for prefix, values in low_dim_values(store, overrides, episodes).items():
             fields[f"{prefix}_dim"] = int(values.shape[1])
             fields[f"{prefix}_mean"] = values.mean(0).tolist()
             fields[f"{prefix}_std"] = np.maximum(values.std(0), STD_FLOOR).tolist()

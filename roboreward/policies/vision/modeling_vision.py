@@ -63,8 +63,7 @@ class VisionBCPolicy(Policy):
         super().__init__(config)
         config.check_ready()
         c = config
-        for name in ("state_mean", "state_std", "action_mean", "action_std", "env_state_mean", "env_state_std"):
-            self.register_buffer(name, torch.tensor(getattr(c, name), dtype=torch.float32), persistent=False)
+        self.register_statistics()
         self.encoders = nn.ModuleDict({str(i): ConvKeypoints(c.channels, c.keypoints) for i in range(len(c.cameras))})
         in_dim = c.window * (c.state_dim + c.env_state_dim + len(c.cameras) * 2 * c.keypoints)
         layers: list[nn.Module] = []
