@@ -47,6 +47,20 @@ Pose = tuple[np.ndarray, float]  # grasp-site position, jaw yaw (rad)
 
 
 @dataclass
+class DemoConfig:
+    """How the scripted demonstrators choose their moves (a recipe's ``demonstrator`` mapping).
+    The defaults are the demonstrator every committed recipe was made with."""
+
+    keep_out: bool = True
+    """Choose the grasp face so the open moving jaw never points towards a nearby obstacle (the
+    bowl, the other cube). Which face that is depends on where the obstacle lies, so the wrist roll
+    jumps by 90-180 deg between neighbouring layouts, a mapping a cloned policy cannot follow.
+    False: always the face pair with the least wrist roll from the arm's natural yaw, so the roll
+    stays within +-45 deg and varies smoothly with the cube's yaw, with one 90 deg flip where the
+    two faces look alike (200 of 200 pick_place experts in the full layout still succeed)."""
+
+
+@dataclass
 class Phase:
     name: str
     """Fine label (dense annotation)."""
@@ -104,7 +118,8 @@ def _current(env: SO101Env) -> Pose:
 def above(body: str, height: float, offset=(0.0, 0.0)) -> Callable[[SO101Env], Pose]:
     def target(env: SO101Env) -> Pose:
         p = env.data.body(body).xpos.copy()
-        yaw = grasp_yaw(p, body_yaw(env, body), env.task.keep_out_xy())
+        demo = getattr(env, "_demo", None) or DemoConfig()
+        yaw = grasp_yaw(p, body_yaw(env, body), env.task.keep_out_xy() if demo.keep_out else None)
         p[:2] += offset
         p[2] += height
         return p, yaw
@@ -405,7 +420,8 @@ def _annotations(labels: list[tuple[str, str, int, int]], gt_stage: np.ndarray,
 
 
 def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, failure_mode: str | None = None,
-                     render: bool = True, task_config: dict | None = None, visual: dict | None = None) -> Episode:
+                     render: bool = True, task_config: dict | None = None, visual: dict | None = None,
+                     demonstrator: dict | None = None) -> Episode:
     """Run one scripted demonstration and return it as an ``Episode``.
 
     ``quality``: ``expert`` | ``suboptimal`` | ``failure``; ``failure_mode`` picks one of
@@ -414,7 +430,7 @@ def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, 
     of the task's default config (e.g. narrower object randomisation). ``visual``: appearance options
     (``roboreward.sim.visual.VisualConfig`` fields); what was drawn is ``episode.info["visual"]``.
     Appearance never changes the physics: states, actions and ground truth are those of the same
-    seed without it.
+    seed without it. ``demonstrator``: ``DemoConfig`` fields (how the script chooses its moves).
     """
     if task not in PLANS:
         raise ValueError(f"task {task!r} has no scripted demonstrator; choose from {sorted(PLANS)}")
@@ -422,11 +438,13 @@ def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, 
         raise ValueError(f"quality {quality!r} is not one of {QUALITIES}")
     if failure_mode is not None and quality != "failure":
         raise ValueError("failure_mode is only meaningful with quality='failure'")
+    demo = demo_config(demonstrator)
     rng = np.random.default_rng(seed)
     env = SO101Env(EnvConfig(task=task, image_size=image_size, cameras=CAMERAS if render else (),
                              max_episode_steps=10_000, task_config=task_config or None, visual=visual or None))
     try:
         env._last_obs, env._last_info = env.reset(seed=seed)
+        env._demo = demo  # type: ignore[attr-defined]
         ik = ArmIK(env.model)
         obj = "cube_a" if task == "stack" else "cube"
         phases = PLANS[task](env)
@@ -458,6 +476,13 @@ def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, 
         annotations=_annotations(labels, data["gt.stage"], env.task.stages),
         info={"visual": env.last_visual} if env.last_visual else {},
     )
+
+
+def demo_config(demonstrator: dict | None) -> DemoConfig:
+    """``DemoConfig`` from a recipe's mapping; an unknown or mistyped field fails in one line."""
+    from roboreward.config import from_dict
+
+    return from_dict(DemoConfig, dict(demonstrator or {}), where="demonstrator")
 
 
 def feature_specs(task: str, image_size: int = 128) -> dict[str, FeatureSpec]:

@@ -268,6 +268,10 @@ CASES = [
          files={"r.yaml": "task: stack\ntask_config: [1, 2]\n"}),
     Case("recipe task_config unknown field", [*GEN, "--recipe", "{tmp}/r.yaml"], "cube_colour",
          files={"r.yaml": "task: pick_place\ntask_config: {cube_colour: red}\n"}),
+    Case("recipe demonstrator unknown field", [*GEN, "--recipe", "{tmp}/r.yaml"], "unknown key 'keepout'",
+         files={"r.yaml": "task: pick_place\ndemonstrator: {keepout: false}\n"}),
+    Case("recipe demonstrator not a mapping", [*GEN, "--recipe", "{tmp}/r.yaml"], "demonstrator must be a mapping",
+         files={"r.yaml": "task: pick_place\ndemonstrator: least_roll\n"}),
     # --- stores that are not stores, or broken metadata
     Case("folder is not zarr", ["data", "inspect", "{case}"], "not a zarr store", prep=not_a_store),
     Case("zarr without schema", ["data", "inspect", "{case}"], "not a roboreward store", prep=bare_zarr_group),

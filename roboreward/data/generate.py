@@ -78,6 +78,9 @@ class Recipe:
     """Appearance options (``roboreward.sim.visual.VisualConfig`` fields): ranges drawn per episode
     (domain randomisation) or fixed values (held-out looks); empty = the plain scene. Appearance
     never changes physics: the same seed gives the same states and actions with or without it."""
+    demonstrator: dict = field(default_factory=dict)
+    """How the scripted demonstrators choose their moves (``roboreward.sim.scripted.DemoConfig``
+    fields, e.g. ``{keep_out: false}``); empty = the original demonstrator."""
     name: str = ""
     """Dataset name (recipes in datasets/)."""
     description: str = ""
@@ -88,6 +91,9 @@ class Recipe:
             raise StoreError(f"task_config must be a mapping of task config fields, got {self.task_config!r}")
         if not isinstance(self.visual, dict):
             raise StoreError(f"visual must be a mapping of visual options (roboreward.sim.visual.VisualConfig), got {self.visual!r}")
+        if not isinstance(self.demonstrator, dict):
+            raise StoreError(f"demonstrator must be a mapping of demonstrator options (roboreward.sim.scripted.DemoConfig), "
+                             f"got {self.demonstrator!r}")
         if self.episodes < 1:
             raise StoreError(f"episodes must be >= 1, got {self.episodes}")
         if not 16 <= self.image_size <= 512:
@@ -101,9 +107,9 @@ class Recipe:
 
     def identity(self) -> dict:
         """The fields that decide the data (name and description do not; an empty task_config or
-        visual is left out, so stores written before those fields existed still resume)."""
+        visual or demonstrator is left out, so stores written before those fields existed still resume)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
-        for optional in ("task_config", "visual"):
+        for optional in ("task_config", "visual", "demonstrator"):
             if not out[optional]:
                 del out[optional]
         return out
@@ -112,8 +118,9 @@ class Recipe:
 def _episode(args):
     from roboreward.sim.scripted import generate_episode
 
-    task, quality, seed, image_size, task_config, visual = args
-    return generate_episode(task, quality, seed, image_size=image_size, task_config=task_config, visual=visual)
+    task, quality, seed, image_size, task_config, visual, demonstrator = args
+    return generate_episode(task, quality, seed, image_size=image_size, task_config=task_config, visual=visual,
+                            demonstrator=demonstrator)
 
 
 def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = False, progress: bool = True) -> EpisodeStore:
@@ -130,6 +137,10 @@ def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = Fal
         from roboreward.sim.visual import check_visual_config
 
         check_visual_config(recipe.task, recipe.visual)  # likewise
+    if recipe.demonstrator:
+        from roboreward.sim.scripted import demo_config
+
+        demo_config(recipe.demonstrator)  # likewise
     path = Path(path)
     recipe_json = recipe.identity()
     if path.exists() and not overwrite:
@@ -150,7 +161,7 @@ def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = Fal
         )
         store.set_attr("recipe", recipe_json)
     plan = quality_plan(recipe.episodes, recipe.mix)
-    todo = [(recipe.task, plan[i], recipe.seed + i, recipe.image_size, recipe.task_config, recipe.visual)
+    todo = [(recipe.task, plan[i], recipe.seed + i, recipe.image_size, recipe.task_config, recipe.visual, recipe.demonstrator)
             for i in range(store.n_episodes, recipe.episodes)]
     workers = workers or min(len(todo), os.cpu_count() or 1)
     bar = tqdm(total=recipe.episodes, initial=store.n_episodes, unit="ep", desc=f"generate {recipe.task}", disable=not progress)

@@ -40,7 +40,8 @@ def _regenerator(store: EpisodeStore):
         from roboreward.sim.scripted import generate_episode
 
         return generate_episode(recipe.task, plan[i], recipe.seed + i, image_size=recipe.image_size,
-                                task_config=recipe.task_config, visual=recipe.visual)
+                                task_config=recipe.task_config, visual=recipe.visual,
+                                demonstrator=recipe.demonstrator)
 
     return rebuild
 

@@ -67,6 +67,39 @@ def test_generate_episode_is_deterministic():
     np.testing.assert_array_equal(a.data["action"], b.data["action"])
 
 
+def _first_grasp_rolls(keep_out: bool, seeds) -> tuple[list[float], int]:
+    """Wrist roll (deg, from the arm's natural yaw) of the first grasp the expert plans, per seed."""
+    import roboreward.sim.scripted as scripted
+
+    rolls, successes, original = [], 0, scripted.grasp_yaw
+
+    def spy(pos, object_yaw, keep_out=None):
+        yaw = original(pos, object_yaw, keep_out)
+        rolls.append(np.degrees(yaw - scripted.natural_yaw(pos)))
+        return yaw
+
+    scripted.grasp_yaw = spy
+    try:
+        first = []
+        for seed in seeds:
+            rolls.clear()
+            successes += generate_episode("pick_place", "expert", seed, render=False,
+                                          demonstrator={"keep_out": keep_out}).success
+            first.append(rolls[0])
+    finally:
+        scripted.grasp_yaw = original
+    return first, successes
+
+
+def test_least_roll_demonstrator_keeps_the_roll_smooth_and_still_succeeds():
+    seeds = range(1000, 1012)
+    v1, _ = _first_grasp_rolls(True, seeds)
+    v2, successes = _first_grasp_rolls(False, seeds)
+    assert max(abs(r) for r in v1) > 60  # the original turns the jaw away from the bowl in some layouts
+    assert max(abs(r) for r in v2) <= 45 + 1e-6
+    assert successes == len(seeds)
+
+
 def test_generate_episode_rejects_bad_arguments():
     with pytest.raises(ValueError, match="quality"):
         generate_episode("pick_place", "great", 0, render=False)
