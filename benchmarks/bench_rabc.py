@@ -117,15 +117,16 @@ def prepare(task: str, mix: str, work: Path, quick: bool, image_size: int | None
 
 
 def run_condition(task: str, mix: str, store: Path, condition: str, seed: int, work: Path, episodes: int,
-                  quick: bool, policy: str = "state") -> dict:
-    """Train one policy and roll it out; cached in <run>/result.json."""
+                  quick: bool, policy: str = "state", recipe: str | None = None, name: str | None = None) -> dict:
+    """Train one policy and roll it out in the layout of ``recipe`` (default: the task's RA-BC
+    recipe); cached in <run>/result.json (``name``: the run folder's stem)."""
     from roboreward.config import from_dict, load_config
     from roboreward.policies.evaluate import evaluate_policy
     from roboreward.policies.train import BCTrainConfig, WeightConfig, train_bc
     from roboreward.data.generate import Recipe
 
     prefix = "bc" if policy == "state" else policy
-    run = work / f"{prefix}_{tag(task, mix, POLICIES[policy]['image_size'])}_{condition}_s{seed}"
+    run = work / f"{prefix}_{name or tag(task, mix, POLICIES[policy]['image_size'])}_{condition}_s{seed}"
     result_path = run / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
@@ -140,7 +141,7 @@ def run_condition(task: str, mix: str, store: Path, condition: str, seed: int, w
     t0 = time.perf_counter()
     model_dir = train_bc(config, store, run, progress=False)
     train_s = time.perf_counter() - t0
-    recipe = Recipe.from_yaml(ROOT / f"datasets/{task}_rabc.yaml")
+    recipe = Recipe.from_yaml(ROOT / (recipe or f"datasets/{task}_rabc.yaml"))
     report = evaluate_policy(model_dir, task, episodes, run / "eval", n_envs=4, videos=1 if seed == 0 else 0,
                              task_config=recipe.task_config, image_size=POLICIES[policy]["image_size"])
     weights = json.loads((run / "weights.json").read_text())
