@@ -7,7 +7,9 @@ and rolled out in that layout (50 rollouts per training seed, the same initial s
 - ``v1`` (datasets/pick_place_mixed.yaml): the original scripted grasp, which turns the open jaw away
   from the bowl, so its wrist roll jumps by 90-180 deg between neighbouring layouts;
 - ``v2`` (datasets/pick_place_mixed_v2.yaml): the least-roll grasp (``demonstrator.keep_out: false``),
-  the same seeds and layouts.
+  the same seeds and layouts;
+- ``v2_200`` (datasets/pick_place_expert_v2.yaml): 200 expert episodes of the v2 demonstrator instead of
+  50 (160 train the policy instead of 40): whether the number of demos limits it.
 
 Frames are rendered at 96 px as in the RA-BC experiment. Prints success per version (mean and std
 over training seeds, pooled 95% Wilson interval) against the goal (>= 50%) and writes
@@ -28,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from bench_rabc import POLICIES, ROOT, run_condition, summarise  # noqa: E402
 
-VERSIONS = {"v1": "datasets/pick_place_mixed.yaml", "v2": "datasets/pick_place_mixed_v2.yaml"}
+VERSIONS = {"v1": "datasets/pick_place_mixed.yaml", "v2": "datasets/pick_place_mixed_v2.yaml",
+            "v2_200": "datasets/pick_place_expert_v2.yaml"}
 GOAL = 0.5
 
 
