@@ -15,10 +15,12 @@ Frames are rendered at 96 px as in the RA-BC experiment. Prints success per vers
 over training seeds, pooled 95% Wilson interval) against the goal (>= 50%) and writes
 benchmarks/results/bench_vision_layout.json. Every cell resumes: stores, runs and evaluations are reused.
 
-    python benchmarks/bench_vision_layout.py [--quick] [--versions v1,v2] [--seeds 0,1,2] [--episodes 50]
+    python benchmarks/bench_vision_layout.py [--quick] [--versions v1,v2,v2_200] [--seeds 0,1,2] [--episodes 50]
+                                             [--extra-seeds "v2_200=1,2"]
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -40,19 +42,21 @@ def main():
     p.add_argument("--versions", default=",".join(VERSIONS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--episodes", type=int, default=50, help="rollouts per policy")
+    p.add_argument("--extra-seeds", default="", help="more seeds for some versions, e.g. v2_200=1,2")
     args = p.parse_args()
+    extra = {c: [int(x) for x in v.split(",")] for c, v in (kv.split("=", 1) for kv in args.extra_seeds.split(";") if kv)}
     versions, seeds = args.versions.split(","), [int(s) for s in args.seeds.split(",")]
-    unknown = sorted(set(versions) - set(VERSIONS))
+    unknown = sorted((set(versions) | set(extra)) - set(VERSIONS))
     if unknown:
         p.error(f"unknown version {unknown[0]!r}; choose from {list(VERSIONS)}")
     if args.quick:
-        seeds, args.episodes = seeds[:1], 8
+        versions, seeds, extra, args.episodes = versions[:1], seeds[:1], {}, 8
     from roboreward.data.generate import Recipe, generate_store
 
     work = Path(args.workdir or ROOT / "outputs" / ("bench_vision_layout_quick" if args.quick else "bench_vision_layout"))
     work.mkdir(parents=True, exist_ok=True)
     size = POLICIES["vision"]["image_size"]
-    record = {"quick": args.quick, "seeds": seeds, "episodes": args.episodes, "goal": GOAL, "image_size": size,
+    record = {"quick": args.quick, "seeds": seeds, "extra_seeds": extra, "episodes": args.episodes, "goal": GOAL, "image_size": size,
               "policy_config": POLICIES["vision"]["config"], "versions": {}}
     rows, t_start = [], time.perf_counter()
     for version in versions:
@@ -64,15 +68,17 @@ def main():
         generate_store(store, recipe, workers=0)
         runs = [run_condition("pick_place", "standard", store, "expert_only", s, work, args.episodes, args.quick,
                               "vision", recipe=VERSIONS[version], name=f"{recipe.name}_{recipe.image_size}px")
-                for s in seeds]
+                for s in seeds + [x for x in extra.get(version, []) if x not in seeds]]
         v = summarise(runs)
-        record["versions"][version] = {"recipe": VERSIONS[version], "demonstrator": recipe.demonstrator, **v, "goal_met": v["mean"] >= GOAL, "runs": runs}
-        rows.append([version, VERSIONS[version], f"{100 * v['mean']:.0f} +- {100 * v['std']:.0f}",
+        split = json.loads((work / f"vision_{recipe.name}_{recipe.image_size}px_expert_only_s{seeds[0]}" / "split.json").read_text())
+        record["versions"][version] = {"recipe": VERSIONS[version], "demonstrator": recipe.demonstrator,
+                                       "train_demos": len(split["train"]), **v, "goal_met": v["mean"] >= GOAL, "runs": runs}
+        rows.append([version, VERSIONS[version], len(split["train"]), f"{100 * v['mean']:.0f} +- {100 * v['std']:.0f}",
                      " ".join(f"{100 * r:.0f}" for r in v["per_seed"]),
                      f"{100 * v['ci95_pooled'][0]:.0f}-{100 * v['ci95_pooled'][1]:.0f}",
                      "met" if v["mean"] >= GOAL else "not met"])
     record["wall_seconds"] = time.perf_counter() - t_start
-    print(common.table(rows, ["demonstrator", "recipe", "success % (mean +- std)", "per seed", "pooled 95% CI",
+    print(common.table(rows, ["demonstrator", "recipe", "train demos", "success % (mean +- std)", "per seed", "pooled 95% CI",
                               f"goal >= {100 * GOAL:.0f}%"]))
     common.write("bench_vision_layout", record, args.out)
 

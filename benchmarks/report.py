@@ -310,9 +310,27 @@ def policies_table(d):
     print()
 
 
+def vision_layout_table(d):
+    print(f"**Image BC in the full pick_place layout** (`bench_vision_layout.py`, {d['date']}, "
+          f"{d['machine']['cpu_count']} CPU cores{', quick' if d['quick'] else ''}): the policy of "
+          f"`{d['policy_config']}` cloned from expert demos only (frames at {d['image_size']} px), rolled out "
+          f"{d['episodes']} times per training seed from the same initial states in the full layout "
+          "(cube and bowl anywhere in the workspace, cube yaw +-45 deg). v1: the original grasp, which keeps the open "
+          "jaw away from the bowl (wrist roll jumps 90-180 deg between neighbouring layouts); v2: the least-roll grasp "
+          "(`demonstrator: {keep_out: false}`). Success in % (mean +- std over seeds; pooled 95% Wilson interval).\n")
+    print(f"| demonstrator | recipe | training demos | training seeds | success % | per seed | goal >= {100 * d['goal']:.0f}% |")
+    print("|---|---|---|---|---|---|---|")
+    for version, v in d["versions"].items():
+        print(f"| {version} | `{v['recipe']}` | {v['train_demos']} | {len(v['per_seed'])} | {100 * v['mean']:.0f} +- "
+              f"{100 * v['std']:.0f} ({100 * v['ci95_pooled'][0]:.0f}-{100 * v['ci95_pooled'][1]:.0f}) | "
+              f"{' / '.join(f'{100 * r:.0f}' for r in v['per_seed'])} | {'met' if v['goal_met'] else 'not met'} |")
+    print()
+
+
 def _print_tables():
     for name, fn in (("bench_rl", rl_table), ("bench_deploy", deploy_table),
                      ("bench_rabc_vision", lambda d: rabc_table(d, "bench_rabc_vision")),
+                     ("bench_vision_layout", vision_layout_table),
                      ("bench_policies", policies_table), ("bench_rabc", rabc_table), ("bench_reward_quality", quality_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
