@@ -186,8 +186,20 @@ def rewards_table(d):
     print("\n![rewards](benchmarks/results/bench_rewards.png)\n")
 
 
+def _seed_counts(d) -> str:
+    """'3 training seeds' or, where some conditions ran more seeds, 'training seeds: 3 (plain, ...), 1 (...)'."""
+    counts = {c: len(set(d["seeds"]) | set((d.get("extra_seeds") or {}).get(c, []))) for c in d["conditions"]}
+    if len(set(counts.values())) == 1:
+        k = next(iter(counts.values()))
+        return f"{k} training seed{'s' if k != 1 else ''}"
+    groups = {}
+    for c, k in counts.items():
+        groups.setdefault(k, []).append(d["conditions"][c])
+    return "training seeds: " + ", ".join(f"{k} ({', '.join(v)})" for k, v in sorted(groups.items(), reverse=True))
+
+
 def rabc_table(d, name="bench_rabc"):
-    seeds, n = len(d["seeds"]), d["episodes"]
+    n = d["episodes"]
     vision = d.get("policy") == "vision"
     what = (f"the visuomotor policy of `{d['policy_config']}` (two cameras + joint state, no object poses; "
             f"frames at {d['image_size']} px)" if vision else f"the BC policy of `{d['policy_config']}`")
@@ -196,8 +208,7 @@ def rabc_table(d, name="bench_rabc"):
           f"{d['machine']['cpu_count']} CPU cores"
           f"{', quick' if d['quick'] else ''}): {what} trained on each task's "
           "RA-BC dataset (`datasets/<task>_rabc.yaml`, 100 episodes, 80 for training) under each condition, "
-          f"{seeds} training seeds"
-          + "".join(f" ({c}: {len(d['seeds']) + len(v)} seeds)" for c, v in (d.get("extra_seeds") or {}).items())
+          + _seed_counts(d)
           + f", {n} rollouts per policy from the same initial states. Success in % "
           "(mean ± std over seeds; pooled 95% Wilson interval). Goals (standard mix, marked against RA-BC with "
           "LeRobot's formula and kappa 0.01): RA-BC (SARM) >= plain + 25 points and within 10 points of the oracle.\n")

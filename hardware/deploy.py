@@ -14,6 +14,8 @@ most the episode in flight: every committed one validates.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +138,39 @@ def _recorder(path: str, arm, cameras: list[str], fps: float):
 
 
 # ---------------------------------------------------------------------------------------- the loop
+class _CtrlC:
+    """While the control loop runs, a Ctrl-C is taken at the next tick boundary (never inside a
+    camera read, a bus write or a store write, which could leave a lock held or a chunk half
+    written); outside the loop, or on a second Ctrl-C, it interrupts at once. Main thread only."""
+
+    def __init__(self):
+        self.requested = False
+        self.in_loop = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+    def _handle(self, signum, frame):
+        if self.in_loop and not self.requested:
+            self.requested = True
+            return
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Called at each tick boundary: raises the deferred Ctrl-C."""
+        if self.requested:
+            self.in_loop = False
+            raise KeyboardInterrupt
+
+
 def deploy(config: DeployConfig, progress: bool = True, arm=None) -> dict[str, Any]:
     """Run ``config.episodes`` episodes; returns per-episode reports and timing statistics."""
     from roboreward.policies import Policy
@@ -166,7 +201,9 @@ def deploy(config: DeployConfig, progress: bool = True, arm=None) -> dict[str, A
     # Connect first, then create the recording: a store on disk means the arm is up and the loop
     # is about to run (a Ctrl-C while connecting still ends in the safe stop below).
     store = None
+    ctrl_c = _CtrlC()
     try:
+        ctrl_c.__enter__()
         safety.connect()
         store = _recorder(config.record, raw, cameras, config.fps) if config.record else None
         for ep in range(config.episodes):
@@ -174,7 +211,7 @@ def deploy(config: DeployConfig, progress: bool = True, arm=None) -> dict[str, A
                 raw.reset_scene()
             runner.reset()
             writer = store.begin_episode(task) if store is not None else None
-            report = _episode(config, safety, runner, potential, writer, motors, cameras, deadline, task, progress)
+            report = _episode(config, safety, runner, potential, writer, motors, cameras, deadline, task, progress, ctrl_c)
             reports.append(report)
             if writer is not None:
                 writer.commit(success=report.get("sim_success", report["success"]), info=_info(report))
@@ -195,6 +232,8 @@ def deploy(config: DeployConfig, progress: bool = True, arm=None) -> dict[str, A
                 writer.abort()
     else:
         safety.safe_stop("done")
+    finally:
+        ctrl_c.__exit__()
     result = {"episodes": reports, "recorded": None if store is None else str(store.path), "fault": fault}
     if fault is not None:
         raise DeployError(f"deploy stopped: {fault}; the arm was stopped safely"
@@ -221,7 +260,8 @@ def _info(report: dict) -> dict:
     return {k: report[k] for k in keys if report.get(k) is not None}
 
 
-def _episode(config, arm: SafeArm, runner, potential, writer, motors, cameras, deadline, task, progress) -> dict:
+def _episode(config, arm: SafeArm, runner, potential, writer, motors, cameras, deadline, task, progress,
+             ctrl_c: _CtrlC | None = None) -> dict:
     period = 1.0 / config.fps
     times: dict[str, list[float]] = {"tick": [], "policy": [], "reward": [], "send": [], "record": [], "late": []}
     value, above, ended_by, missed = None, 0, "max_steps", 0
@@ -234,7 +274,11 @@ def _episode(config, arm: SafeArm, runner, potential, writer, motors, cameras, d
     report: dict[str, Any] = {}
     step = 0
     try:
+        if ctrl_c is not None:
+            ctrl_c.in_loop = True
         for step in range(config.max_steps):
+            if ctrl_c is not None:
+                ctrl_c.check()
             scheduled = start + step * period
             t0 = time.perf_counter()
             times["late"].append(max(0.0, t0 - scheduled))
@@ -282,6 +326,8 @@ def _episode(config, arm: SafeArm, runner, potential, writer, motors, cameras, d
         exc.episode_report = _report(step, value, ended_by, times, missed, arm, task, success=False)
         raise
     finally:
+        if ctrl_c is not None:
+            ctrl_c.in_loop = False
         if bar is not None:
             bar.close()
     report = _report(step + 1, value, ended_by, times, missed, arm, task, success=ended_by.startswith("success"))
