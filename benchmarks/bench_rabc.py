@@ -116,6 +116,11 @@ def prepare(task: str, mix: str, work: Path, quick: bool, image_size: int | None
     return store, {k: m.get(k) for k in ("voc", "auroc", "stage_accuracy", "mae")}
 
 
+def run_dir(work: Path, policy: str, name: str, condition: str, seed: int) -> Path:
+    """The folder of one trained policy (its checkpoints, split.json, eval and result.json)."""
+    return work / f"{'bc' if policy == 'state' else policy}_{name}_{condition}_s{seed}"
+
+
 def run_condition(task: str, mix: str, store: Path, condition: str, seed: int, work: Path, episodes: int,
                   quick: bool, policy: str = "state", recipe: str | None = None, name: str | None = None) -> dict:
     """Train one policy and roll it out in the layout of ``recipe`` (default: the task's RA-BC
@@ -125,8 +130,7 @@ def run_condition(task: str, mix: str, store: Path, condition: str, seed: int, w
     from roboreward.policies.train import BCTrainConfig, WeightConfig, train_bc
     from roboreward.data.generate import Recipe
 
-    prefix = "bc" if policy == "state" else policy
-    run = work / f"{prefix}_{name or tag(task, mix, POLICIES[policy]['image_size'])}_{condition}_s{seed}"
+    run = run_dir(work, policy, name or tag(task, mix, POLICIES[policy]["image_size"]), condition, seed)
     result_path = run / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
@@ -208,7 +212,7 @@ def main():
     p.add_argument("--conditions", default=None, help=f"comma list from {list(CONDITIONS)} (default: the policy's)")
     p.add_argument("--extra-seeds", default="", help="more seeds for some conditions, e.g. expert_only=1,2")
     args = p.parse_args()
-    extra = {c: [int(x) for x in v.split(",")] for c, v in (kv.split("=", 1) for kv in args.extra_seeds.split(";") if kv)}
+    extra = common.parse_extra_seeds(args.extra_seeds)
     conditions = args.conditions.split(",") if args.conditions else POLICIES[args.policy]["conditions"]
     bad = sorted((set(conditions) | set(extra)) - set(CONDITIONS))
     if bad or not {"plain", "rabc_sarm", "expert_only"} <= set(conditions):

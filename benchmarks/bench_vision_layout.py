@@ -30,7 +30,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from bench_rabc import POLICIES, ROOT, run_condition, summarise  # noqa: E402
+from bench_rabc import POLICIES, ROOT, run_condition, run_dir, summarise  # noqa: E402
 
 VERSIONS = {"v1": "datasets/pick_place_mixed.yaml", "v2": "datasets/pick_place_mixed_v2.yaml",
             "v2_200": "datasets/pick_place_expert_v2.yaml"}
@@ -44,7 +44,7 @@ def main():
     p.add_argument("--episodes", type=int, default=50, help="rollouts per policy")
     p.add_argument("--extra-seeds", default="", help="more seeds for some versions, e.g. v2_200=1,2")
     args = p.parse_args()
-    extra = {c: [int(x) for x in v.split(",")] for c, v in (kv.split("=", 1) for kv in args.extra_seeds.split(";") if kv)}
+    extra = common.parse_extra_seeds(args.extra_seeds)
     versions, seeds = args.versions.split(","), [int(s) for s in args.seeds.split(",")]
     unknown = sorted((set(versions) | set(extra)) - set(VERSIONS))
     if unknown:
@@ -66,11 +66,12 @@ def main():
             recipe.episodes, recipe.image_size = 16, 64
         store = work / f"{recipe.name}_{recipe.image_size}px.zarr"
         generate_store(store, recipe, workers=0)
+        name = f"{recipe.name}_{recipe.image_size}px"
         runs = [run_condition("pick_place", "standard", store, "expert_only", s, work, args.episodes, args.quick,
-                              "vision", recipe=VERSIONS[version], name=f"{recipe.name}_{recipe.image_size}px")
+                              "vision", recipe=VERSIONS[version], name=name)
                 for s in seeds + [x for x in extra.get(version, []) if x not in seeds]]
         v = summarise(runs)
-        split = json.loads((work / f"vision_{recipe.name}_{recipe.image_size}px_expert_only_s{seeds[0]}" / "split.json").read_text())
+        split = json.loads((run_dir(work, "vision", name, "expert_only", seeds[0]) / "split.json").read_text())
         record["versions"][version] = {"recipe": VERSIONS[version], "demonstrator": recipe.demonstrator,
                                        "train_demos": len(split["train"]), **v, "goal_met": v["mean"] >= GOAL, "runs": runs}
         rows.append([version, VERSIONS[version], len(split["train"]), f"{100 * v['mean']:.0f} +- {100 * v['std']:.0f}",

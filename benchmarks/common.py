@@ -23,6 +23,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def parse_extra_seeds(text: str) -> dict[str, list[int]]:
+    """``"plain=1,2;rabc_sarm=1"`` -> {"plain": [1, 2], "rabc_sarm": [1]} (``--extra-seeds``)."""
+    return {k: [int(x) for x in v.split(",")] for k, v in (kv.split("=", 1) for kv in text.split(";") if kv)}
+
+
 def machine() -> dict:
     import torch
 

@@ -167,7 +167,6 @@ class _CtrlC:
     def check(self) -> None:
         """Called at each tick boundary: raises the deferred Ctrl-C."""
         if self.requested:
-            self.in_loop = False
             raise KeyboardInterrupt
 
 
@@ -201,9 +200,8 @@ def deploy(config: DeployConfig, progress: bool = True, arm=None) -> dict[str, A
     # Connect first, then create the recording: a store on disk means the arm is up and the loop
     # is about to run (a Ctrl-C while connecting still ends in the safe stop below).
     store = None
-    ctrl_c = _CtrlC()
+    ctrl_c = _CtrlC().__enter__()  # restored in the finally below, whatever happens
     try:
-        ctrl_c.__enter__()
         safety.connect()
         store = _recorder(config.record, raw, cameras, config.fps) if config.record else None
         for ep in range(config.episodes):
@@ -261,7 +259,7 @@ def _info(report: dict) -> dict:
 
 
 def _episode(config, arm: SafeArm, runner, potential, writer, motors, cameras, deadline, task, progress,
-             ctrl_c: _CtrlC | None = None) -> dict:
+             ctrl_c: _CtrlC) -> dict:
     period = 1.0 / config.fps
     times: dict[str, list[float]] = {"tick": [], "policy": [], "reward": [], "send": [], "record": [], "late": []}
     value, above, ended_by, missed = None, 0, "max_steps", 0
@@ -274,11 +272,9 @@ def _episode(config, arm: SafeArm, runner, potential, writer, motors, cameras, d
     report: dict[str, Any] = {}
     step = 0
     try:
-        if ctrl_c is not None:
-            ctrl_c.in_loop = True
+        ctrl_c.in_loop = True
         for step in range(config.max_steps):
-            if ctrl_c is not None:
-                ctrl_c.check()
+            ctrl_c.check()
             scheduled = start + step * period
             t0 = time.perf_counter()
             times["late"].append(max(0.0, t0 - scheduled))
@@ -326,8 +322,7 @@ def _episode(config, arm: SafeArm, runner, potential, writer, motors, cameras, d
         exc.episode_report = _report(step, value, ended_by, times, missed, arm, task, success=False)
         raise
     finally:
-        if ctrl_c is not None:
-            ctrl_c.in_loop = False
+        ctrl_c.in_loop = False
         if bar is not None:
             bar.close()
     report = _report(step + 1, value, ended_by, times, missed, arm, task, success=ended_by.startswith("success"))
