@@ -233,25 +233,36 @@ def _data_export(args):
 
 @command("data", "cache-embeddings", "encode every frame of every camera once with a frozen encoder (resumable)")
 @arg("dataset", type=_existing_path, help="zarr store")
-@arg("--encoder", default="efficientnet_lite0", help="registered encoder or timm architecture")
+@arg("--config", type=_existing_path, default=None,
+     help="reward training YAML (configs/reward/*.yaml): cache the encoder, weights, size and layer its data section names")
+@arg("--encoder", default=None, help="registered encoder or timm architecture (default efficientnet_lite0)")
 @arg("--encoder-weights", default=None, help="local weights file (default: the encoder's offline weights)")
-@arg("--image-size", type=_int_in(16, 1024), default=128, help="square input size of the encoder (16..1024)")
-@arg("--batch-size", type=_int_in(1), default=64, help="frames per encoder call (>= 1)")
+@arg("--image-size", type=_int_in(16, 1024), default=None,
+     help="square input size of the encoder (16..1024; default 96, the size every configs/reward/*.yaml trains on)")
+@arg("--batch-size", type=_int_in(1), default=None, help="frames per encoder call (>= 1; default 64)")
 @arg("--layer", default=None, help="cache this backbone module's pooled output instead of the final features (e.g. blocks.3)")
 def _data_cache(args):
     import torch
 
+    from .config import load_config
     from .data.cache import cache_embeddings
     from .encoders import make_image_encoder
+    from .rewards.train import RewardTrainConfig
 
-    encoder = make_image_encoder(args.encoder, args.encoder_weights, args.image_size, args.layer)
+    # One source of defaults: the reward training config (its data section), so that a cache made
+    # here with no flags, or with --config C, is exactly the one `reward train --config C` reads.
+    data = load_config(RewardTrainConfig, args.config).data
+    flags = {"encoder": args.encoder, "encoder_weights": args.encoder_weights, "image_size": args.image_size,
+             "encoder_layer": args.layer, "encode_batch_size": args.batch_size}
+    data = dataclasses.replace(data, **{k: v for k, v in flags.items() if v is not None})
+    encoder = make_image_encoder(data.encoder, data.encoder_weights, data.image_size, data.encoder_layer)
     if torch.cuda.is_available():
         encoder = encoder.cuda()
     key = cache_embeddings(
         args.dataset,
         encoder,
         encoder.cache_key,
-        batch_size=args.batch_size,
+        batch_size=data.encode_batch_size,
         encoder_info=encoder.info,
     )
     print(f"features/{key} complete in {args.dataset}")

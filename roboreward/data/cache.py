@@ -48,14 +48,15 @@ def cache_status(store: EpisodeStore) -> dict[str, dict]:
 
 
 def cache_command(store: EpisodeStore, key: str) -> str:
-    """The `data cache-embeddings` command line that builds cache ``key`` (encoder name and input
-    size read from the key, ``<name>-<weights hash>-<size>px``)."""
-    name, _, rest = key.rpartition("-")
-    encoder = name.rpartition("-")[0]
-    size = rest.removesuffix("px")
-    if encoder and size.isdigit():
-        return f"roboreward data cache-embeddings {store.path} --encoder {encoder} --image-size {size}"
-    return f"roboreward data cache-embeddings {store.path} (with the encoder that made {key})"
+    """The `data cache-embeddings` command line that builds cache ``key``: encoder, input size and
+    layer read from the key (``ImageEncoder.cache_key``)."""
+    from ..encoders.image import parse_cache_key
+
+    spec = parse_cache_key(key)
+    if spec is None:
+        return f"roboreward data cache-embeddings {store.path} (with the encoder that made {key})"
+    line = f"roboreward data cache-embeddings {store.path} --encoder {spec['name']} --image-size {spec['size']}"
+    return line + (f" --layer {spec['layer']}" if spec["layer"] else "")
 
 
 def cached_features(store: EpisodeStore, key: str) -> dict[str, CheckedArray]:

@@ -121,6 +121,12 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict({k: v for (_, v), k in zip(src, dst)}, strict=False)
 
 
+DEFAULT_IMAGE_SIZE = 96
+"""The encoder input size every reward config in ``configs/reward/`` uses, and the default of
+``data cache-embeddings`` and of a reward config without ``data.image_size``, so that a cache built
+with defaults is the one training reads."""
+
+
 @dataclass(frozen=True)
 class ImageEncoderConfig:
     name: str = "efficientnet_lite0"
@@ -129,7 +135,7 @@ class ImageEncoderConfig:
     """Local weights file (.safetensors or a torch state dict), or ``hf-hub:<org>/<repo>`` (read from
     the local Hugging Face cache; downloaded only where HF_HUB_OFFLINE is unset); None = the
     registered offline default. A timm architecture that is not registered needs one of these."""
-    image_size: int = 128
+    image_size: int = DEFAULT_IMAGE_SIZE
     """Frames are resized to this square size before encoding (16..1024)."""
     layer: str | None = None
     """None: the backbone's final pooled features. Else the name of a backbone module (timm's
@@ -224,7 +230,7 @@ class ImageEncoder(nn.Module):
         return tapped.mean(dim=(-2, -1)) if tapped.ndim == 4 else tapped.reshape(tapped.shape[0], -1)
 
 
-def make_image_encoder(name: str = "efficientnet_lite0", weights: str | os.PathLike | None = None, image_size: int = 128,
+def make_image_encoder(name: str = "efficientnet_lite0", weights: str | os.PathLike | None = None, image_size: int = DEFAULT_IMAGE_SIZE,
                        layer: str | None = None) -> ImageEncoder:
     return ImageEncoder(ImageEncoderConfig(name, None if weights is None else str(weights), image_size, layer))
 
@@ -241,6 +247,13 @@ def encoder_from_info(info: dict, key: str, weights: str | os.PathLike | None = 
     return encoder
 
 
+def parse_cache_key(key: str) -> dict | None:
+    """``{name, hash, size, layer}`` of a feature-cache key ``<name>-<weights hash>-<size>px[-<layer>]``
+    (``ImageEncoder.cache_key``), or None if ``key`` is not one."""
+    match = re.fullmatch(r"(?P<name>.+)-(?P<hash>[0-9a-f]{10})-(?P<size>\d+)px(?:-(?P<layer>.+))?", key)
+    return None if match is None else match.groupdict()
+
+
 def encoder_for_cache_key(key: str, weights: str | os.PathLike | None = None, info: dict | None = None) -> ImageEncoder:
     """Rebuild the encoder that made feature cache ``key``, so a checkpoint trained on cached features
     can encode new frames (streaming, a new dataset): from ``info`` (the cache's recorded spec, see
@@ -249,7 +262,7 @@ def encoder_for_cache_key(key: str, weights: str | os.PathLike | None = None, in
     not be the ones the model was trained on."""
     if info and info.get("name") and info.get("image_size") and "weights_hash" in info:
         return encoder_from_info(info, key, weights)
-    match = re.fullmatch(r"(?P<name>.+)-(?P<hash>[0-9a-f]{10})-(?P<size>\d+)px(?:-(?P<layer>.+))?", key)
+    match = parse_cache_key(key)
     if match is None:
         raise EncoderError(f"feature key {key!r} is not <encoder>-<weights hash>-<size>px[-<layer>]")
     name, weights_hash = match["name"], match["hash"]

@@ -24,6 +24,7 @@ from torch.utils.data import default_collate
 
 from ..config import ConfigError, check_fields
 from ..data.store import EpisodeStore
+from ..encoders.image import DEFAULT_IMAGE_SIZE
 from ..errors import RoborewardError
 from ..training import TrainConfig, check_resume_config, process_state, write_atomic_text
 from .base import RewardModel, RewardModelConfig, reward_config_from_dict, reward_model_class
@@ -38,7 +39,7 @@ class RewardDataConfig:
     """Frozen image encoder (registered name or timm architecture) whose cached features the model reads."""
     encoder_weights: str | None = None
     """Local weights file for the encoder; None = its offline default weights."""
-    image_size: int = 128
+    image_size: int = DEFAULT_IMAGE_SIZE
     """Frames are resized to this square size before encoding."""
     encoder_layer: str | None = None
     """None: the encoder's final pooled features; else a backbone module (e.g. ``blocks.3``) whose pooled output is cached."""

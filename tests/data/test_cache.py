@@ -241,3 +241,41 @@ def test_missing_cache_error_names_the_command_that_builds_it(store_path):
     with pytest.raises(StoreError) as info:
         cached_features(store, "efficientnet_lite0-579344248a-96px")
     assert f"run `roboreward data cache-embeddings {store_path} --encoder efficientnet_lite0 --image-size 96`" in str(info.value)
+
+
+@pytest.mark.timeout(300)
+def test_cache_embeddings_defaults_are_the_training_configs_cache(tmp_path, make_store):
+    """`data cache-embeddings STORE` with no flags builds the cache `reward train --config
+    configs/reward/sarm.yaml` reads, `--config C` the one config C reads (layer included), and a
+    missing cache names a command line that builds exactly that cache."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from roboreward.config import load_config
+    from roboreward.data.cache import cache_command
+    from roboreward.encoders import make_image_encoder
+    from roboreward.rewards.train import RewardTrainConfig
+
+    root = Path(__file__).resolve().parents[2]
+    store, _ = make_store(tmp_path / "s.zarr", n_episodes=1, lengths=[4])
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, "-m", "roboreward.cli", "data", "cache-embeddings", *map(str, args)],
+                              capture_output=True, text=True, timeout=240, cwd=root)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip().split()[0].removeprefix("features/")
+
+    def expected(config):
+        data = load_config(RewardTrainConfig, root / config).data
+        return make_image_encoder(data.encoder, data.encoder_weights, data.image_size, data.encoder_layer).cache_key
+
+    assert run(store.path) == expected("configs/reward/sarm.yaml")
+    perceptual = run(store.path, "--config", root / "configs/reward/perceptual.yaml")
+    assert perceptual == expected("configs/reward/perceptual.yaml") and "px-" in perceptual  # a layer cache
+    assert run(store.path, "--image-size", 32) == make_image_encoder(image_size=32).cache_key
+
+    for key in (perceptual, make_image_encoder(image_size=32).cache_key):
+        line = cache_command(EpisodeStore(store.path), key).split()
+        assert line[:3] == ["roboreward", "data", "cache-embeddings"]
+        assert run(*line[3:]) == key  # the advised command builds the missing cache, nothing else
