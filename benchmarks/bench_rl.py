@@ -312,7 +312,7 @@ def main():
                     break
                 print(f"cell {task} {scheme} seed {seed} ({steps} env steps)", flush=True)
                 result = run_cell(task, scheme, seed, preps[task], work, steps, args.quick)
-                cell.write_text(json.dumps(result, indent=1))
+                cell.write_text(json.dumps(common.portable(result), indent=1))
     cells = {}
     for f in sorted(cells_dir.glob("*.json")):
         c = json.loads(f.read_text())

@@ -13,6 +13,19 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parent.parent
+
+
+def portable(value):
+    """``value`` (a record: dicts, lists, strings) with every path inside the checkout written
+    relative to it, so a committed result names no machine's folders."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and value.startswith(f"{ROOT}/"):
+        return value[len(str(ROOT)) + 1:]
+    return value
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -63,7 +76,7 @@ def write(name: str, record: dict, out: Path | None = None) -> Path:
     replaces the full-size figures the README is built from."""
     path = out or RESULTS / (f"{name}_quick.json" if record.get("quick") else f"{name}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), **record}
+    record = portable({"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), **record})
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(path)
