@@ -10,6 +10,13 @@ integrated from the pose at reset and clipped to the joint limits; a zero action
 command. The command is part of the observation (``observation.target``), so the policy's input
 stays Markov. What reaches the env, and from there a real arm, is still an absolute
 ``so101_follower`` target in degrees.
+
+Residual RL (``ResidualAction``): a behaviour-cloned base policy proposes each step's absolute
+target and the RL action adds a bounded correction to it (Silver et al. 2018, Johannink et al.
+2019): the learner starts from the base policy's success instead of from a random arm, which is
+what makes manipulation learnable in a few thousand env steps. The base policy's proposal is the
+observation's ``observation.target``, so the policy's inputs and the demo replay are the same as
+with ``JointDeltaAction``.
 """
 from __future__ import annotations
 
@@ -65,15 +72,66 @@ class JointDeltaAction(gym.Wrapper):
         return np.clip((np.asarray(target, np.float32) - previous) / self.max_step, -1.0, 1.0)
 
 
+class ResidualAction(JointDeltaAction):
+    """Actions in [-1, 1]^6 correct a base policy's absolute target by up to ``max_step`` per joint;
+    the base's proposal for the coming step is ``observation.target``. The base policy (a
+    ``roboreward.policies`` policy reading joint state and object poses, e.g. configs/bc/bc_state.yaml)
+    runs through its own ``PolicyRunner``: its history and action chunk are this env's and are
+    reset with it."""
+
+    def __init__(self, env: gym.Env, base_policy, max_step: Sequence[float] = (10.0,) * 6):
+        super().__init__(env, max_step)
+        from ..policies.runner import PolicyRunner
+
+        if base_policy.config.cameras:
+            raise RoborewardError(f"base policy reads cameras {list(base_policy.config.cameras)}; residual RL takes a "
+                                  "state policy (configs/bc/bc_state.yaml: joint state + object poses)")
+        self.runner = PolicyRunner(base_policy, 1)
+
+    def _propose(self, obs: dict) -> None:
+        batch = {k: np.asarray(v)[None] for k, v in obs.items() if not k.startswith("observation.images")}
+        self.target = np.clip(np.asarray(self.runner.act(batch)[0], np.float32), self.low, self.high)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.runner.reset()
+        self._propose(obs)
+        return self._observe(obs), info
+
+    def step(self, action):
+        action = np.asarray(action, np.float32)
+        if action.shape != (6,) or not np.all(np.isfinite(action)):
+            raise RoborewardError(f"action must be 6 finite numbers in [-1, 1], got {action!r}")
+        command = np.clip(self.target + np.clip(action, -1.0, 1.0) * self.max_step, self.low, self.high)
+        obs, reward, terminated, truncated, info = self.env.step(command)
+        if not (terminated or truncated):
+            self._propose(obs)
+        return self._observe(obs), reward, terminated, truncated, info
+
+
+def load_base_policy(path):
+    """The base policy of residual RL from a ``bc train`` model folder, or one line saying why not."""
+    from pathlib import Path
+
+    from ..policies import Policy
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise RoborewardError(f"base_policy {path}: not a policy folder (no config.json); give roboreward bc train's <out>/model")
+    return Policy.from_pretrained(path)
+
+
 def make_env(task: str, cameras: Sequence[str] = (), image_size: int = 96, max_episode_steps: int = 200,
-             task_config: dict | None = None, visual: dict | None = None, max_step=None) -> gym.Env:
+             task_config: dict | None = None, visual: dict | None = None, max_step=None, base_policy=None) -> gym.Env:
     """One RL env: SO101Env with termination on success, rendering ``cameras`` (short names:
-    front, wrist) for the reward model, behind ``JointDeltaAction``."""
+    front, wrist) for the reward model, behind ``JointDeltaAction`` (or, given ``base_policy``,
+    ``ResidualAction`` over it)."""
     from ..sim.env import EnvConfig, SO101Env
 
     env = SO101Env(EnvConfig(task=task, image_size=image_size, cameras=tuple(cameras), max_episode_steps=max_episode_steps,
                              terminate_on_success=True, task_config=task_config or None, visual=visual or None))
-    return JointDeltaAction(env) if max_step is None else JointDeltaAction(env, max_step)
+    step = (10.0,) * 6 if max_step is None else max_step
+    return JointDeltaAction(env, step) if base_policy is None else ResidualAction(env, base_policy, step)
 
 
 def camera_names(keys: Sequence[str]) -> list[str]:

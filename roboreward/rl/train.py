@@ -41,11 +41,12 @@ from ..errors import RoborewardError
 from ..faults import kill_point
 from ..shaping import ShapedRewardVecEnv, ShapingConfig, make_potential
 from ..training import save_dir_atomic, write_atomic_text
-from .envs import POLICY_KEYS, camera_names, make_env
+from .envs import POLICY_KEYS, camera_names, load_base_policy, make_env
 
 ALGOS = ("sac", "ppo")
 CHECKPOINTS, LATEST = "checkpoints", "latest"
 POLICY_FILE, OPTIM_FILE, REPLAY_FILE, STATE_FILE = "policy.safetensors", "optimizers.pt", "replay.npz", "state.json"
+BASE_POLICY = "base_policy"
 RESUME_FREE = ("steps", "eval_every", "checkpoint_every", "progress")
 """Config fields a resumed run may change: how long it runs and how often it reports."""
 
@@ -87,6 +88,11 @@ class RLConfig:
     """Largest gripper-target change per control step (0..100 units)."""
     image_size: int | None = None
     """Camera size (px) rendered for the reward model; None: the model's encoder input size."""
+    base_policy: str | None = None
+    """Residual RL: a state policy folder (``bc train --config configs/bc/bc_state.yaml``'s
+    ``<out>/model``) whose targets the RL action corrects by up to ``max_step_deg`` /
+    ``max_step_gripper`` per step (``rl.envs.ResidualAction``); None: joint-delta actions from the
+    pose at reset. Copied into the trained policy's folder, which then needs nothing else."""
     demos: str | None = None
     """A store of demonstrations of the task: their transitions seed the replay buffer."""
     demo_episodes: int = 20
@@ -190,8 +196,9 @@ def build_env(config: RLConfig, model=None, n_envs: int | None = None, shaping: 
     # Cameras render at the size the model's encoder reads (it resizes anything else).
     encoder = getattr(potential, "encoder", None)
     size = config.image_size or (encoder.config.image_size if encoder is not None else 96)
+    base = load_base_policy(config.base_policy) if config.base_policy else None
     venv = DummyVecEnv([lambda: make_env(config.task, cameras, size, config.max_episode_steps, config.task_config,
-                                         max_step=config.max_step) for _ in range(n)])
+                                         max_step=config.max_step, base_policy=base) for _ in range(n)])
     try:
         return ShapedRewardVecEnv(venv, shaping, potential, POLICY_KEYS)
     except BaseException:
@@ -436,8 +443,11 @@ def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n
     ``<out>/videos``."""
     from ..policies.evaluate import rollouts, wilson_interval
 
+    base = load_base_policy(config.base_policy) if config.base_policy else None
+
     def env():
-        return make_env(config.task, (), 96, config.max_episode_steps, config.task_config, max_step=config.max_step)
+        return make_env(config.task, (), 96, config.max_episode_steps, config.task_config, max_step=config.max_step,
+                        base_policy=base)
 
     probe = env()
     runner = SB3Runner(algo, probe.observation_space)
@@ -533,6 +543,8 @@ def save_policy(algo, config: RLConfig, folder: Path) -> Path:
 
     def write(tmp: Path) -> None:
         save_file(_tensors(algo), str(tmp / POLICY_FILE))
+        if config.base_policy:
+            shutil.copytree(config.base_policy, tmp / BASE_POLICY)
         (tmp / "config.json").write_text(json.dumps({"type": "sb3_" + config.algo, "rl_config": config.to_dict(),
                                                      "policy_keys": list(POLICY_KEYS),
                                                      "obs_dim": int(algo.observation_space.shape[0])}, indent=1))
@@ -555,8 +567,11 @@ def load_policy(run: str | os.PathLike):
         folder = ckpt
     else:
         meta = json.loads((folder / "config.json").read_text())
+    overrides = {"demos": None, "progress": False}
+    if (folder / BASE_POLICY).is_dir():  # the copy saved with the policy, wherever the original went
+        overrides["base_policy"] = str(folder / BASE_POLICY)
     try:
-        config = from_dict(RLConfig, {**meta["rl_config"], "demos": None, "progress": False}, where=str(folder))
+        config = from_dict(RLConfig, {**meta["rl_config"], **overrides}, where=str(folder))
     except KeyError:
         raise RLError(f"{folder}/config.json is not an rl policy config") from None
     venv = build_env(config, None, 1, ShapingConfig(scheme="sparse", gamma=config.gamma))
@@ -598,6 +613,10 @@ def train_rl(config: RLConfig, out: str | os.PathLike) -> dict[str, Any]:
             if config.bc_steps:
                 state["bc_loss"] = behaviour_clone(algo, demos, config.bc_steps, config.batch_size, config.seed)
         monitor = Monitor(config, out, state)
+        if not state["curve"]:  # the starting point: the warm-started (or base) policy before any RL step
+            monitor.init_callback(algo)
+            monitor.evaluate()
+            monitor.t0 = time.perf_counter()
         remaining = config.steps - algo.num_timesteps
         if remaining > 0:
             t0 = time.perf_counter()

@@ -18,7 +18,7 @@ def test_short_run_and_saved_policy(algo, extra, tmp_path):
     torch.set_num_threads(1)
     config = RLConfig(**SMALL, algo=algo, steps=128, **extra)
     result = train_rl(config, tmp_path / "run")
-    assert [r["step"] for r in result["curve"]] == [64, 128]
+    assert [r["step"] for r in result["curve"]] == [0, 64, 128]  # step 0: the policy before any RL step
     row = result["curve"][-1]
     assert 0.0 <= row["eval_success"] <= 1.0 and 0.0 <= row["eval_max_progress"] <= 1.0
     assert row["train_return"] is not None and row["episodes"] == 128 // 20  # 20-step episodes of 2 envs x 64 steps ended and were logged
@@ -34,7 +34,7 @@ def test_short_run_and_saved_policy(algo, extra, tmp_path):
     assert action.shape == (1, 6) and np.all(np.abs(action) <= 1)
     # Resuming a finished run with a longer budget continues from its last checkpoint.
     longer = train_rl(RLConfig(**SMALL, algo=algo, steps=192, **extra), tmp_path / "run")
-    assert longer["steps"] == 192 and [r["step"] for r in longer["curve"]] == [64, 128, 192]
+    assert longer["steps"] == 192 and [r["step"] for r in longer["curve"]] == [0, 64, 128, 192]
 
 
 def test_resume_refuses_another_config(tmp_path):
@@ -42,3 +42,83 @@ def test_resume_refuses_another_config(tmp_path):
     with pytest.raises(RLError, match="different config .*gamma"):
         train_rl(RLConfig(**{**SMALL, "eval_every": 32}, algo="ppo", steps=64, batch_size=32, ppo_rollout=64, gamma=0.9),
                  tmp_path / "run")
+
+
+BASE_YAML = """\
+policy: {type: bc, horizon: 4, hidden_dim: 32, n_layers: 2, cameras: [], env_state_key: observation.environment_state}
+train: {steps: 30, batch_size: 16, warmup_steps: 2, val_every: 100, ckpt_every: 100}
+data: {val_fraction: 0.0}
+"""
+
+
+@pytest.fixture(scope="module")
+def base_policy(tmp_path_factory):
+    """A state BC policy (joint state + object poses) trained briefly on two scripted demos."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "HF_HUB_OFFLINE": "1"}
+    base = tmp_path_factory.mktemp("base")
+    (base / "bc.yaml").write_text(BASE_YAML)
+    for args in (["data", "generate", "--task", "pick_place", "--episodes", 2, "--mix", "expert=1.0", "--image-size", 16,
+                  "--workers", 1, "--out", base / "pp.zarr"],
+                 ["bc", "train", "--config", base / "bc.yaml", "--dataset", base / "pp.zarr", "--out", base / "bc"]):
+        proc = subprocess.run([sys.executable, "-m", "roboreward.cli", *map(str, args)], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return base / "bc" / "model"
+
+
+def test_residual_action_at_zero_is_the_base_policy(base_policy):
+    """A zero residual sends exactly the base policy's targets (PolicyRunner over the same
+    observations, chunk and history included); a residual of 1 adds max_step, clipped to the limits."""
+    from roboreward.policies import Policy
+    from roboreward.policies.runner import PolicyRunner
+    from roboreward.rl.envs import load_base_policy, make_env
+
+    step = [3.0] * 5 + [10.0]
+    env = make_env("pick_place", (), 16, 30, base_policy=load_base_policy(base_policy), max_step=step)
+    inner = env.unwrapped
+    sent = []
+    real_step = inner.step
+    inner.step = lambda target: (sent.append(np.array(target)), real_step(target))[1]
+    obs, _ = env.reset(seed=3)
+    runner = PolicyRunner(Policy.from_pretrained(base_policy), 1)
+    for t in range(12):
+        proposal = obs["observation.target"].copy()
+        expected = runner.act({k: np.asarray(v)[None] for k, v in obs.items() if k != "observation.target"})[0]
+        np.testing.assert_allclose(proposal, np.clip(expected, env.low, env.high), atol=1e-5)
+        action = np.zeros(6, np.float32) if t % 2 == 0 else np.ones(6, np.float32)
+        obs, *_ = env.step(action)
+        np.testing.assert_allclose(sent[-1], np.clip(proposal + action * np.asarray(step, np.float32), env.low, env.high),
+                                   atol=1e-5)
+    env.close()
+
+
+def test_residual_sac_run_keeps_its_base_policy(base_policy, tmp_path):
+    """A residual SAC run trains, saves the base policy inside its model folder, and that folder
+    alone rolls out (the original base folder is gone)."""
+    import shutil
+
+    from roboreward.rl.train import rollout_success
+
+    copy = tmp_path / "base"
+    shutil.copytree(base_policy, copy)
+    config = RLConfig(**SMALL, algo="sac", steps=64, learning_starts=16, batch_size=16, base_policy=str(copy),
+                      max_step_deg=2.0)
+    result = train_rl(config, tmp_path / "run")
+    assert [r["step"] for r in result["curve"]] == [0, 64]
+    shutil.rmtree(copy)
+    policy, cfg = load_policy(tmp_path / "run")
+    assert cfg.base_policy == str(tmp_path / "run" / "model" / "base_policy")
+    ev = rollout_success(policy, cfg, 2, n_envs=2)
+    assert ev["episodes"] == 2 and 0.0 <= ev["max_progress"] <= 1.0
+
+
+def test_base_policy_folder_is_checked(tmp_path):
+    from roboreward.errors import RoborewardError
+    from roboreward.rl.envs import load_base_policy
+
+    with pytest.raises(RoborewardError, match="not a policy folder"):
+        load_base_policy(tmp_path)
