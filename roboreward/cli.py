@@ -486,6 +486,8 @@ def _sim_eval(args):
 @arg("--shaping", choices=("pbrs", "naive", "sparse"), default=None, help="how the reward model's progress becomes reward")
 @arg("--demos", type=_existing_path, default=None, help="store of demonstrations of the task: they seed the replay buffer")
 @arg("--bc-steps", type=_int_in(0), default=None, help="behaviour-clone the actor on the demos for this many steps first")
+@arg("--base-policy", type=_existing_path, default=None,
+     help="residual RL: a state policy folder (bc train's <out>/model) whose targets the RL action corrects")
 @arg("--algo", choices=("sac", "ppo"), default=None)
 @arg("--steps", type=_int_in(1), default=None, help="env steps in total")
 @arg("--envs", type=_int_in(1, 64), default=None, help="envs stepped together")
@@ -498,6 +500,7 @@ def _rl_train(args):
     base = load_config(RLConfig, args.config)
     changes = {k: v for k, v in (("task", args.task), ("reward", args.reward), ("shaping", args.shaping),
                                   ("demos", None if args.demos is None else str(args.demos)), ("bc_steps", args.bc_steps),
+                                  ("base_policy", None if args.base_policy is None else str(args.base_policy)),
                                   ("algo", args.algo), ("steps", args.steps), ("n_envs", args.envs),
                                   ("gamma", args.gamma), ("seed", args.seed)) if v is not None}
     config = from_dict(RLConfig, check_fields(RLConfig, {**dataclasses.asdict(base), **changes}), where="rl config")

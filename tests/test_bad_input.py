@@ -455,6 +455,7 @@ CASES = [
     Case("rl demos of another task", [*RL, "--task", "stack", "--demos", "{case}"], "its recipe is for 'pick_place'",
          prep=with_recipe("pick_place")),
     Case("rl demos without recipe", [*RL, "--demos", "{good}"], "no recipe"),
+    Case("rl base policy not a policy", [*RL, "--base-policy", "{good}"], "not a policy folder"),
     Case("rl config bad algo", [*RL, "--config", "{tmp}/r.yaml"], "algo 'ddpg' unknown", files={"r.yaml": "algo: ddpg\n"}),
     Case("rl config unknown key", [*RL, "--config", "{tmp}/r.yaml"], "unknown key 'horizon'", files={"r.yaml": "horizon: 5\n"}),
     Case("rl eval not a run", ["rl", "eval", "--policy", "{good}"], "not an rl train run"),
