@@ -259,24 +259,39 @@ def main():
 
 def rl_table(d):
     cfg = next(iter(d["cells"].values()))["config"] if d.get("cells") else {}
+    if cfg.get("base_policy"):
+        how = (f"residual actions over a base policy behaviour-cloned on the store's expert episodes "
+               f"(`configs/bc/bc_state.yaml`; corrections up to {cfg.get('max_step_deg')} deg and "
+               f"{cfg.get('max_step_gripper')} gripper units per step), `ent_coef` {cfg.get('ent_coef')}, "
+               f"lr {cfg.get('learning_rate')}")
+        start = "the same base policy"
+    else:
+        how = "joint-delta actions"
+        start = f"the same behaviour-cloned warm start ({cfg.get('bc_steps', '?')} steps)"
     print(f"**Online RL with learned rewards** (`bench_rl.py`, {d['date']}, {d['machine']['cpu_count']} CPU cores"
-          f"{', quick' if d['quick'] else ''}): SB3 SAC (`configs/rl/sac.yaml`, {cfg.get('n_envs', '?')} envs, joint-delta "
-          f"actions) on each task's narrow-layout RL recipe (`datasets/<task>_rl.yaml`), {d['steps_per_cell']} env steps per "
-          f"cell, horizon {cfg.get('max_episode_steps', '?')}; every scheme gets the same {cfg.get('demo_episodes', '?')} "
-          f"replayed demos in its replay buffer and the same behaviour-cloned warm start ({cfg.get('bc_steps', '?')} steps). "
-          f"True success from {cfg.get('eval_episodes', '?')} deterministic rollouts every {cfg.get('eval_every', '?')} steps; "
-          f"cells done: {d['cells_done']} of the planned 2 tasks x 5 schemes x 3 seeds. Goals: pbrs (learned) reaches 80% "
-          f"in <= 1/3 of sparse's steps (or sparse never does) and does at least as well as naive.\n")
-    print("| task | scheme | seeds | reached 80% | steps to 80% (median) | final true success | furthest gt progress (final eval) "
-          "| potential at the end of training episodes (last 50) |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"{', quick' if d['quick'] else ''}): SB3 SAC (`configs/rl/sac.yaml` + `bench_rl.BENCH_RL`, {cfg.get('n_envs', '?')} "
+          f"envs, {how}) on each task's narrow-layout RL recipe (`datasets/<task>_rl.yaml`), {d['steps_per_cell']} env "
+          f"steps per cell, horizon {cfg.get('max_episode_steps', '?')}; every scheme gets {start} and the same "
+          f"{cfg.get('demo_episodes', '?')} replayed demos in its replay buffer. True success from "
+          f"{cfg.get('eval_episodes', '?')} deterministic rollouts (the same initial states each time) every "
+          f"{cfg.get('eval_every', '?')} steps, step 0 included; cells done: {d['cells_done']} of the planned 2 tasks x "
+          f"5 schemes x 3 seeds. Goals: pbrs (learned) reaches 80% in <= 1/3 of sparse's steps (or sparse never does) and "
+          f"does at least as well as naive.\n")
+    print("| task | scheme | seeds | success at step 0 | best eval | final true success | reached 80% | steps to 80% (median) "
+          "| furthest gt progress (final eval) | potential at the end of training episodes (last 50) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for task, schemes in d["summary"].items():
         for name in ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs"):
             s = schemes.get(name)
             if s is None:
                 continue
-            print(f"| {task} | {name} | {len(s['seeds'])} | {s['reached_80']} | {fmt(s['steps_to_80_median']) if s['steps_to_80_median'] else 'not reached'} "
-                  f"| {s['final_success_mean']:.2f} | {s['final_max_progress_mean']:.2f} | "
+            cells = [c for c in d["cells"].values() if c["task"] == task and c["scheme"] == name]
+            start0 = [c["curve"][0]["eval_success"] for c in cells if c["curve"] and c["curve"][0]["step"] == 0]
+            best = [max(r["eval_success"] for r in c["curve"]) for c in cells]
+            print(f"| {task} | {name} | {len(s['seeds'])} | {f'{np.mean(start0):.2f}' if start0 else '-'} | "
+                  f"{np.mean(best):.2f} | {s['final_success_mean']:.2f} | {s['reached_80']} | "
+                  f"{fmt(s['steps_to_80_median']) if s['steps_to_80_median'] else 'not reached'} "
+                  f"| {s['final_max_progress_mean']:.2f} | "
                   f"{'-' if name == 'sparse' or s.get('final_learned_progress_mean') is None else format(s['final_learned_progress_mean'], '.2f')} |")
     sp = d.get("speed")
     if sp:
