@@ -363,8 +363,8 @@ def test_rl_train(cached, reward_run, tmp_path, point):
     assert state["demo_transitions"] == killed_state["demo_transitions"] > 0  # demos were added once, before step 0
     assert state["replay"]["transitions"] == killed_state["replay"]["transitions"] + (RL_STEPS - resumable)
     curve = json.loads((out / "curves.json").read_text())["curve"]
-    assert [r["step"] for r in curve] == [32, 64, 96]
-    assert all(r["train_return"] is not None for r in curve[1:])  # episodes of 12 steps ended and were logged
+    assert [r["step"] for r in curve] == [0, 32, 64, 96]  # step 0: the warm-started policy, evaluated once
+    assert all(r["train_return"] is not None for r in curve[2:])  # episodes of 12 steps ended and were logged
     assert (out / "model" / "policy.safetensors").is_file() and list((out / "tb").rglob("events.out.tfevents*"))
     # The trained policy rolls out through rl eval.
     text = run(cli("rl", "eval", "--policy", out, "--episodes", "2", "--videos", "1"), tmp_path / "eval.log")
