@@ -13,8 +13,8 @@ stays Markov. What reaches the env, and from there a real arm, is still an absol
 
 Residual RL (``ResidualAction``): a behaviour-cloned base policy proposes each step's absolute
 target and the RL action adds a bounded correction to it (Silver et al. 2018, Johannink et al.
-2019): the learner starts from the base policy's success instead of from a random arm, which is
-what makes manipulation learnable in a few thousand env steps. The base policy's proposal is the
+2019): the learner starts from the base policy's success instead of from a random arm (in the RL
+benchmark's budget, joint-delta actions never reached a success). The base policy's proposal is the
 observation's ``observation.target``, so the policy's inputs and the demo replay are the same as
 with ``JointDeltaAction``.
 """
@@ -55,7 +55,7 @@ class JointDeltaAction(gym.Wrapper):
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self.target = np.asarray(obs["observation.state"], np.float32).copy()
+        self._start(obs)
         return self._observe(obs), info
 
     def step(self, action):
@@ -64,7 +64,16 @@ class JointDeltaAction(gym.Wrapper):
             raise RoborewardError(f"action must be 6 finite numbers in [-1, 1], got {action!r}")
         self.target = np.clip(self.target + np.clip(action, -1.0, 1.0) * self.max_step, self.low, self.high)
         obs, reward, terminated, truncated, info = self.env.step(self.target)
+        if not (terminated or truncated):
+            self._next(obs)
         return self._observe(obs), reward, terminated, truncated, info
+
+    def _start(self, obs: dict) -> None:
+        """The command at an episode's start: the pose at reset."""
+        self.target = np.asarray(obs["observation.state"], np.float32).copy()
+
+    def _next(self, obs: dict) -> None:
+        """The command the next action moves from: the one just sent (held)."""
 
     def action_for(self, target: np.ndarray, previous: np.ndarray) -> np.ndarray:
         """The action in [-1, 1]^6 that moves the command from ``previous`` towards absolute joint
@@ -88,25 +97,14 @@ class ResidualAction(JointDeltaAction):
                                   "state policy (configs/bc/bc_state.yaml: joint state + object poses)")
         self.runner = PolicyRunner(base_policy, 1)
 
-    def _propose(self, obs: dict) -> None:
+    def _start(self, obs: dict) -> None:
+        self.runner.reset()
+        self._next(obs)
+
+    def _next(self, obs: dict) -> None:
+        """The base policy's proposal for the coming step."""
         batch = {k: np.asarray(v)[None] for k, v in obs.items() if not k.startswith("observation.images")}
         self.target = np.clip(np.asarray(self.runner.act(batch)[0], np.float32), self.low, self.high)
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self.runner.reset()
-        self._propose(obs)
-        return self._observe(obs), info
-
-    def step(self, action):
-        action = np.asarray(action, np.float32)
-        if action.shape != (6,) or not np.all(np.isfinite(action)):
-            raise RoborewardError(f"action must be 6 finite numbers in [-1, 1], got {action!r}")
-        command = np.clip(self.target + np.clip(action, -1.0, 1.0) * self.max_step, self.low, self.high)
-        obs, reward, terminated, truncated, info = self.env.step(command)
-        if not (terminated or truncated):
-            self._propose(obs)
-        return self._observe(obs), reward, terminated, truncated, info
 
 
 def load_base_policy(path):
@@ -130,8 +128,8 @@ def make_env(task: str, cameras: Sequence[str] = (), image_size: int = 96, max_e
 
     env = SO101Env(EnvConfig(task=task, image_size=image_size, cameras=tuple(cameras), max_episode_steps=max_episode_steps,
                              terminate_on_success=True, task_config=task_config or None, visual=visual or None))
-    step = (10.0,) * 6 if max_step is None else max_step
-    return JointDeltaAction(env, step) if base_policy is None else ResidualAction(env, base_policy, step)
+    step = {} if max_step is None else {"max_step": max_step}
+    return JointDeltaAction(env, **step) if base_policy is None else ResidualAction(env, base_policy, **step)
 
 
 def camera_names(keys: Sequence[str]) -> list[str]:
