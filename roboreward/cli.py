@@ -510,10 +510,14 @@ def _rl_train(args):
     print(f"{config.task} {config.scheme}: true success {final['eval_success']:.2f} after {r['steps']} env steps "
           f"(95% CI {final['eval_ci95'][0]:.2f}-{final['eval_ci95'][1]:.2f}); 80% reached at "
           f"{reached if reached is not None else 'not reached'}; policy {args.out / 'model'}")
+    if r["best"]:
+        print(f"best evaluation: {r['best']['eval_success']:.2f} at step {r['best']['step']}; "
+              f"that policy: {args.out / 'best'}")
 
 
 @command("rl", "eval", "roll an rl train policy out: true success with a 95% interval, videos")
-@arg("--policy", required=True, type=_existing_path, help="rl train run folder (or its model/)")
+@arg("--policy", required=True, type=_existing_path,
+     help="rl train run folder (its final model/), or <run>/best (the policy of its best evaluation)")
 @arg("--episodes", type=_int_in(1), default=20)
 @arg("--envs", type=_int_in(1, 64), default=4)
 @arg("--videos", type=_int_in(0), default=2)

@@ -12,6 +12,8 @@ Run folder::
     <out>/checkpoints/latest      name of the newest complete checkpoint
     <out>/curves.json             deterministic evaluations of true success and training statistics
     <out>/model/                  the final policy: config.json + policy.safetensors
+    <out>/best/                   the policy of the best evaluation so far (success, then mean furthest
+                                  progress), as model/; its config.json records that evaluation
     <out>/tb/                     TensorBoard logs (SB3's and the reward terms)
 
 Checkpoints are data, never pickles: network and optimizer tensors through safetensors and
@@ -47,6 +49,7 @@ ALGOS = ("sac", "ppo")
 CHECKPOINTS, LATEST = "checkpoints", "latest"
 POLICY_FILE, OPTIM_FILE, REPLAY_FILE, STATE_FILE = "policy.safetensors", "optimizers.pt", "replay.npz", "state.json"
 BASE_POLICY = "base_policy"
+BEST = "best"
 RESUME_FREE = ("steps", "eval_every", "checkpoint_every", "progress")
 """Config fields a resumed run may change: how long it runs and how often it reports."""
 
@@ -437,13 +440,15 @@ class SB3Runner:
 
 
 def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n_envs: int = 4,
-                    videos: int = 0, out: Path | None = None, desc: str = "") -> dict[str, Any]:
+                    videos: int = 0, out: Path | None = None, desc: str = "", base=None) -> dict[str, Any]:
     """Deterministic rollouts of ``algo``'s policy in the plain task (true success only), seeds
     ``seed``, ``seed + 1``, ..., through the shared rollout loop; the first ``videos`` written to
-    ``<out>/videos``."""
+    ``<out>/videos``. ``base``: the loaded base policy of a residual run (loaded from
+    ``config.base_policy`` when not given)."""
     from ..policies.evaluate import rollouts, wilson_interval
 
-    base = load_base_policy(config.base_policy) if config.base_policy else None
+    if base is None and config.base_policy:
+        base = load_base_policy(config.base_policy)
 
     def env():
         return make_env(config.task, (), 96, config.max_episode_steps, config.task_config, max_step=config.max_step,
@@ -472,6 +477,9 @@ class Monitor(BaseCallback):
         self.next_ckpt = (state.get("last_ckpt", 0) // config.checkpoint_every + 1) * config.checkpoint_every
         self.t0 = time.perf_counter()
         self.steps0 = 0
+        self.base = load_base_policy(config.base_policy) if config.base_policy else None  # once, for every evaluation
+        best = _read_json(out / BEST / "config.json").get("evaluation")
+        self.best = (best["eval_success"], best["eval_max_progress"]) if best else None
 
     def _on_training_start(self):
         self.steps0 = self.num_timesteps
@@ -506,7 +514,7 @@ class Monitor(BaseCallback):
         if self.state.get("last_eval") == self.num_timesteps:
             return
         elapsed = time.perf_counter() - self.t0
-        ev = rollout_success(self.model, self.config, self.config.eval_episodes)
+        ev = rollout_success(self.model, self.config, self.config.eval_episodes, base=self.base)
         self.t0 = time.perf_counter()  # evaluation time is not counted in the training rate
         rate = (self.num_timesteps - self.steps0) / max(elapsed, 1e-9)
         self.steps0 = self.num_timesteps
@@ -520,6 +528,11 @@ class Monitor(BaseCallback):
                "env_steps_per_s": rate, "episodes": self.state.get("episodes", 0)}
         self.state["curve"].append(row)
         self.state["last_eval"] = int(self.num_timesteps)
+        score = (row["eval_success"], row["eval_max_progress"])
+        if self.best is None or score > self.best:  # ties keep the earlier policy
+            save_policy(self.model, self.config, self.out / BEST,
+                        evaluation={k: row[k] for k in ("step", "eval_success", "eval_ci95", "eval_max_progress")})
+            self.best = score
         self.next_eval = (self.num_timesteps // self.config.eval_every + 1) * self.config.eval_every
         if getattr(self.model, "_logger", None) is not None:  # absent when no learn() ran in this process
             self.logger.record("eval/true_success", ev["success_rate"])
@@ -537,8 +550,16 @@ class Monitor(BaseCallback):
 
 
 
-def save_policy(algo, config: RLConfig, folder: Path) -> Path:
-    """The final policy: ``config.json`` (the run config and spaces) + ``policy.safetensors``."""
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_policy(algo, config: RLConfig, folder: Path, evaluation: dict | None = None) -> Path:
+    """A policy folder: ``config.json`` (the run config and spaces, and ``evaluation``: the
+    evaluation it was kept for, if any) + ``policy.safetensors`` (+ its base policy)."""
     from safetensors.torch import save_file
 
     def write(tmp: Path) -> None:
@@ -547,14 +568,15 @@ def save_policy(algo, config: RLConfig, folder: Path) -> Path:
             shutil.copytree(config.base_policy, tmp / BASE_POLICY)
         (tmp / "config.json").write_text(json.dumps({"type": "sb3_" + config.algo, "rl_config": config.to_dict(),
                                                      "policy_keys": list(POLICY_KEYS),
-                                                     "obs_dim": int(algo.observation_space.shape[0])}, indent=1))
+                                                     "obs_dim": int(algo.observation_space.shape[0]),
+                                                     **({"evaluation": evaluation} if evaluation else {})}, indent=1))
 
     return save_dir_atomic(folder, write)
 
 
 def load_policy(run: str | os.PathLike):
-    """(SB3 algorithm with the saved weights, RLConfig) from a run folder or its ``model/``; the
-    checkpoint's newest step where the run has no final model yet."""
+    """(SB3 algorithm with the saved weights, RLConfig) from a run folder or a policy folder in it
+    (``model/``, ``best/``); the checkpoint's newest step where the run has no final model yet."""
     from safetensors.torch import load_file
 
     run = Path(run)
@@ -595,7 +617,7 @@ def train_rl(config: RLConfig, out: str | os.PathLike) -> dict[str, Any]:
     try:
         algo = _algo(config, venv, out)
         out.mkdir(parents=True, exist_ok=True)
-        for stale in (out / CHECKPOINTS).glob(".tmp_*"):  # a checkpoint a killed process was writing
+        for stale in [*(out / CHECKPOINTS).glob(".tmp_*"), *out.glob(".tmp_*")]:  # what a killed process was writing
             shutil.rmtree(stale, ignore_errors=True)
         write_atomic_text(out / "rl_config.json", json.dumps(config.to_dict(), indent=1))
         ckpt = latest_checkpoint(out)
@@ -631,6 +653,7 @@ def train_rl(config: RLConfig, out: str | os.PathLike) -> dict[str, Any]:
         venv.close()
     final = state["curve"][-1]
     return {"out": str(out), "final": final, "curve": state["curve"], "steps": int(algo.num_timesteps),
+            "best": _read_json(out / BEST / "config.json").get("evaluation"),
             "demo_transitions": state.get("demo_transitions", 0), "bc_loss": state.get("bc_loss")}
 
 

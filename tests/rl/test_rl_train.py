@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from roboreward.rl.train import RLConfig, RLError, build_env, load_policy, train_rl
+from roboreward.rl.train import RLConfig, RLError, build_env, load_policy, rollout_success, train_rl
 
 SMALL = dict(task="pick_place", reward="oracle", shaping="pbrs", n_envs=2, max_episode_steps=20, net_arch=[16, 16],
              eval_every=64, eval_episodes=2, checkpoint_every=64, progress=False)
@@ -32,6 +32,14 @@ def test_short_run_and_saved_policy(algo, extra, tmp_path):
     action, _ = policy.predict(venv.reset(), deterministic=True)
     venv.close()
     assert action.shape == (1, 6) and np.all(np.abs(action) <= 1)
+    # best/ holds the policy of the best evaluation (success, then furthest progress; the first of
+    # equals), and rolling it out again on the evaluation's seeds gives that evaluation's figures.
+    top = max(result["curve"], key=lambda r: (r["eval_success"], r["eval_max_progress"]))
+    first = next(r for r in result["curve"] if (r["eval_success"], r["eval_max_progress"]) == (top["eval_success"], top["eval_max_progress"]))
+    assert result["best"]["step"] == first["step"]
+    best, best_cfg = load_policy(tmp_path / "run" / "best")
+    again = rollout_success(best, best_cfg, config.eval_episodes)
+    assert (again["success_rate"], again["max_progress"]) == (first["eval_success"], first["eval_max_progress"])
     # Resuming a finished run with a longer budget continues from its last checkpoint.
     longer = train_rl(RLConfig(**SMALL, algo=algo, steps=192, **extra), tmp_path / "run")
     assert longer["steps"] == 192 and [r["step"] for r in longer["curve"]] == [0, 64, 128, 192]
@@ -100,8 +108,6 @@ def test_residual_sac_run_keeps_its_base_policy(base_policy, tmp_path):
     """A residual SAC run trains, saves the base policy inside its model folder, and that folder
     alone rolls out (the original base folder is gone)."""
     import shutil
-
-    from roboreward.rl.train import rollout_success
 
     copy = tmp_path / "base"
     shutil.copytree(base_policy, copy)
