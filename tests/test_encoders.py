@@ -16,10 +16,19 @@ def test_any_timm_architecture_from_a_local_safetensors_file(tmp_path):
     path = tmp_path / "resnet18.safetensors"
     save_file(source.state_dict(), str(path))
     enc = make_image_encoder("resnet18", path, image_size=32)
-    loaded = enc.backbone.state_dict()
-    assert torch.equal(loaded["conv1.weight"], source.state_dict()["conv1.weight"])
     feats = enc(np.random.default_rng(0).integers(0, 255, (3, 40, 40, 3), dtype=np.uint8))
     assert feats.shape == (3, enc.dim) and torch.isfinite(feats).all()
+    # The features are the source network's own (its weights loaded, every frozen BatchNorm folded
+    # into its convolution for speed, to float rounding).
+    frames = np.random.default_rng(1).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    source.reset_classifier(0)
+    source.eval()
+    mean, std = (torch.tensor(source.pretrained_cfg[k]).view(1, 3, 1, 1) * 255 for k in ("mean", "std"))
+    with torch.no_grad():
+        want = source((torch.from_numpy(frames).permute(0, 3, 1, 2).float() - mean) / std)
+    torch.testing.assert_close(enc(frames), want, rtol=1e-4, atol=1e-4)
+    assert enc.folded == sum(isinstance(m, torch.nn.BatchNorm2d) for m in source.modules()) == 20
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.backbone.modules())
     # The key names the weights: the same architecture with other weights gets another cache.
     torch.manual_seed(1)
     other = tmp_path / "other.safetensors"
