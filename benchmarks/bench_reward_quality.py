@@ -26,7 +26,9 @@ benchmarks/results/bench_reward_quality.json.
 (``reward eval --readout``); its cells are ``<train>+<label>`` and its evaluations
 ``<run>/eval_<set>+<label>``. Unlabelled SARM cells read SARM as published (``readout_filter=none``,
 ``readout_gate=0``); the robust readout that configs/reward/sarm.yaml sets is measured by
-``--label robust --readout readout_filter=stage,readout_gate=0.05``.
+``--label robust --readout readout_filter=stage,readout_gate=0.05``. ``--as-configured`` evaluates a
+``--label``/``--config`` variant with the readout its own config sets (``--label lite1 --config
+configs/reward/sarm_lite1.yaml --as-configured``: the robust SARM over another encoder).
 """
 from __future__ import annotations
 
@@ -94,6 +96,8 @@ def main():
     p.add_argument("--config", default=str(ROOT / "configs/reward/sarm.yaml"))
     p.add_argument("--label", default="", help="names a model variant (another --config): its runs are <train>+<label>")
     p.add_argument("--readout", default="", help="KEY=VALUE,...: evaluate the --config models with these readout fields (needs --label)")
+    p.add_argument("--as-configured", action="store_true",
+                   help="evaluate a --label/--config variant with the readout its config sets (default: SARM as published)")
     args = p.parse_args()
     readout = [kv for kv in args.readout.split(",") if kv]
     if readout and not args.label:
@@ -101,7 +105,10 @@ def main():
     # Unlabelled SARM cells measure SARM as published (no stage filter, no change gate), whatever
     # readout the config sets; the robust readout is the `--label robust --readout ...` cells.
     base_readout = (["readout_filter=none", "readout_gate=0"]
-                    if yaml.safe_load(Path(args.config).read_text()).get("model", {}).get("type", "sarm") == "sarm" else [])
+                    if yaml.safe_load(Path(args.config).read_text()).get("model", {}).get("type", "sarm") == "sarm"
+                    and not args.as_configured else [])
+    if args.as_configured and (readout or not args.label):
+        p.error("--as-configured goes with --label and --config (a variant trained with its own config), not --readout")
     # --quick: the same pipeline and figures on one task, one variant, 6 + 4 episodes at 32 px, 100 steps.
     args.tasks = args.tasks or ("pick_place" if args.quick else "pick_place,stack,drawer")
     args.train = args.train or ("mixed" if args.quick else "mixed,randomised")
@@ -146,7 +153,7 @@ def main():
                             *[a for kv in (readout or base_readout) for a in ("--readout", kv)])
                     f = figures(json.loads((out / "metrics.json").read_text()))
                     f["train_seconds"] = train_seconds if name == "in_domain" and not readout else None
-                    f["readout"] = readout or None
+                    f["readout"] = readout or ("as configured" if args.as_configured else None)
                     f["config"] = str(Path(args.config).resolve().relative_to(ROOT)) if Path(args.config).resolve().is_relative_to(ROOT) else args.config
                     record["cells"][f"{task}/{condition}/s{seed}/{name}"] = f
                     summarise(record, args.out, quiet=True)
