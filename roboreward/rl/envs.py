@@ -31,13 +31,17 @@ TARGET_KEY = "observation.target"
 POLICY_KEYS = ("observation.state", TARGET_KEY, "observation.environment_state")
 """What an RL policy sees by default: joint state, the commanded targets and the objects' poses
 (privileged, like LeRobot's sim datasets); the reward model sees the cameras."""
+MAX_STEP_DEG, MAX_STEP_GRIPPER = 4.0, 10.0
+"""The default size of an action of 1: 4 deg per 30 Hz step for each arm joint (120 deg/s), 10
+gripper units (RLConfig's defaults are these)."""
+DEFAULT_MAX_STEP = (MAX_STEP_DEG,) * 5 + (MAX_STEP_GRIPPER,)
 
 
 class JointDeltaAction(gym.Wrapper):
     """Actions in [-1, 1]^6 move the commanded joint targets by up to ``max_step`` (LeRobot units
     per control step); the command is added to the observation as ``observation.target``."""
 
-    def __init__(self, env: gym.Env, max_step: Sequence[float] = (10.0, 10.0, 10.0, 10.0, 10.0, 10.0)):
+    def __init__(self, env: gym.Env, max_step: Sequence[float] = DEFAULT_MAX_STEP):
         super().__init__(env)
         from ..sim.robot import HIGH, LOW
 
@@ -88,7 +92,7 @@ class ResidualAction(JointDeltaAction):
     runs through its own ``PolicyRunner``: its history and action chunk are this env's and are
     reset with it."""
 
-    def __init__(self, env: gym.Env, base_policy, max_step: Sequence[float] = (10.0,) * 6):
+    def __init__(self, env: gym.Env, base_policy, max_step: Sequence[float] = DEFAULT_MAX_STEP):
         super().__init__(env, max_step)
         from ..policies.runner import PolicyRunner
 

@@ -43,7 +43,7 @@ from ..errors import RoborewardError
 from ..faults import kill_point
 from ..shaping import ShapedRewardVecEnv, ShapingConfig, make_potential
 from ..training import save_dir_atomic, write_atomic_text
-from .envs import POLICY_KEYS, camera_names, load_base_policy, make_env
+from .envs import MAX_STEP_DEG, MAX_STEP_GRIPPER, POLICY_KEYS, camera_names, load_base_policy, make_env
 
 ALGOS = ("sac", "ppo")
 CHECKPOINTS, LATEST = "checkpoints", "latest"
@@ -84,10 +84,10 @@ class RLConfig:
     """Time limit (control steps at 30 Hz): a truncation, where the learner bootstraps."""
     task_config: dict = field(default_factory=dict)
     """Overrides of the task's default config (object ranges...), as in dataset recipes."""
-    max_step_deg: float = 4.0
+    max_step_deg: float = MAX_STEP_DEG
     """Largest joint-target change per control step of the joint-delta action space (deg; 4 deg at
     30 Hz = 120 deg/s): the size of an action of 1."""
-    max_step_gripper: float = 10.0
+    max_step_gripper: float = MAX_STEP_GRIPPER
     """Largest gripper-target change per control step (0..100 units)."""
     image_size: int | None = None
     """Camera size (px) rendered for the reward model; None: the model's encoder input size."""
