@@ -294,12 +294,37 @@ def test_stage_filter_moves_on_freely_and_goes_back_only_on_sustained_evidence()
     assert run([onehot(3, 0.9)] * 5 + [onehot(0, 0.999)] * 40)[-1] == 0
 
 
-@pytest.mark.parametrize("fusion,state,filt,gate", [("mean", False, "none", 0.0), ("concat", True, "none", 0.0),
-                                                   ("mean", True, "stage", 0.0), ("mean", False, "stage", 0.5)])
-def test_stream_equals_offline(toy_store, fusion, state, filt, gate):
+def test_stage_hold_keeps_progress_within_a_stage_and_lets_a_return_through(toy_store):
+    from roboreward.rewards.sarm.modeling_sarm import hold_step
+
+    prev, reading = torch.tensor([0.8, 0.8, 0.8]), torch.tensor([0.6, 0.9, 0.3])
+    stage, prev_stage = torch.tensor([3, 3, 1]), torch.tensor([3, 2, 3])
+    assert hold_step(prev, reading, stage, prev_stage).tolist() == pytest.approx([0.8, 0.9, 0.3])
+    # On a model: wherever the readout's stage does not go back, held progress does not fall, and it
+    # is never below the plain reading (it holds, it never invents a drop).
+    torch.manual_seed(0)
+    cfg = small_config(toy_store, readout_filter="stage", filter_back_prob=0.05)
+    model = SARM(cfg).eval()
+    held = SARM(dataclasses.replace(cfg, readout_hold="stage"))
+    held.load_state_dict(model.state_dict())
+    held.eval()
+    batch = episode_batch(toy_store, cfg, [0, 1, 4])
+    index = torch.tensor(list(range(20)) + list(range(19, 5, -1)))  # forward, then the video played back
+    batch = {k: v[:, index] if torch.is_tensor(v) and k != "lengths" else v for k, v in batch.items()}
+    raw, kept = model.progress(batch), held.progress(batch)
+    stage = model.stage_probs(batch).argmax(-1)
+    same = stage[:, 1:] >= stage[:, :-1]
+    assert torch.all((kept[:, 1:] >= kept[:, :-1] - 1e-6) | ~same)
+    assert torch.all(kept >= raw - 1e-6) and not torch.equal(kept, raw)
+
+
+@pytest.mark.parametrize("fusion,state,filt,gate,hold", [("mean", False, "none", 0.0, "none"), ("concat", True, "none", 0.0, "none"),
+                                                        ("mean", True, "stage", 0.0, "none"), ("mean", False, "stage", 0.5, "none"),
+                                                        ("mean", False, "stage", 0.5, "stage"), ("mean", True, "none", 0.0, "stage")])
+def test_stream_equals_offline(toy_store, fusion, state, filt, gate, hold):
     torch.manual_seed(0)
     cfg = small_config(toy_store, view_fusion=fusion, state_key="observation.state" if state else None,
-                       readout_filter=filt, filter_back_prob=0.05, readout_gate=gate)
+                       readout_filter=filt, filter_back_prob=0.05, readout_gate=gate, readout_hold=hold)
     model = SARM(cfg).eval()
     eps = [1, 4]  # lengths 30 and 21: env 1 finishes first and starts episode 2 after a reset
     offline = model.progress(episode_batch(toy_store, cfg, eps + [2]))

@@ -17,6 +17,7 @@ ANNOTATION_MODES = ("sparse", "dense", "dual")
 VIEW_FUSIONS = ("mean", "concat")
 READOUTS = ("expected", "argmax")
 READOUT_FILTERS = ("none", "stage")
+READOUT_HOLDS = ("none", "stage")
 
 
 @dataclass
@@ -28,7 +29,7 @@ class SARMConfig(FeatureRewardConfig):
         "sparse_stages", "sparse_priors", "dense_stages", "dense_priors")
     # How outputs are read, not learned: may be changed on a trained checkpoint (reward eval --readout).
     readout_fields: ClassVar[tuple[str, ...]] = ("readout", "readout_filter", "filter_back_prob", "filter_evidence",
-                                                 "readout_gate", "gate_floor")
+                                                 "readout_gate", "gate_floor", "readout_hold")
 
     type: str = "sarm"
     """Registered name; always ``sarm``."""
@@ -89,6 +90,12 @@ class SARMConfig(FeatureRewardConfig):
     """Change gate: the change a still scene shows on your camera (sensor noise, compression), which
     counts as no change; measure it on a recording of a still scene. The sim renders still scenes
     exactly, so 0 there."""
+    readout_hold: str = "none"
+    """``none``: progress follows the reading. ``stage``: while the readout's most likely stage stays
+    the same (or moves on), progress does not fall; only a return to an earlier stage (which the
+    stage filter grants on sustained evidence, a dropped object) lets it fall. A regrasp inside the
+    final stage (lift the cube off, place it again) then cannot end below the first placement.
+    Streams and ``progress`` apply the same rule frame by frame (before the change gate)."""
 
     # ---------------------------------------------------------------- augmentation (training only)
     max_rewind: int = 4
@@ -113,6 +120,8 @@ class SARMConfig(FeatureRewardConfig):
             raise ConfigError(f"readout {self.readout!r} is not one of {READOUTS}")
         if self.readout_filter not in READOUT_FILTERS:
             raise ConfigError(f"readout_filter {self.readout_filter!r} is not one of {READOUT_FILTERS}")
+        if self.readout_hold not in READOUT_HOLDS:
+            raise ConfigError(f"readout_hold {self.readout_hold!r} is not one of {READOUT_HOLDS}")
         if not 0.0 < self.filter_back_prob < 1.0:
             raise ConfigError(f"filter_back_prob must be in (0, 1), got {self.filter_back_prob}")
         if not 0.0 < self.filter_evidence <= 1.0:

@@ -15,8 +15,9 @@ newest frame, so both give the same value on the same frames.
 With ``readout_filter: stage`` the per-frame stage probabilities go through a causal left-to-right
 filter (``filter_stage``: moving on is free, going back needs sustained evidence) before the
 readout, in ``progress``, ``stage_probs`` and streams alike (streams keep each env's belief). With
-``readout_gate`` > 0 progress then moves only as far as the scene changed (``features.gate_step``): still
-frames keep their progress.
+``readout_hold: stage`` progress does not fall while the most likely stage stays or moves on
+(``hold_step``), and with ``readout_gate`` > 0 it then moves only as far as the scene changed
+(``features.gate_step``): still frames keep their progress.
 
 Training (``loss``) supervises every real frame of the clip: CE on the stage + MSE on tau at the
 true stage (tau rather than the normalised progress, whose error is prior_k * tau error and would
@@ -124,6 +125,12 @@ def apply_freeze(per_frame: dict[str, torch.Tensor], cut: torch.Tensor) -> dict[
         idx = index.reshape(*index.shape, *([1] * (x.ndim - 2))).expand(-1, -1, *x.shape[2:])
         out[key] = torch.gather(x, 1, idx)
     return out
+
+
+def hold_step(previous: torch.Tensor, reading: torch.Tensor, stage: torch.Tensor, previous_stage: torch.Tensor) -> torch.Tensor:
+    """``readout_hold: stage`` at one frame: progress does not fall below the previous frame's while
+    the most likely stage stays or moves on; a return to an earlier stage lets the reading through."""
+    return torch.where(stage >= previous_stage, torch.maximum(reading, previous), reading)
 
 
 def stage_transitions(n_stages: int, back_prob: float) -> torch.Tensor:
@@ -339,8 +346,19 @@ class SARM(RewardModel):
         earlier values (causal)."""
         level = self._level(level)
         logits, tau = self.episode_heads(batch, level, chunk)
-        reading = self.readout(self.stage_belief(logits, level), tau, level)
-        return gate_sequence(reading, self.stack_views(batch), self.config.readout_gate, self.config.gate_floor)
+        belief = self.stage_belief(logits, level)
+        reading = self.readout(belief, tau, level)
+        cfg = self.config
+        if cfg.readout_hold == "none":
+            return gate_sequence(reading, self.stack_views(batch), cfg.readout_gate, cfg.gate_floor)
+        feats, stage = self.stack_views(batch), belief.argmax(-1)
+        out = [reading[:, 0]]
+        for t in range(1, reading.shape[1]):
+            target = hold_step(out[-1], reading[:, t], stage[:, t], stage[:, t - 1])
+            if cfg.readout_gate:
+                target = gate_step(out[-1], target, scene_change(feats[:, t - 1], feats[:, t]), cfg.readout_gate, cfg.gate_floor)
+            out.append(target)
+        return torch.stack(out, 1)
 
     def stage_probs(self, batch: dict[str, Any], level: str | None = None, chunk: int = 4096) -> torch.Tensor:
         """(B, T, K) stage probabilities at every frame, over the same causal windows as ``progress``
@@ -436,6 +454,7 @@ class SARMStream(RewardStream):
         k = len(cfg.stages(level)[0])
         self.belief = torch.full((n_envs, k), 1.0 / k, device=dev)  # stage filter state (unused without it)
         self.value = torch.zeros(n_envs, device=dev)  # change gate state: last progress (unused without it)
+        self.stage = torch.zeros(n_envs, dtype=torch.long, device=dev)  # stage hold state: last stage (unused without it)
 
     def reset(self, i: int | Sequence[int] | None = None) -> None:
         self.count[self._env_ids(i)] = 0
@@ -475,7 +494,11 @@ class SARMStream(RewardStream):
         belief = self.model.filter_step(self.belief[envs], heads[:, 0].softmax(-1), first, self.level)
         self.belief[envs] = belief
         reading = self.model.readout(belief, heads[:, 1], self.level)
+        stage = belief.argmax(-1)
+        if cfg.readout_hold != "none":
+            reading = torch.where(first, reading, hold_step(self.value[envs], reading, stage, self.stage[envs]))
         if cfg.readout_gate:
             reading = torch.where(first, reading, gate_step(self.value[envs], reading, change, cfg.readout_gate, cfg.gate_floor))
         self.value[envs] = reading
+        self.stage[envs] = stage
         return reading
