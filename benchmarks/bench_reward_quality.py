@@ -26,7 +26,8 @@ benchmarks/results/bench_reward_quality.json.
 (``reward eval --readout``); its cells are ``<train>+<label>`` and its evaluations
 ``<run>/eval_<set>+<label>``. Unlabelled SARM cells read SARM as published (``readout_filter=none``,
 ``readout_gate=0``); the robust readout that configs/reward/sarm.yaml sets is measured by
-``--label robust --readout readout_filter=stage,readout_gate=0.05``. ``--as-configured`` evaluates a
+``--label robust --readout readout_filter=stage,readout_gate=0.05`` (``--label hold`` adds
+``readout_hold=stage``). ``--as-configured`` evaluates a
 ``--label``/``--config`` variant with the readout its own config sets (``--label lite1 --config
 configs/reward/sarm_lite1.yaml --as-configured``: the robust SARM over another encoder).
 """
