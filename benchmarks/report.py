@@ -102,8 +102,8 @@ def quality_table(d):
           f"{g['voc']}, every success finishes above its hover (share {g['finish_over_hover']:.0f}) and at >= "
           f"{g['min_final_success']}, no drop after success, freeze rise <= {g['freeze_rise_max']}. Rows without a "
           "suffix read SARM as published (no stage filter, no change gate); `+robust`: the same models read through the "
-          "stage filter and change gate (configs/reward/sarm.yaml's default); `+hold`: the robust readout plus the stage "
-          "hold (`readout_hold: stage`, progress does not fall unless the stage goes back); `+freeze`: trained with freeze augmentation; "
+          "stage filter and change gate; `+hold`: the robust readout plus the stage hold (`readout_hold: stage`, progress "
+          "does not fall unless the stage goes back; configs/reward/sarm.yaml's default); `+freeze`: trained with freeze augmentation; "
           "`+lite1`: the robust SARM over the second offline encoder, efficientnet_lite1 (`configs/reward/sarm_lite1.yaml`, "
           "trained and read as configured).\n")
     print("| task | trained on | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
