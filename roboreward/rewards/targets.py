@@ -9,6 +9,13 @@ Conventions (annotations are [start, end) with end exclusive):
 - normalised progress = P_{k-1} + prior_k * tau with P the cumulative priors (P_{-1} = 0), priors
   from ``stage_priors`` (each stage's mean share of an episode).
 An episode level without annotations anywhere in the data is one stage ``task`` over the episode.
+
+A terminal ``done`` stage (``stage_priors(..., done=True)``, targets with ``done_key``): in an episode
+marked successful whose per-frame success flag (``gt.success`` in the sim stores) holds at its last
+frame, the frames of that final run of the flag (the task finished and the object let go) are stage
+``done`` with progress exactly 1. Its prior is 0, so it adds nothing before it: every other frame
+keeps the target it had. It tells "finished" apart from "about to finish" (hovering over the goal,
+or a regrasp that lifts a placed object), which progress inside the last subtask alone cannot.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from ..data.schema import ANNOTATION_LEVELS, StoreError, Subtask
 from ..data.store import EpisodeStore
 
 SINGLE_STAGE = "task"
+DONE_STAGE = "done"
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,35 @@ class StageSet:
     def from_config(cls, config: Any, level: str) -> "StageSet":
         names, priors = config.stages(level)
         return cls(level, tuple(names), tuple(priors))
+
+    @property
+    def has_done(self) -> bool:
+        """Whether the last stage is the terminal ``done`` stage (see the module docstring)."""
+        return len(self.names) > 1 and self.names[-1] == DONE_STAGE
+
+    @property
+    def annotated(self) -> tuple[str, ...]:
+        """The stages annotations name (all but ``done``)."""
+        return self.names[:-1] if self.has_done else self.names
+
+
+def done_onsets(store: EpisodeStore, episodes: Sequence[int], key: str) -> dict[int, int]:
+    """First frame of the ``done`` stage per episode that has one: episodes marked successful whose
+    per-frame flag ``key`` (> 0.5 = the success condition holds) holds at the last frame; the stage
+    starts where that final run of the flag starts (a success that flickers while the object
+    settles counts from the last onset)."""
+    if key not in store.features:
+        raise StoreError(f"{store.path}: no per-frame success flag {key!r} for the done stage; the store has "
+                         f"{sorted(store.keys())}")
+    flags = np.asarray(store.array(key)[: store.n_frames]).reshape(store.n_frames, -1)[:, 0] > 0.5
+    out = {}
+    for e in episodes:
+        start, end = store.episode_range(e)
+        f = flags[start:end]
+        if store.episodes[e].success is True and len(f) and f[-1]:
+            off = np.flatnonzero(~f)
+            out[int(e)] = int(off[-1] + 1) if len(off) else 0
+    return out
 
 
 def selected_episodes(store: EpisodeStore, episodes: Sequence[int] | None) -> list[int]:
@@ -76,10 +113,12 @@ def episode_subtasks(store: EpisodeStore, episode: int, level: str, single_stage
     return list(store.episodes[episode].annotations[level])
 
 
-def stage_priors(store: EpisodeStore, episodes: Sequence[int] | None = None, level: str = "sparse") -> StageSet:
+def stage_priors(store: EpisodeStore, episodes: Sequence[int] | None = None, level: str = "sparse",
+                 done: bool = False) -> StageSet:
     """Stage names ordered by where they happen (mean relative start) and priors: prior_k = mean over
     the episodes that contain stage k of (its frames / episode length), normalised to sum 1 (gaps
-    between annotated subtasks would otherwise leave the priors short of 1).
+    between annotated subtasks would otherwise leave the priors short of 1). ``done`` appends the
+    terminal ``done`` stage with prior 0.
 
     Priors come from ``episodes`` (the training split). The stage *list* comes from every episode of
     the store, so a held-out episode that reaches a stage no training episode reached (a small split
@@ -87,8 +126,9 @@ def stage_priors(store: EpisodeStore, episodes: Sequence[int] | None = None, lev
     _check_level(level)
     eps = selected_episodes(store, episodes)
     every = list(range(store.n_episodes))
+    tail = ((DONE_STAGE,), (0.0,)) if done else ((), ())
     if not _has_level(store, eps, level):
-        return StageSet(level, (SINGLE_STAGE,), (1.0,))
+        return StageSet(level, (SINGLE_STAGE, *tail[0]), (1.0, *tail[1]))
 
     def collect(ids):
         fractions: dict[str, list[float]] = {}
@@ -103,8 +143,11 @@ def stage_priors(store: EpisodeStore, episodes: Sequence[int] | None = None, lev
     fractions, starts = collect(eps)
     all_fractions, all_starts = collect(every)
     names = sorted(all_fractions, key=lambda n: (float(np.mean(all_starts[n])), n))
+    if done and DONE_STAGE in names:
+        raise StoreError(f"{store.path}: the {level} annotations already name a stage {DONE_STAGE!r}; train without "
+                         "a terminal done stage (done_key: null) or rename that subtask")
     raw = np.array([np.mean(fractions[n]) if n in fractions else np.mean(all_fractions[n]) for n in names])
-    return StageSet(level, tuple(names), tuple(float(p) for p in raw / raw.sum()))
+    return StageSet(level, (*names, *tail[0]), (*(float(p) for p in raw / raw.sum()), *tail[1]))
 
 
 @dataclass
@@ -149,18 +192,23 @@ def annotation_targets(
     episodes: Sequence[int] | None = None,
     mode: str = "sparse",
     stages: dict[str, StageSet] | None = None,
+    done_key: str | None = None,
 ) -> dict[str, StageTargets]:
     """Per-frame targets for ``episodes`` (default all) at each level of ``mode`` (``sparse``,
     ``dense`` or ``dual`` = both). ``stages`` gives the stage sets per level (e.g. a trained
-    model's, from its config); by default they are computed from ``episodes`` with ``stage_priors``."""
+    model's, from its config); by default they are computed from ``episodes`` with ``stage_priors``
+    (with a ``done`` stage when ``done_key`` is given). A stage set ending in ``done`` labels the
+    done frames (``done_onsets`` of ``done_key``) where ``done_key`` is given; without it every frame
+    keeps its annotation's stage."""
     levels = {"sparse": ("sparse",), "dense": ("dense",), "dual": ("sparse", "dense")}.get(mode)
     if levels is None:
         raise StoreError(f"mode {mode!r} is not one of ('sparse', 'dense', 'dual')")
     eps = selected_episodes(store, episodes)
     out = {}
     for level in levels:
-        stage_set = (stages or {}).get(level) or stage_priors(store, eps, level)
-        single = stage_set.names == (SINGLE_STAGE,) and not _has_level(store, eps, level)
+        stage_set = (stages or {}).get(level) or stage_priors(store, eps, level, done=done_key is not None)
+        single = stage_set.annotated == (SINGLE_STAGE,) and not _has_level(store, eps, level)
+        onsets = done_onsets(store, eps, done_key) if done_key is not None and stage_set.has_done else {}
         n = store.n_frames
         stage = np.full(n, -1, np.int64)
         tau = np.full(n, np.nan, np.float32)
@@ -171,6 +219,8 @@ def annotation_targets(
                 s, ta, p = episode_targets(episode_subtasks(store, e, level, single), end - start, stage_set)
             except StoreError as exc:
                 raise StoreError(f"{store.path}: episode {e}: {exc}") from None
+            if e in onsets:  # the finished task: the done stage, progress 1
+                s[onsets[e]:], ta[onsets[e]:], p[onsets[e]:] = len(stage_set.names) - 1, 1.0, 1.0
             stage[start:end], tau[start:end], progress[start:end] = s, ta, p
         out[level] = StageTargets(stage_set, stage, tau, progress)
     return out

@@ -35,13 +35,17 @@ def frame_id(features: torch.Tensor) -> torch.Tensor:
     return (features[..., 0] * 255).round().long() * 256 + (features[..., 1] * 255).round().long()
 
 
-def build_toy_store(path, lengths=(24, 30, 27, 33, 21, 36, 29, 25), seed=0, state=True, success=None) -> EpisodeStore:
-    """``success``: per-episode success flags (default unlabelled)."""
+def build_toy_store(path, lengths=(24, 30, 27, 33, 21, 36, 29, 25), seed=0, state=True, success=None,
+                    done_from: float | None = None) -> EpisodeStore:
+    """``success``: per-episode success flags (default unlabelled). ``done_from``: also record a
+    per-frame ``gt.success``, 1 from true progress ``done_from`` on in successful episodes."""
     rng = np.random.default_rng(seed)
     feats = {cam: FeatureSpec((8, 8, 3), "uint8", "rgb") for cam in CAMS}
     if state:
         feats["observation.state"] = FeatureSpec((3,), "float32", "low_dim")
     feats["gt.progress"] = FeatureSpec((), "float32", "target")
+    if done_from is not None:
+        feats["gt.success"] = FeatureSpec((), "float32", "target")
     store = EpisodeStore.create(path, feats, fps=10.0)
     start = 0
     for i, length in enumerate(lengths):
@@ -58,6 +62,9 @@ def build_toy_store(path, lengths=(24, 30, 27, 33, 21, 36, 29, 25), seed=0, stat
         if state:
             data["observation.state"] = np.stack([progress, 1 - progress, rng.standard_normal(length)], 1).astype(np.float32)
         data["gt.progress"] = progress
+        if done_from is not None:
+            ok = success is not None and bool(success[i])
+            data["gt.success"] = ((progress >= done_from) & ok).astype(np.float32)
         cut = int(round(0.4 * length))
         third = length // 3
         annotations = {

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from sarm_toy import CAMS, DIM, FEATURE_KEY, TASKS, encode, frame_id
+from sarm_toy import CAMS, DIM, FEATURE_KEY, TASKS, build_toy_store, encode, frame_id
 from torch.utils.data import default_collate
 
 from roboreward.config import ConfigError
@@ -15,7 +15,7 @@ from roboreward.data import Episode, EpisodeStore, FeatureSpec, StoreError, Subt
 from roboreward.rewards import RewardModel, make_reward_model
 from roboreward.rewards.base import CheckpointError
 from roboreward.rewards.features import episode_batch, gate_step
-from roboreward.rewards.targets import annotation_targets, stage_priors
+from roboreward.rewards.targets import DONE_STAGE, annotation_targets, done_onsets, stage_priors
 from roboreward.rewards.sarm import (
     SARM,
     SARMConfig,
@@ -81,6 +81,83 @@ def test_targets_in_gaps_and_single_stage(tmp_path):
     dense = annotation_targets(store, mode="dense")["dense"]
     assert dense.stages.names == ("task",)
     np.testing.assert_allclose(dense.progress, np.linspace(0, 1, 12), atol=1e-6)
+
+
+def test_done_stage_targets_hand_computed(tmp_path):
+    """The done stage: the final run of the success flag in episodes marked successful, prior 0,
+    progress exactly 1; other frames keep their annotation targets; a flag off at the last frame
+    or a failed episode has none."""
+    store = EpisodeStore.create(tmp_path / "s.zarr", {"x": FeatureSpec((1,), "float32", "low_dim"),
+                                                      "ok": FeatureSpec((), "float32", "target")}, fps=10.0)
+    flags = {0: [0, 0, 0, 0, 0, 0, 1, 0, 1, 1],   # flickers at 6, done from 8
+             1: [0, 0, 0, 0, 0, 0, 0, 0, 1, 1],   # marked a failure: no done stage
+             2: [0, 0, 0, 0, 0, 0, 1, 1, 1, 0]}   # flag off at the last frame: no done stage
+    for e, success in ((0, True), (1, False), (2, True)):
+        store.add_episode(Episode({"x": np.zeros((10, 1), np.float32), "ok": np.array(flags[e], np.float32)}, task="t",
+                                  success=success, annotations={"sparse": [Subtask("a", 0, 4), Subtask("b", 4, 10)]}))
+    assert done_onsets(store, [0, 1, 2], "ok") == {0: 8}
+    st = stage_priors(store, level="sparse", done=True)
+    assert st.names == ("a", "b", DONE_STAGE) and st.priors[-1] == 0.0 and st.has_done and st.annotated == ("a", "b")
+    np.testing.assert_allclose(st.priors[:2], [0.4, 0.6])
+    plain = annotation_targets(store, mode="sparse")["sparse"]
+    tg = annotation_targets(store, mode="sparse", done_key="ok")["sparse"]
+    np.testing.assert_array_equal(tg.stage[:10], [0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    np.testing.assert_array_equal(tg.progress[8:10], [1.0, 1.0])
+    np.testing.assert_allclose(tg.progress[:8], plain.progress[:8], atol=1e-6)  # prior 0: nothing before changes
+    np.testing.assert_allclose(tg.progress[10:], plain.progress[10:], atol=1e-6)  # episodes 1 and 2 unchanged
+    assert tg.stage[10:].max() == 1
+    # A stage set with done but no key: annotation stages only (a store without the flag).
+    no_key = annotation_targets(store, mode="sparse", stages={"sparse": st})["sparse"]
+    assert no_key.stage.max() == 1
+    with pytest.raises(StoreError, match="no per-frame success flag 'gt.success'"):
+        done_onsets(store, [0], "gt.success")
+    named = annotated_store(tmp_path / "n.zarr", [(5, {"sparse": [("a", 0, 2), ("done", 2, 5)]})])
+    with pytest.raises(StoreError, match="already name a stage 'done'"):
+        stage_priors(named, done=True)
+
+
+def test_done_stage_is_learned_and_read_as_finished(tmp_path):
+    """SARM with done_key learns the done stage from the flag and reads progress 1 there; without the
+    flag in the store it has no done stage and training says why."""
+    success = [True, True, True, False, True, True, True, True]
+    store = build_toy_store(tmp_path / "done.zarr", success=success, done_from=0.8)
+    train_eps, val_eps = [0, 1, 2, 3, 4, 5], [6, 7]
+    cfg = small_config(store, train_eps, done_key="gt.success", rewind_prob=0.3)
+    assert cfg.sparse_stages[-1] == DONE_STAGE and cfg.sparse_priors[-1] == 0.0
+    torch.manual_seed(0)
+    ds = SARMDataset(store, cfg, train_eps)
+    data = default_collate([ds[i] for i in range(len(ds))])
+    assert (data["sarm.sparse.stage"] == 2).any()  # done frames among the targets
+    model = SARM(cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        idx = torch.randint(0, len(ds), (48,), generator=gen)
+        batch = {k: (v[idx] if torch.is_tensor(v) else [v[i] for i in idx]) for k, v in data.items()}
+        loss = model.loss(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    batch = episode_batch(store, cfg, val_eps)
+    stage = model.stage_probs(batch).argmax(-1)
+    pred = model.progress(batch)
+    for row, e in enumerate(val_eps):
+        length = store.episodes[e].length
+        truth = store.read_episode(e, ["gt.progress"]).data["gt.progress"]
+        done, early = truth >= 0.9, truth < 0.6  # clear of the onset at 0.8
+        assert (stage[row, :length][torch.from_numpy(done)] == 2).float().mean() > 0.8
+        assert (stage[row, :length][torch.from_numpy(early)] == 2).float().mean() < 0.1
+        assert float(pred[row, length - 1]) > 0.97
+    targets = model.stage_targets(store, val_eps, "sparse")
+    assert targets.stages.has_done and (targets.stage == 2).any()
+    # A store without the flag: no done stage, and a note that says so.
+    plain = small_config(build_toy_store(tmp_path / "plain.zarr"), done_key="gt.success")
+    assert DONE_STAGE not in plain.sparse_stages
+    notes = SARM.training_notes(EpisodeStore(tmp_path / "plain.zarr"), {"done_key": "gt.success"}, train_eps)
+    assert any("no per-frame success flag 'gt.success'" in n for n in notes)
+    with pytest.raises(ConfigError, match="done_key"):
+        small_config(store, done_key="")
 
 
 def test_partly_annotated_data_is_rejected(tmp_path):

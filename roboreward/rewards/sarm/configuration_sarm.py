@@ -46,6 +46,14 @@ class SARMConfig(FeatureRewardConfig):
     dense_priors: list[float] = field(default_factory=list)
     """Dense stage priors, as ``sparse_priors``."""
 
+    done_key: str | None = None
+    """Per-frame success flag of the store (``gt.success`` in the sim stores; any 0/1 or bool frame
+    feature of yours) that gives a terminal stage ``done`` after the last subtask: in a successful
+    episode, the frames from where the flag last turns on to the end (the task finished, the object
+    let go) have progress exactly 1, so finishing pays more than hovering over the goal or a regrasp
+    that lifts a placed object. None, or a store without that feature: no done stage (SARM as
+    published; ``reward train`` says so)."""
+
     # ---------------------------------------------------------------- temporal model
     window: int = 8
     """Frames per causal window (ending at t, including t)."""
@@ -141,6 +149,8 @@ class SARMConfig(FeatureRewardConfig):
         for name in ("rewind_prob", "perturb_prob", "freeze_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.done_key is not None and (not isinstance(self.done_key, str) or not self.done_key):
+            raise ConfigError(f"done_key must be a frame feature name (e.g. gt.success) or null, got {self.done_key!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         for level in ("sparse", "dense"):
@@ -175,12 +185,14 @@ class SARMConfig(FeatureRewardConfig):
                 )
 
     def store_fields(self, store: "EpisodeStore", episodes: list[int]) -> dict[str, Any]:
-        """Stages and priors of each level from the training ``episodes`` (``targets.stage_priors``)."""
+        """Stages and priors of each level from the training ``episodes`` (``targets.stage_priors``),
+        with the terminal ``done`` stage when ``done_key`` is a feature of the store."""
         from ..targets import stage_priors
 
         fields: dict[str, Any] = {}
+        done = self.done_key is not None and self.done_key in store.features
         for level in self.levels:
-            stage_set = stage_priors(store, episodes, level)
+            stage_set = stage_priors(store, episodes, level, done=done)
             fields[f"{level}_stages"] = list(stage_set.names)
             fields[f"{level}_priors"] = list(stage_set.priors)
         return fields

@@ -193,17 +193,19 @@ class SARM(RewardModel):
 
     def stage_targets(self, store, episodes: list[int], level: str | None):
         """Targets in this model's stages and priors; None where the store's annotations cannot give
-        them (no annotations at ``level``, or stages the model does not know)."""
+        them (no annotations at ``level``, or stages the model does not know). A model with a done
+        stage gets done targets where the store has its ``done_key``."""
         from ...data.schema import StoreError
 
         level = self._level(level)
         stages = StageSet.from_config(self.config, level)
         annotated = [bool(store.episodes[e].annotations.get(level)) for e in episodes]
         # Without annotations only a one-stage model (the whole episode) has targets.
-        if not all(annotated) and not (stages.names == (SINGLE_STAGE,) and not any(annotated)):
+        if not all(annotated) and not (stages.annotated == (SINGLE_STAGE,) and not any(annotated)):
             return None
+        done = self.config.done_key if stages.has_done and self.config.done_key in store.features else None
         try:
-            return annotation_targets(store, episodes, level, {level: stages})[level]
+            return annotation_targets(store, episodes, level, {level: stages}, done_key=done)[level]
         except (StoreError, RoborewardError):
             return None  # annotations name stages the model does not know: no stage accuracy
 
@@ -213,6 +215,13 @@ class SARM(RewardModel):
         trains a single stage and its progress is only the time fraction of the episode."""
         mode = overrides.get("annotation_mode", SARMConfig.annotation_mode)
         notes = []
+        done_key = overrides.get("done_key", SARMConfig.done_key)
+        if done_key is not None and done_key not in store.features:
+            notes.append(
+                f"note: {store.path} has no per-frame success flag {done_key!r}, so SARM trains without its terminal "
+                "'done' stage: a finished task then scores what the end of its last subtask does. Record a 0/1 frame "
+                f"feature that holds once the task is done (as {done_key} does in the sim stores), or set done_key: null "
+                "to silence this")
         for level in ("sparse", "dense") if mode == "dual" else (mode,):
             if not any(store.episodes[e].annotations.get(level) for e in episodes):
                 notes.append(
