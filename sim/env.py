@@ -25,7 +25,7 @@ import mujoco
 import numpy as np
 
 from .robot import FEATURE_NAMES, HIGH, HOME_DEG, JOINT_NAMES, LOW, from_lerobot, to_lerobot
-from .scene import NEUTRAL_CHECKER, TABLE_CHECKER, scene_xml
+from .scene import NEUTRAL_CHECKER, TABLE_CHECKER, scene_xml, texture_assets
 from .tasks import make_task
 from .visual import VisualConfig, VisualRandomiser, copy_statistics, distractor_xml, make_visual_config
 
@@ -87,7 +87,7 @@ class SO101Env(gym.Env):
         # Only what an option needs is compiled in, so the plain scene stays exactly as it was.
         def xml(distractors: int) -> str:
             return scene_xml(
-                self.task.assets_xml(),
+                self.task.assets_xml() + texture_assets(self.visual.texture_names),
                 self.task.worldbody_xml() + distractor_xml(distractors, self.visual.distractor_size_m[1]),
                 1.0 / (config.fps * config.substeps),
                 self.task.extra_xml(),

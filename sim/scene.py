@@ -31,6 +31,33 @@ NEUTRAL_CHECKER = ("1 1 1", "0.94 0.94 0.94")
 """A faint grey-white checker, tinted to any colour by the table material's rgba (visual variation)."""
 
 
+TEXTURES = {
+    # name: (texture attributes, table texrepeat, object texrepeat per metre). Neutral light greys,
+    # so a material's colour (the table colour, an object's colour) tints them as it tints the
+    # plain checker.
+    "checker": ('builtin="checker" rgb1="1 1 1" rgb2="0.94 0.94 0.94"', "8 8", "40 40"),
+    "bold_checker": ('builtin="checker" rgb1="1 1 1" rgb2="0.62 0.62 0.62"', "8 8", "40 40"),
+    "grid": ('builtin="flat" rgb1="1 1 1" mark="edge" markrgb="0.55 0.55 0.55"', "10 10", "60 60"),
+    "cross": ('builtin="flat" rgb1="1 1 1" mark="cross" markrgb="0.6 0.6 0.6"', "6 6", "40 40"),
+    "noise": ('builtin="flat" rgb1="1 1 1" mark="random" random="0.3" markrgb="0.55 0.55 0.55"', "3 3", "8 8"),
+    "gradient": ('builtin="gradient" rgb1="1 1 1" rgb2="0.5 0.5 0.5"', "1 1", "10 10"),
+}
+"""Surface patterns of the texture options (``visual.table_texture`` / ``object_texture``), each
+compiled as one texture and two materials, ``table_<name>`` and ``object_<name>`` (uniform mapping
+on objects, so a 3 cm cube shows a few tiles), only into scenes that use texture options."""
+
+
+def texture_assets(names) -> str:
+    """MJCF ``<asset>`` children for the texture patterns ``names`` (see ``TEXTURES``)."""
+    out = []
+    for name in names:
+        attrs, table_repeat, object_repeat = TEXTURES[name]
+        out.append(f'<texture name="pattern_{name}" type="2d" {attrs} width="64" height="64"/>'
+                   f'<material name="table_{name}" texture="pattern_{name}" texrepeat="{table_repeat}"/>'
+                   f'<material name="object_{name}" texture="pattern_{name}" texrepeat="{object_repeat}" texuniform="true"/>')
+    return "".join(out)
+
+
 def scene_xml(assets: str, worldbody: str, timestep: float, extra: str = "",
               table_checker: tuple[str, str] = TABLE_CHECKER) -> str:
     """The full MJCF of one task scene. ``timestep`` is set so an integer number of substeps makes

@@ -8,9 +8,11 @@ defaults nothing here runs: the scene's MJCF, the model and every rendered frame
 plain env, bit for bit (tests/sim/test_visual.py holds the hashes).
 
 Appearance and physics stay apart:
-- colours, lights and camera poses are edited in the compiled model at reset (``geom_rgba``,
-  ``mat_rgba``, ``light_pos/dir/diffuse``, the headlight, ``cam_pos/cam_quat``); none of these
-  enters the dynamics or a task's success detector;
+- colours, lights, camera poses and surface patterns are edited in the compiled model at reset
+  (``geom_rgba``, ``mat_rgba``, ``geom_matid``, ``light_pos/dir/diffuse``, the headlight,
+  ``cam_pos/cam_quat``); none of these enters the dynamics or a task's success detector. The
+  patterns' textures and materials are compiled in only when a texture option is set, and an
+  episode's pattern is a switch of material (every texture is uploaded to the renderer once);
 - distractors are extra static bodies, compiled in only when ``distractors`` > 0, whose geoms have
   no collision (contype = conaffinity = 0): the arm would pass through one, so they are placed
   away from everything the task and the arm use (``Task.workspace_xy``), in the front camera's
@@ -28,6 +30,8 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from .scene import TABLE_CHECKER, TEXTURES
+
 __all__ = ["VisualConfig", "VisualRandomiser", "check_visual_config", "copy_statistics", "distractor_xml",
            "make_visual_config"]
 
@@ -36,6 +40,10 @@ MAX_DISTRACTORS = 8
 TOP_LIGHT = "top"
 LIGHT_TARGET = np.array([0.2, 0.0, 0.0])
 """Point the overhead lamp aims at whatever its tilt (the middle of the tasks' workspace)."""
+NO_TEXTURE = "none"
+"""A texture option's name for the compiled surface: the wood checker table, a plain object."""
+TABLE_TINT = tuple(float(v) for v in TABLE_CHECKER[0].split())
+"""The table's colour when a pattern is drawn without a ``table_colour``: the default wood."""
 HIDDEN_GROUP = 3
 """Geom group the renderer's default options do not draw (0-2 are drawn): an unused distractor
 shape sits there."""
@@ -112,6 +120,21 @@ def parse_colour(value, where: str) -> ColourSpec:
     return ColourSpec(kind, (tuple(lo), tuple(hi)))
 
 
+def _patterns(value, where: str) -> tuple[str, ...]:
+    """None (no option), a pattern name or a list of them (one drawn per episode), from ``TEXTURES``
+    or ``none``."""
+    if value is None:
+        return ()
+    names = [value] if isinstance(value, str) else value
+    allowed = (*TEXTURES, NO_TEXTURE)
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{where}={value!r} must be a pattern name or a non-empty list of them: {', '.join(allowed)}")
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f"{where}: unknown pattern {unknown[0]!r}; patterns: {', '.join(allowed)}")
+    return tuple(names)
+
+
 def _range(value, where: str, low: float = -np.inf, high: float = np.inf) -> tuple[float, float] | None:
     """None, a number (fixed) or a [low, high] pair, inside [low, high]."""
     if value is None:
@@ -158,6 +181,15 @@ class VisualConfig:
     table_colour: list | dict | None = None
     """Colour spec of the table; the table is then a faint checker of that colour. None keeps the
     default wood-coloured checker."""
+    table_texture: str | list | None = None
+    """Surface pattern of the table, one drawn per episode from a name or a list of names:
+    ``checker`` (faint), ``bold_checker``, ``grid``, ``cross``, ``noise``, ``gradient``
+    (``sim.scene.TEXTURES``) or ``none`` (the compiled wood checker); tinted by ``table_colour``
+    (the default wood colour when that is None). None keeps the compiled table."""
+    object_texture: str | list | None = None
+    """Surface pattern of every task part (``object_colours``' parts), drawn per episode and part
+    from a name or a list of names as ``table_texture`` (``none`` = plain), tinted by the part's
+    colour. None keeps the objects plain."""
     light_intensity: float | list | None = None
     """Scale of the diffuse light (the overhead lamp and the camera headlight); 1 = the default scene."""
     light_ambient: float | list | None = None
@@ -192,6 +224,8 @@ class VisualConfig:
         self._objects = {str(k): parse_colour(v, f"object_colours.{k}") for k, v in self.object_colours.items()}
         self._table = None if self.table_colour is None else parse_colour(self.table_colour, "table_colour")
         self._tint = None if self.light_colour is None else parse_colour(self.light_colour, "light_colour")
+        self._table_patterns = _patterns(self.table_texture, "table_texture")
+        self._object_patterns = _patterns(self.object_texture, "object_texture")
         self._intensity = _range(self.light_intensity, "light_intensity", 0.0, 3.0)
         self._ambient = _range(self.light_ambient, "light_ambient", 0.0, 1.0)
         self._tilt = _range(self.light_tilt_deg, "light_tilt_deg", 0.0, 80.0)
@@ -216,10 +250,16 @@ class VisualConfig:
         return self._count[1]
 
     @property
+    def texture_names(self) -> tuple[str, ...]:
+        """Patterns whose texture and materials the scene compiles in (``scene.texture_assets``)."""
+        return tuple(n for n in TEXTURES if n in self._table_patterns or n in self._object_patterns)
+
+    @property
     def is_default(self) -> bool:
         """True when no option is set: the scene renders exactly as a plain env's."""
         return not (self._objects or self._table or self._tint or self._intensity or self._ambient or self._tilt
-                    or self._jitter_pos or self._jitter_rot or self._offset_pos or self._offset_rot or self._count[1])
+                    or self._jitter_pos or self._jitter_rot or self._offset_pos or self._offset_rot or self._count[1]
+                    or self._table_patterns or self._object_patterns)
 
 
 def make_visual_config(value=None) -> VisualConfig:
@@ -361,6 +401,8 @@ class VisualRandomiser:
         self._cam_pos = model.cam_pos.copy()
         self._cam_quat = model.cam_quat.copy()
         self._table_mat = model.material("table_mat").id
+        self._table_geom = model.geom("table").id
+        self._patterns = {n: (model.material(f"table_{n}").id, model.material(f"object_{n}").id) for n in config.texture_names}
         self._distractors = [
             (model.body(f"distractor{i}").id, model.geom(f"distractor{i}_box").id, model.geom(f"distractor{i}_cylinder").id)
             for i in range(config.max_distractors)
@@ -371,6 +413,7 @@ class VisualRandomiser:
         self._distractor_geoms = [g for _, box, cyl in self._distractors for g in (box, cyl)]
         self._owned_geoms = sorted({g for ids in self.part_geoms.values() for g in ids} | set(self._distractor_geoms))
         self._geom_rgba = model.geom_rgba[self._owned_geoms].copy()
+        self._geom_matid = model.geom_matid[self._owned_geoms].copy()
         self._body_pos = model.body_pos[self._distractor_bodies].copy()
         self._body_quat = model.body_quat[self._distractor_bodies].copy()
         self._geom_size = model.geom_size[self._distractor_geoms].copy()
@@ -387,6 +430,8 @@ class VisualRandomiser:
         what was drawn (JSON), option by option."""
         m, c = self.model, self.config
         m.geom_rgba[self._owned_geoms] = self._geom_rgba
+        m.geom_matid[self._owned_geoms] = self._geom_matid
+        m.geom_matid[self._table_geom] = self._table_mat
         m.mat_rgba[:] = self._mat_rgba
         out: dict = {}
         if c._objects:
@@ -396,9 +441,25 @@ class VisualRandomiser:
                 rgb = c._objects[part].sample(rng)
                 m.geom_rgba[self.part_geoms[part], :3] = rgb
                 out["object_colours"][part] = _floats(rgb)
+        if c._object_patterns:
+            rng = self.stream(seed, episode, "object_texture")
+            out["object_texture"] = {}
+            for part in sorted(self.part_geoms):
+                name = c._object_patterns[int(rng.integers(len(c._object_patterns)))]
+                if name != NO_TEXTURE:  # the part's own rgba tints the pattern
+                    m.geom_matid[self.part_geoms[part]] = self._patterns[name][1]
+                out["object_texture"][part] = name
+        table_mat = self._table_mat
+        if c._table_patterns:
+            name = c._table_patterns[int(self.stream(seed, episode, "table_texture").integers(len(c._table_patterns)))]
+            if name != NO_TEXTURE:
+                table_mat = self._patterns[name][0]
+                m.geom_matid[self._table_geom] = table_mat
+                m.mat_rgba[table_mat, :3] = TABLE_TINT
+            out["table_texture"] = name
         if c._table is not None:
             rgb = c._table.sample(self.stream(seed, episode, "table_colour"))
-            m.mat_rgba[self._table_mat, :3] = rgb
+            m.mat_rgba[table_mat, :3] = rgb
             out["table_colour"] = _floats(rgb)
         out.update(self._lights(seed, episode))
         out.update(self._cameras(seed, episode))

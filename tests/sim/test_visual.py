@@ -220,6 +220,7 @@ OPTIONS = {
     "wrist_camera": ({"camera_jitter_pos_m": {"wrist": 0.003}, "camera_offset_deg": {"wrist": [4, 0, 0]}},
                      ("observation.images.wrist",)),
     "distractors": ({"distractors": 4}, ("observation.images.front",)),
+    "textures": ({"table_texture": "grid", "object_texture": ["noise", "bold_checker"]}, IMAGE_KEYS),
 }
 
 
@@ -242,6 +243,34 @@ def test_each_option_changes_pixels_not_physics(option, plain_episode):
     # A visible change, not one stray pixel.
     front = np.abs(ep.data[changed[0]].astype(int) - plain_episode.data[changed[0]].astype(int)).max(-1)
     assert (front > 10).mean() > 0.002, f"{option}: only {(front > 10).mean():.4f} of the pixels changed"
+
+
+def test_textures_switch_materials_per_episode_and_none_keeps_the_compiled_surface():
+    """Patterns are drawn per episode and part from their own stream, recorded, and set as the
+    geom's material; ``none`` leaves the compiled one; the table keeps its tint (wood by default)."""
+    env = SO101Env(EnvConfig(task="stack", cameras=(), visual={"table_texture": ["grid", "none"],
+                                                                 "object_texture": ["noise", "none", "checker"]}))
+    try:
+        m = env.model
+        table, plain = m.geom("table").id, m.material("table_mat").id
+        seen = set()
+        for seed in range(12):
+            info = env.reset(seed=seed)[1]["visual"]
+            name = info["table_texture"]
+            seen.add(name)
+            want = plain if name == "none" else m.material(f"table_{name}").id
+            assert m.geom_matid[table] == want
+            # A pattern takes the wood tint; the compiled checker carries the wood in its texture.
+            np.testing.assert_allclose(m.mat_rgba[want, :3], [1, 1, 1] if name == "none" else [0.78, 0.72, 0.62], atol=1e-6)
+            for part, pattern in info["object_texture"].items():
+                got = m.geom_matid[m.geom(part).id]
+                assert got == (-1 if pattern == "none" else m.material(f"object_{pattern}").id), (seed, part)
+                seen.add(pattern)
+            again = env.reset(seed=seed)[1]["visual"]
+            assert again["table_texture"] == name and again["object_texture"] == info["object_texture"]
+        assert seen == {"grid", "noise", "checker", "none"}
+    finally:
+        env.close()
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -286,6 +315,8 @@ def test_bad_visual_options_are_one_line():
         ({"camera_offset_deg": {"front": [1, 2]}}, r"camera_offset_deg.front=\[1, 2\] must be \[x, y, z\]"),
         ({"distractors": 9}, r"distractors=\[9, 9\] must lie in \[0, 8\]"),
         ({"distractors": 1.5}, "must be a whole number"),
+        ({"table_texture": "marble"}, "table_texture: unknown pattern 'marble'; patterns: checker, .*none"),
+        ({"object_texture": []}, "object_texture=\\[\\] must be a pattern name or a non-empty list"),
     ]
     for options, message in cases:
         with pytest.raises(ConfigError, match=message) as info:
@@ -317,7 +348,7 @@ RANDOMISED = sorted(p.name for p in DATASETS.glob("*_randomised.yaml"))
 
 def test_the_recipes_exist_and_standard_ones_have_no_visual_options():
     for task in ("pick_place", "stack"):
-        assert {f"{task}_heldout_{v}.yaml" for v in ("control", "colours", "light", "camera", "distractors")} <= set(HELDOUT)
+        assert {f"{task}_heldout_{v}.yaml" for v in ("control", "colours", "light", "camera", "distractors", "textures")} <= set(HELDOUT)
         assert f"{task}_randomised.yaml" in RANDOMISED
     for name in ("pick_place_mixed", "stack_mixed", "drawer_mixed", "pick_place_rabc", "stack_rabc"):
         recipe = Recipe.from_yaml(DATASETS / f"{name}.yaml")
@@ -377,4 +408,7 @@ def test_heldout_values_lie_outside_the_randomised_ranges(task):
     for cam, turn in camera._offset_rot.items():
         assert np.abs(turn).max() > train._jitter_rot[cam][0]
     assert held("distractors")._count[0] > train._count[1]
+    textures = held("textures")
+    assert textures._table_patterns and textures._object_patterns
+    assert not set(textures._table_patterns + textures._object_patterns) & set(train._table_patterns + train._object_patterns)
     assert held("control").is_default
