@@ -371,6 +371,27 @@ def test_stage_filter_moves_on_freely_and_goes_back_only_on_sustained_evidence()
     assert run([onehot(3, 0.9)] * 5 + [onehot(0, 0.999)] * 40)[-1] == 0
 
 
+def test_done_stage_is_entered_only_from_the_last_annotated_stage():
+    """An absorbing done stage every stage could jump to collects the belief of a failure whose head
+    gives done a few percent for long enough; entered only from the last annotated stage it does not,
+    and a real finish still reaches it at once."""
+    trans = stage_transitions(4, 1e-3, done=True)  # reach, grasp, place, done
+    assert torch.allclose(trans.sum(1), torch.ones(4))
+    assert trans[0, 3] == 0 and trans[1, 3] == 0 and trans[2, 3] > 0.4 and trans[0, 2] > 0.2
+
+    def final(sequence, transitions):
+        belief = torch.full((1, 4), 0.25)
+        for t, probs in enumerate(sequence):
+            belief = filter_stage(belief, torch.tensor([probs]), transitions, 0.5, torch.tensor([t == 0]))
+        return int(belief.argmax())
+
+    stuck = [[0.88, 0.04, 0.03, 0.05]] * 60  # a stuck reach, done at 5% (measured on a real failure)
+    assert final(stuck, stage_transitions(4, 1e-3)) == 3  # what uniform jumps did
+    assert final(stuck, trans) == 0
+    finish = [[0.9, 0.05, 0.03, 0.02]] * 5 + [[0.05, 0.05, 0.85, 0.05]] * 5 + [[0.02, 0.02, 0.16, 0.8]] * 3
+    assert final(finish, trans) == 3
+
+
 def test_stage_hold_keeps_progress_within_a_stage_and_lets_a_return_through(toy_store):
     from roboreward.rewards.sarm.modeling_sarm import hold_step
 

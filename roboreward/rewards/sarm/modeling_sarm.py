@@ -40,7 +40,7 @@ from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream, register_reward_model
 from .configuration_sarm import SARMConfig
 from ..features import batch_state, batch_views, gate_sequence, gate_step, observation_features, scene_change, task_ids
-from ..targets import SINGLE_STAGE, StageSet, annotation_targets
+from ..targets import DONE_STAGE, SINGLE_STAGE, StageSet, annotation_targets
 from .data_sarm import SARMDataset, target_key
 
 
@@ -133,11 +133,16 @@ def hold_step(previous: torch.Tensor, reading: torch.Tensor, stage: torch.Tensor
     return torch.where(stage >= previous_stage, torch.maximum(reading, previous), reading)
 
 
-def stage_transitions(n_stages: int, back_prob: float) -> torch.Tensor:
+def stage_transitions(n_stages: int, back_prob: float, done: bool = False) -> torch.Tensor:
     """(K, K) row-stochastic transitions of the stage filter: from stage j every stage k >= j is
     equally likely a priori (staying, moving on, skipping a short stage), an earlier one has weight
-    ``back_prob``."""
+    ``back_prob``. With a terminal ``done`` stage (the last one) it is entered only from the last
+    annotated stage: done follows the last subtask, and an absorbing stage that every stage could
+    jump to would collect the belief of any failure that ends looking a little like it (a stuck
+    reach whose head gives done 5-10% for a few dozen frames ended "done" that way)."""
     a = torch.ones(n_stages, n_stages).triu() + torch.full((n_stages, n_stages), float(back_prob)).tril(-1)
+    if done and n_stages > 2:
+        a[: n_stages - 2, n_stages - 1] = 0.0
     return a / a.sum(1, keepdim=True)
 
 
@@ -183,7 +188,9 @@ class SARM(RewardModel):
             # Derived from the config, so not saved (persistent=False): the checkpoint stays weights only.
             self.register_buffer(f"start_{level}", cum, persistent=False)
             self.register_buffer(f"prior_{level}", torch.tensor(priors, dtype=torch.float32), persistent=False)
-            self.register_buffer(f"transitions_{level}", stage_transitions(len(names), config.filter_back_prob), persistent=False)
+            done = len(names) > 1 and names[-1] == DONE_STAGE
+            self.register_buffer(f"transitions_{level}", stage_transitions(len(names), config.filter_back_prob, done),
+                                 persistent=False)
         self.register_buffer("offsets", window_offsets(config.window, config.frame_gap), persistent=False)
 
     # ------------------------------------------------------------------ training and evaluation hooks
