@@ -6,7 +6,8 @@ generate the store, train the reward model with its config for each seed, then e
 - in domain: the held-out episodes of its own training store (``--episodes val``);
 - on each held-out variant ``datasets/<task>_heldout_<variant>.yaml`` (control = standard look on
   unseen seeds, then colours, light, camera, distractors, textures: the control's episodes with one
-  factor changed), every episode,
+  factor changed; layout: other episodes with the objects nearer the base and wider apart than in
+  any training recipe), every episode,
 all through the `roboreward` command line a user would run. Each (task, training data, seed,
 evaluation set) is a cell whose metrics.json is kept in the work folder, so an interrupted run
 resumes where it stopped (stores, feature caches, runs and evaluations are reused).
@@ -49,7 +50,7 @@ import common  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"voc": 0.95, "auroc": 0.95, "finish_over_hover": 1.0, "min_final_success": 0.85, "post_success_drop_share": 0.0,
          "freeze_rise_max": 0.01}
-VARIANTS = ("control", "colours", "light", "camera", "distractors", "textures")
+VARIANTS = ("control", "colours", "light", "camera", "distractors", "textures", "layout")
 FIGURES = ("voc", "auroc", "finish_over_hover", "min_final_success", "post_success_drop_share", "freeze_rise_max",
            "final_gap", "stage_accuracy", "mae")
 

@@ -98,12 +98,16 @@ def quality_table(d):
           "mixed-quality data (`<task>_mixed`, 100 episodes, one look) or on domain-randomised data (`<task>_randomised`, the "
           "same episodes in drawn colours, light, camera poses and distractors, excluding every held-out value); evaluated "
           "in domain (its 20 held-out episodes) and on each held-out variant (20 unseen episodes: control = standard look, "
-          "then one factor changed). Mean over training seeds. Goals: VOC and AUROC >= "
+          "then one factor changed; `textures`: a grid-lined table and speckled objects, a pattern no training recipe has; `layout`: other "
+          "episodes, objects nearer the base and wider apart than in any training recipe). "
+          "Mean over training seeds. Goals: VOC and AUROC >= "
           f"{g['voc']}, every success finishes above its hover (share {g['finish_over_hover']:.0f}) and at >= "
           f"{g['min_final_success']}, no drop after success, freeze rise <= {g['freeze_rise_max']}. Rows without a "
           "suffix read SARM as published (no stage filter, no change gate); `+robust`: the same models read through the "
           "stage filter and change gate; `+hold`: the robust readout plus the stage hold (`readout_hold: stage`, progress "
-          "does not fall unless the stage goes back; configs/reward/sarm.yaml's default); `+freeze`: trained with freeze augmentation; "
+          "does not fall unless the stage goes back); `+done`: trained with the terminal done stage (`done_key: gt.success`, "
+          "progress exactly 1 once the task is finished and the object let go) and read with the robust readout and the "
+          "stage hold (`configs/reward/sarm_done.yaml`, trained and read as configured); `+freeze`: trained with freeze augmentation; "
           "`+lite1`: the robust SARM over the second offline encoder, efficientnet_lite1 (`configs/reward/sarm_lite1.yaml`, "
           "trained and read as configured).\n")
     print("| task | trained on | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
@@ -114,7 +118,7 @@ def quality_table(d):
         v = agg.get(key)
         return "n/a" if v is None else fmt.format(v["mean"]) + (f" ± {v['std']:.2f}" if v["n"] > 1 else "")
 
-    order = ["in_domain", "control", "colours", "light", "camera", "distractors"]
+    order = ["in_domain", "control", "colours", "light", "camera", "distractors", "textures", "layout"]
 
     def place(key):
         task, train, name = key.split("/")
@@ -142,7 +146,7 @@ def rewards_table(d):
     print("| task | model | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
           "| freeze rise (max) | MAE | train s | seeds |")
     print("|---" * 12 + "|")
-    order = ["in_domain", "control", "colours", "light", "camera", "distractors"]
+    order = ["in_domain", "control", "colours", "light", "camera", "distractors", "textures", "layout"]
     models = ["sarm", "grm", "perceptual", "time_regression", "success_classifier"]
 
     def cell(agg, key, fmt="{:.2f}"):

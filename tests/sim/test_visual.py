@@ -348,7 +348,8 @@ RANDOMISED = sorted(p.name for p in DATASETS.glob("*_randomised.yaml"))
 
 def test_the_recipes_exist_and_standard_ones_have_no_visual_options():
     for task in ("pick_place", "stack"):
-        assert {f"{task}_heldout_{v}.yaml" for v in ("control", "colours", "light", "camera", "distractors", "textures")} <= set(HELDOUT)
+        assert {f"{task}_heldout_{v}.yaml" for v in ("control", "colours", "light", "camera", "distractors", "textures",
+                                                     "layout")} <= set(HELDOUT)
         assert f"{task}_randomised.yaml" in RANDOMISED
     for name in ("pick_place_mixed", "stack_mixed", "drawer_mixed", "pick_place_rabc", "stack_rabc"):
         recipe = Recipe.from_yaml(DATASETS / f"{name}.yaml")
@@ -379,7 +380,7 @@ def test_recipe_generates_and_records_its_look(name, tmp_path, control_episodes)
         assert set(ep.info["visual"]) and store.episodes[0].info == ep.info
     else:
         assert ep.info == {}
-    if "heldout" in name:  # the variants are the control's episodes with another look
+    if "heldout" in name and not recipe.task_config:  # the look variants are the control's episodes with another look
         control = control_episodes[recipe.task]
         for key in PHYSICS_KEYS:
             np.testing.assert_array_equal(ep.data[key], control.data[key], err_msg=key)
@@ -408,6 +409,12 @@ def test_heldout_values_lie_outside_the_randomised_ranges(task):
     for cam, turn in camera._offset_rot.items():
         assert np.abs(turn).max() > train._jitter_rot[cam][0]
     assert held("distractors")._count[0] > train._count[1]
+    from roboreward.sim.tasks import TASKS as TASK_CLASSES
+
+    layout = Recipe.from_yaml(DATASETS / f"{task}_heldout_layout.yaml").task_config
+    trained = TASK_CLASSES[task].default_config()  # every training recipe keeps the task's default layout
+    assert layout["x_range"][1] <= trained.x_range[0] and layout["y_range"][1] > trained.y_range[1]
+    assert not Recipe.from_yaml(DATASETS / f"{task}_randomised.yaml").task_config
     textures = held("textures")
     assert textures._table_patterns and textures._object_patterns
     assert not set(textures._table_patterns + textures._object_patterns) & set(train._table_patterns + train._object_patterns)
