@@ -28,7 +28,8 @@ benchmarks/results/bench_reward_quality.json.
 ``<run>/eval_<set>+<label>``. Unlabelled SARM cells read SARM as published (``readout_filter=none``,
 ``readout_gate=0``); the robust readout that configs/reward/sarm.yaml sets is measured by
 ``--label robust --readout readout_filter=stage,readout_gate=0.05`` (``--label hold`` adds
-``readout_hold=stage``). ``--as-configured`` evaluates a
+``readout_hold=stage``). The `+done` rows, SARM as configs/reward/sarm.yaml trains and reads it since
+2026-12-05 (done stage, stage hold): ``--train randomised --label done --as-configured``. ``--as-configured`` evaluates a
 ``--label``/``--config`` variant with the readout its own config sets (``--label lite1 --config
 configs/reward/sarm_lite1.yaml --as-configured``: the robust SARM over another encoder).
 """

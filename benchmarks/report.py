@@ -105,9 +105,9 @@ def quality_table(d):
           f"{g['min_final_success']}, no drop after success, freeze rise <= {g['freeze_rise_max']}. Rows without a "
           "suffix read SARM as published (no stage filter, no change gate); `+robust`: the same models read through the "
           "stage filter and change gate; `+hold`: the robust readout plus the stage hold (`readout_hold: stage`, progress "
-          "does not fall unless the stage goes back); `+done`: trained with the terminal done stage (`done_key: gt.success`, "
+          "does not fall unless the stage goes back; the default 2026-12-02 to 12-05); `+done`: trained with the terminal done stage (`done_key: gt.success`, "
           "progress exactly 1 once the task is finished and the object let go) and read with the robust readout and the "
-          "stage hold (`configs/reward/sarm_done.yaml`, trained and read as configured); `+freeze`: trained with freeze augmentation; "
+          "stage hold (`configs/reward/sarm.yaml`'s default since 2026-12-05, trained and read as configured); `+freeze`: trained with freeze augmentation; "
           "`+lite1`: the robust SARM over the second offline encoder, efficientnet_lite1 (`configs/reward/sarm_lite1.yaml`, "
           "trained and read as configured).\n")
     print("| task | trained on | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
@@ -205,7 +205,12 @@ def _seed_counts(d) -> str:
     return "training seeds: " + ", ".join(f"{k} ({', '.join(v)})" for k, v in sorted(groups.items(), reverse=True))
 
 
-def rabc_table(d, name="bench_rabc"):
+RABC_STACK_NOTE = (" This rerun (`--tasks stack --out benchmarks/results/bench_rabc_stack.json`) is stack only, with "
+                   "SARM as configs/reward/sarm.yaml now trains and reads it: the terminal done stage and the stage hold; "
+                   "the table above is from the SARM of 2026-12-02 (robust readout, no hold, no done stage).")
+
+
+def rabc_table(d, name="bench_rabc", note=""):
     n = d["episodes"]
     vision = d.get("policy") == "vision"
     what = (f"the visuomotor policy of `{d['policy_config']}` (two cameras + joint state, no object poses; "
@@ -218,14 +223,17 @@ def rabc_table(d, name="bench_rabc"):
           + _seed_counts(d)
           + f", {n} rollouts per policy from the same initial states. Success in % "
           "(mean ± std over seeds; pooled 95% Wilson interval). Goals (standard mix, marked against RA-BC with "
-          "LeRobot's formula and kappa 0.01): RA-BC (SARM) >= plain + 25 points and within 10 points of the oracle.\n")
+          "LeRobot's formula and kappa 0.01): RA-BC (SARM) >= plain + 25 points and within 10 points of the oracle; "
+          "RA-BC (SARM) within 3 points of RA-BC (sim progress) in every task and mix." + note + "\n")
     conds = list(d["conditions"])
     variants = [c for c in ("rabc_sarm", "rabc_sarm_kappa", "rabc_sarm_gate") if c in conds]
     names = {"rabc_sarm": "kappa 0.01", "rabc_sarm_kappa": "kappa 0.03", "rabc_sarm_gate": "gate"}
     which = " / ".join(names[c] for c in variants)
+    vs_gt = "rabc_gt" in conds
     print("| task | mix (expert/subopt./failure) | " + " | ".join(d["conditions"][c] for c in conds)
-          + f" | RA-BC (SARM) vs plain ({which}) | gap to oracle ({which}) |")
-    print("|---" * (len(conds) + 4) + "|")
+          + f" | RA-BC (SARM) vs plain ({which}) | gap to oracle ({which}) |"
+          + (f" RA-BC (SARM) vs sim progress ({which}) |" if vs_gt else ""))
+    print("|---" * (len(conds) + 4 + vs_gt) + "|")
     weights = []
     for mix, entry in d["mixes"].items():
         shares = "/".join(f"{100 * v:.0f}" for v in entry["mix"].values())
@@ -239,7 +247,9 @@ def rabc_table(d, name="bench_rabc"):
                 g = d["goals"]
                 gain += " (goal +{:.0f} {})".format(100 * g["gain_over_plain"], "met" if t["goals_met"]["gain_over_plain"] else "not met")
                 gap += " (goal {:.0f} {})".format(100 * g["gap_to_oracle"], "met" if t["goals_met"]["gap_to_oracle"] else "not met")
-            print(f"| {task} | {mix.replace('_', '-')} {shares} | " + " | ".join(cells) + f" | {gain} | {gap} |")
+            versus = (" " + " / ".join(f"{100 * (c_[v]['mean'] - c_['rabc_gt']['mean']):+.0f}" for v in variants) + " |"
+                      if vs_gt else "")
+            print(f"| {task} | {mix.replace('_', '-')} {shares} | " + " | ".join(cells) + f" | {gain} | {gap} |" + versus)
             m = c_["rabc_sarm"]["mean_weight"] or {}
             order = [q for q in ("expert", "suboptimal", "failure") if q in m] + [q for q in m if q not in ("expert", "suboptimal", "failure")]
             weights.append(f"{task} {mix.replace('_', '-')}: " + ", ".join(f"{q} {m[q]:.2f}" for q in order)
@@ -364,7 +374,9 @@ def _print_tables():
     for name, fn in (("bench_rl", rl_table), ("bench_deploy", deploy_table),
                      ("bench_rabc_vision", lambda d: rabc_table(d, "bench_rabc_vision")),
                      ("bench_vision_layout", vision_layout_table),
-                     ("bench_policies", policies_table), ("bench_rabc", rabc_table), ("bench_reward_quality", quality_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
+                     ("bench_policies", policies_table), ("bench_rabc", rabc_table),
+                     ("bench_rabc_stack", lambda d: rabc_table(d, "bench_rabc_stack", RABC_STACK_NOTE)),
+                     ("bench_reward_quality", quality_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
         if d is None:

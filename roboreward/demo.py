@@ -27,7 +27,7 @@ def _demo_reward() -> RewardTrainConfig:
     # configs/reward/sarm.yaml's model at demo size: a few hundred steps on a dozen episodes.
     return RewardTrainConfig(
         model={"type": "sarm", "state_key": "observation.state", "window": 8, "frame_gap": 5,
-               "readout_filter": "stage", "readout_gate": 0.05},
+               "readout_filter": "stage", "readout_gate": 0.05, "readout_hold": "stage", "done_key": "gt.success"},
         train=TrainConfig(steps=600, batch_size=64, warmup_steps=60, val_every=300, ckpt_every=300, log_every=50),
         data=RewardDataConfig(image_size=96, val_fraction=0.1),
     )
