@@ -210,6 +210,22 @@ RABC_STACK_NOTE = (" This rerun (`--tasks stack --out benchmarks/results/bench_r
                    "the table above is from the SARM of 2026-12-02 (robust readout, no hold, no done stage).")
 
 
+def demo_table(d):
+    figs = [("voc", "VOC", "{:.3f}"), ("auroc", "AUROC", "{:.2f}"), ("finish_over_hover", "finish > hover", "{:.2f}"),
+            ("min_final_success", "lowest final (success)", "{:.2f}"), ("post_success_drop_share", "drop after success", "{:.2f}"),
+            ("freeze_rise_max", "freeze rise (max)", "{:.3f}"), ("final_gap", "final gap succ - fail", "{:.2f}")]
+    print(f"**The demo over seeds** (`bench_demo.py`, {d['date']}{', quick' if d['quick'] else ''}): `roboreward demo` "
+          f"(`{d['config']}`) once per seed, each with its own training data (dataset seed = seed x "
+          f"{d['dataset_seed_stride']}) and training seed, evaluated on the demo's evaluation set "
+          f"({d['n_success']} successes / {d['n_failure']} failures).\n")
+    print("| seed | " + " | ".join(f[1] for f in figs) + " |")
+    print("|---" * (len(figs) + 1) + "|")
+    for seed, f in d["per_seed"].items():
+        print(f"| {seed} | " + " | ".join("n/a" if f.get(k) is None else fmt.format(f[k]) for k, _, fmt in figs) + " |")
+    print("| mean | " + " | ".join("n/a" if d["summary"].get(k) is None else fmt.format(d["summary"][k]["mean"])
+                                   for k, _, fmt in figs) + " |\n")
+
+
 def rabc_table(d, name="bench_rabc", note=""):
     n = d["episodes"]
     vision = d.get("policy") == "vision"
@@ -376,7 +392,7 @@ def _print_tables():
                      ("bench_vision_layout", vision_layout_table),
                      ("bench_policies", policies_table), ("bench_rabc", rabc_table),
                      ("bench_rabc_stack", lambda d: rabc_table(d, "bench_rabc_stack", RABC_STACK_NOTE)),
-                     ("bench_reward_quality", quality_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
+                     ("bench_reward_quality", quality_table), ("bench_demo", demo_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
         if d is None:
