@@ -33,6 +33,23 @@ def small_config(store, episodes=None, **kw) -> SARMConfig:
     return SARMConfig.from_store(store, FEATURE_KEY, episodes, **base)
 
 
+def fit_in_memory(model: SARM, ds: SARMDataset, steps: int, seed: int, batch_size: int = 48) -> list[float]:
+    """AdamW on random batches of a tiny dataset held in memory; the loss of every step."""
+    data = default_collate([ds[i] for i in range(len(ds))])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(0, len(ds), (batch_size,), generator=gen)
+        batch = {k: (v[idx] if torch.is_tensor(v) else [v[i] for i in idx]) for k, v in data.items()}
+        loss = model.loss(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def annotated_store(path, episodes: list[tuple[int, dict]]) -> EpisodeStore:
     store = EpisodeStore.create(path, {"x": FeatureSpec((1,), "float32", "low_dim")}, fps=10.0)
     for length, ann in episodes:
@@ -126,18 +143,9 @@ def test_done_stage_is_learned_and_read_as_finished(tmp_path):
     assert cfg.sparse_stages[-1] == DONE_STAGE and cfg.sparse_priors[-1] == 0.0
     torch.manual_seed(0)
     ds = SARMDataset(store, cfg, train_eps)
-    data = default_collate([ds[i] for i in range(len(ds))])
-    assert (data["sarm.sparse.stage"] == 2).any()  # done frames among the targets
+    assert any((ds[i]["sarm.sparse.stage"] == 2).any() for i in range(len(ds)))  # done frames among the targets
     model = SARM(cfg).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(150):
-        idx = torch.randint(0, len(ds), (48,), generator=gen)
-        batch = {k: (v[idx] if torch.is_tensor(v) else [v[i] for i in idx]) for k, v in data.items()}
-        loss = model.loss(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_in_memory(model, ds, steps=150, seed=0)
     model.eval()
     batch = episode_batch(store, cfg, val_eps)
     stage = model.stage_probs(batch).argmax(-1)
@@ -497,19 +505,8 @@ def test_tiny_training_learns_progress(toy_store, seed):
     train_eps, val_eps = [0, 1, 2, 3, 4, 5], [6, 7]
     cfg = small_config(toy_store, train_eps, rewind_prob=0.5, perturb_prob=0.2)
     ds = SARMDataset(toy_store, cfg, train_eps)
-    data = default_collate([ds[i] for i in range(len(ds))])  # tiny: hold it in memory
     model = SARM(cfg).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(150):
-        idx = torch.randint(0, len(ds), (48,), generator=gen)
-        batch = {k: (v[idx] if torch.is_tensor(v) else [v[i] for i in idx]) for k, v in data.items()}
-        loss = model.loss(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_in_memory(model, ds, steps=150, seed=seed)
     assert np.mean(losses[-15:]) < 0.5 * np.mean(losses[:15])
     model.eval()
     batch = episode_batch(toy_store, cfg, val_eps)
