@@ -205,7 +205,8 @@ def _seed_counts(d) -> str:
     return "training seeds: " + ", ".join(f"{k} ({', '.join(v)})" for k, v in sorted(groups.items(), reverse=True))
 
 
-RABC_STACK_NOTE = (" This rerun (`--tasks stack --out benchmarks/results/bench_rabc_stack.json`) is stack only, with "
+RABC_STACK_NOTE = (" This rerun (`--tasks stack --conditions plain,rabc_sarm,rabc_sarm_kappa,rabc_gt,expert_only "
+                   "--out benchmarks/results/bench_rabc_stack.json`) is stack only, with "
                    "SARM as configs/reward/sarm.yaml now trains and reads it: the terminal done stage and the stage hold; "
                    "the table above is from the SARM of 2026-12-02 (robust readout, no hold, no done stage).")
 

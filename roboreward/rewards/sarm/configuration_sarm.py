@@ -47,8 +47,9 @@ class SARMConfig(FeatureRewardConfig):
     """Dense stage priors, as ``sparse_priors``."""
 
     done_key: str | None = None
-    """Per-frame success flag of the store (``gt.success`` in the sim stores; any 0/1 or bool frame
-    feature of yours) that gives a terminal stage ``done`` after the last subtask: in a successful
+    """Per-frame success flag of the store (``gt.success`` in the sim stores, ``next.success`` in a
+    LeRobot evaluation recording brought in by ``data import-lerobot``; any 0/1 or bool frame feature)
+    that gives a terminal stage ``done`` after the last subtask: in a successful
     episode, the frames from where the flag last turns on to the end (the task finished, the object
     let go) have progress exactly 1, so finishing pays more than hovering over the goal or a regrasp
     that lifts a placed object. None, or a store without that feature: no done stage (SARM as
