@@ -128,6 +128,11 @@ def test_done_stage_targets_hand_computed(tmp_path):
     assert no_key.stage.max() == 1
     with pytest.raises(StoreError, match="no per-frame success flag 'gt.success'"):
         done_onsets(store, [0], "gt.success")
+    # LeRobot's per-frame next.success, carried by import-lerobot as a (1,) low-dim feature, works alike.
+    lr = EpisodeStore.create(tmp_path / "lr.zarr", {"next.success": FeatureSpec((1,), "float32", "low_dim")}, fps=10.0)
+    lr.add_episode(Episode({"next.success": np.array([[0], [0], [0], [1], [1]], np.float32)}, task="t", success=True,
+                           annotations={"sparse": [Subtask("a", 0, 5)]}))
+    assert done_onsets(lr, [0], "next.success") == {0: 3}
     named = annotated_store(tmp_path / "n.zarr", [(5, {"sparse": [("a", 0, 2), ("done", 2, 5)]})])
     with pytest.raises(StoreError, match="already name a stage 'done'"):
         stage_priors(named, done=True)
