@@ -35,7 +35,7 @@ TEXTURES = {
     # name: (texture attributes, table texrepeat, object texrepeat per metre). Neutral light greys,
     # so a material's colour (the table colour, an object's colour) tints them as it tints the
     # plain checker.
-    "checker": ('builtin="checker" rgb1="1 1 1" rgb2="0.94 0.94 0.94"', "8 8", "40 40"),
+    "checker": (f'builtin="checker" rgb1="{NEUTRAL_CHECKER[0]}" rgb2="{NEUTRAL_CHECKER[1]}"', "8 8", "40 40"),
     "bold_checker": ('builtin="checker" rgb1="1 1 1" rgb2="0.62 0.62 0.62"', "8 8", "40 40"),
     "grid": ('builtin="flat" rgb1="1 1 1" mark="edge" markrgb="0.55 0.55 0.55"', "10 10", "60 60"),
     "cross": ('builtin="flat" rgb1="1 1 1" mark="cross" markrgb="0.6 0.6 0.6"', "6 6", "40 40"),

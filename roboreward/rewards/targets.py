@@ -63,6 +63,11 @@ class StageSet:
         return self.names[:-1] if self.has_done else self.names
 
 
+def has_done_flag(store: EpisodeStore, key: str | None) -> bool:
+    """Whether ``key`` names a frame feature of the store that can mark the done stage."""
+    return key is not None and key in store.features
+
+
 def done_onsets(store: EpisodeStore, episodes: Sequence[int], key: str) -> dict[int, int]:
     """First frame of the ``done`` stage per episode that has one: episodes marked successful whose
     per-frame flag ``key`` (> 0.5 = the success condition holds) holds at the last frame; the stage
@@ -126,9 +131,9 @@ def stage_priors(store: EpisodeStore, episodes: Sequence[int] | None = None, lev
     _check_level(level)
     eps = selected_episodes(store, episodes)
     every = list(range(store.n_episodes))
-    tail = ((DONE_STAGE,), (0.0,)) if done else ((), ())
+    done_names, done_priors = ((DONE_STAGE,), (0.0,)) if done else ((), ())
     if not _has_level(store, eps, level):
-        return StageSet(level, (SINGLE_STAGE, *tail[0]), (1.0, *tail[1]))
+        return StageSet(level, (SINGLE_STAGE, *done_names), (1.0, *done_priors))
 
     def collect(ids):
         fractions: dict[str, list[float]] = {}
@@ -147,7 +152,7 @@ def stage_priors(store: EpisodeStore, episodes: Sequence[int] | None = None, lev
         raise StoreError(f"{store.path}: the {level} annotations already name a stage {DONE_STAGE!r}; train without "
                          "a terminal done stage (done_key: null) or rename that subtask")
     raw = np.array([np.mean(fractions[n]) if n in fractions else np.mean(all_fractions[n]) for n in names])
-    return StageSet(level, (*names, *tail[0]), (*(float(p) for p in raw / raw.sum()), *tail[1]))
+    return StageSet(level, (*names, *done_names), (*(float(p) for p in raw / raw.sum()), *done_priors))
 
 
 @dataclass
@@ -197,18 +202,23 @@ def annotation_targets(
     """Per-frame targets for ``episodes`` (default all) at each level of ``mode`` (``sparse``,
     ``dense`` or ``dual`` = both). ``stages`` gives the stage sets per level (e.g. a trained
     model's, from its config); by default they are computed from ``episodes`` with ``stage_priors``
-    (with a ``done`` stage when ``done_key`` is given). A stage set ending in ``done`` labels the
-    done frames (``done_onsets`` of ``done_key``) where ``done_key`` is given; without it every frame
-    keeps its annotation's stage."""
+    (with a ``done`` stage when the store has the frame feature ``done_key``). A stage set ending in
+    ``done`` labels the done frames (``done_onsets`` of ``done_key``) where the store has that
+    feature; without it (no key, or a store that does not record it) every frame keeps its
+    annotation's stage."""
     levels = {"sparse": ("sparse",), "dense": ("dense",), "dual": ("sparse", "dense")}.get(mode)
     if levels is None:
         raise StoreError(f"mode {mode!r} is not one of ('sparse', 'dense', 'dual')")
     eps = selected_episodes(store, episodes)
+    flagged = has_done_flag(store, done_key)
+    found: dict[int, int] | None = None  # done onsets, read once for every level that has the stage
     out = {}
     for level in levels:
-        stage_set = (stages or {}).get(level) or stage_priors(store, eps, level, done=done_key is not None)
+        stage_set = (stages or {}).get(level) or stage_priors(store, eps, level, done=flagged)
         single = stage_set.annotated == (SINGLE_STAGE,) and not _has_level(store, eps, level)
-        onsets = done_onsets(store, eps, done_key) if done_key is not None and stage_set.has_done else {}
+        if flagged and stage_set.has_done and found is None:
+            found = done_onsets(store, eps, done_key)
+        onsets = found if flagged and stage_set.has_done else {}
         n = store.n_frames
         stage = np.full(n, -1, np.int64)
         tau = np.full(n, np.nan, np.float32)

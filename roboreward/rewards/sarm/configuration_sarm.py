@@ -188,10 +188,10 @@ class SARMConfig(FeatureRewardConfig):
     def store_fields(self, store: "EpisodeStore", episodes: list[int]) -> dict[str, Any]:
         """Stages and priors of each level from the training ``episodes`` (``targets.stage_priors``),
         with the terminal ``done`` stage when ``done_key`` is a feature of the store."""
-        from ..targets import stage_priors
+        from ..targets import has_done_flag, stage_priors
 
         fields: dict[str, Any] = {}
-        done = self.done_key is not None and self.done_key in store.features
+        done = has_done_flag(store, self.done_key)
         for level in self.levels:
             stage_set = stage_priors(store, episodes, level, done=done)
             fields[f"{level}_stages"] = list(stage_set.names)

@@ -44,9 +44,10 @@ class SARMDataset(Dataset):
             ),
             episodes,
         )
-        stages = {lvl: StageSet.from_config(config, lvl) for lvl in config.levels}
-        done = config.done_key if any(s.has_done for s in stages.values()) else None
-        self.targets = annotation_targets(self.store, self.clips.episodes, config.annotation_mode, stages, done_key=done)
+        self.targets = annotation_targets(
+            self.store, self.clips.episodes, config.annotation_mode,
+            {lvl: StageSet.from_config(config, lvl) for lvl in config.levels}, done_key=config.done_key,
+        )
 
     def __len__(self) -> int:
         return len(self.clips)

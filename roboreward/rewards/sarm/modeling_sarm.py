@@ -40,7 +40,7 @@ from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream, register_reward_model
 from .configuration_sarm import SARMConfig
 from ..features import batch_state, batch_views, gate_sequence, gate_step, observation_features, scene_change, task_ids
-from ..targets import DONE_STAGE, SINGLE_STAGE, StageSet, annotation_targets
+from ..targets import SINGLE_STAGE, StageSet, annotation_targets, has_done_flag
 from .data_sarm import SARMDataset, target_key
 
 
@@ -188,7 +188,7 @@ class SARM(RewardModel):
             # Derived from the config, so not saved (persistent=False): the checkpoint stays weights only.
             self.register_buffer(f"start_{level}", cum, persistent=False)
             self.register_buffer(f"prior_{level}", torch.tensor(priors, dtype=torch.float32), persistent=False)
-            done = len(names) > 1 and names[-1] == DONE_STAGE
+            done = StageSet.from_config(config, level).has_done
             self.register_buffer(f"transitions_{level}", stage_transitions(len(names), config.filter_back_prob, done),
                                  persistent=False)
         self.register_buffer("offsets", window_offsets(config.window, config.frame_gap), persistent=False)
@@ -210,9 +210,8 @@ class SARM(RewardModel):
         # Without annotations only a one-stage model (the whole episode) has targets.
         if not all(annotated) and not (stages.annotated == (SINGLE_STAGE,) and not any(annotated)):
             return None
-        done = self.config.done_key if stages.has_done and self.config.done_key in store.features else None
         try:
-            return annotation_targets(store, episodes, level, {level: stages}, done_key=done)[level]
+            return annotation_targets(store, episodes, level, {level: stages}, done_key=self.config.done_key)[level]
         except (StoreError, RoborewardError):
             return None  # annotations name stages the model does not know: no stage accuracy
 
@@ -223,7 +222,7 @@ class SARM(RewardModel):
         mode = overrides.get("annotation_mode", SARMConfig.annotation_mode)
         notes = []
         done_key = overrides.get("done_key", SARMConfig.done_key)
-        if done_key is not None and done_key not in store.features:
+        if done_key is not None and not has_done_flag(store, done_key):
             notes.append(
                 f"note: {store.path} has no per-frame success flag {done_key!r}, so SARM trains without its terminal "
                 "'done' stage: a finished task then scores what the end of its last subtask does. Record a 0/1 frame "
