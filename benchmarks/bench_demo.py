@@ -33,22 +33,31 @@ SEED_STRIDE = 10000
 seeds start at 100000, so no training episode of seeds 0-9 is an evaluation episode."""
 
 
+def seed_config(seed: int, quick: bool) -> dict:
+    """configs/demo.yaml as demo seed ``seed`` runs it."""
+    config = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
+    config["dataset"]["seed"] = seed * SEED_STRIDE
+    config["reward"].setdefault("train", {})["seed"] = seed
+    if quick:  # the same pipeline at toy size
+        config["dataset"].update(episodes=6, image_size=32)
+        config["evaluation"].update(episodes=4, image_size=32)
+        config["reward"]["train"].update(steps=60, val_every=60, ckpt_every=60, warmup_steps=5)
+        config["reward"]["data"]["image_size"] = 32
+    return config
+
+
 def run_seed(seed: int, work: Path, quick: bool) -> dict:
     out = work / f"seed{seed}"
     metrics_path = out / "sarm" / "eval" / "metrics.json"
+    config = seed_config(seed, quick)
+    saved = out / "demo.yaml"
+    if saved.is_file() and yaml.safe_load(saved.read_text()) != config:
+        raise SystemExit(f"{out} holds a demo run of another configs/demo.yaml; remove that folder (or pass --workdir) to rerun")
     if not metrics_path.is_file():
-        config = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
-        config["dataset"]["seed"] = seed * SEED_STRIDE
-        config["reward"].setdefault("train", {})["seed"] = seed
-        if quick:  # the same pipeline at toy size
-            config["dataset"].update(episodes=6, image_size=32)
-            config["evaluation"].update(episodes=4, image_size=32)
-            config["reward"]["train"].update(steps=60, val_every=60, ckpt_every=60, warmup_steps=5)
-            config["reward"]["data"]["image_size"] = 32
         out.mkdir(parents=True, exist_ok=True)
-        (out / "demo.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        saved.write_text(yaml.safe_dump(config, sort_keys=False))
         env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "HF_HUB_OFFLINE": "1"}
-        subprocess.run([sys.executable, "-m", "roboreward.cli", "demo", "--config", out / "demo.yaml", "--out", out],
+        subprocess.run([sys.executable, "-m", "roboreward.cli", "demo", "--config", saved, "--out", out],
                        check=True, env=env, cwd=ROOT)
     return figures(json.loads(metrics_path.read_text()))
 
@@ -66,7 +75,9 @@ def main():
         summary[fig] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "min": float(np.min(vals)),
                         "max": float(np.max(vals)), "n": len(vals)} if vals else None
     first = next(iter(per_seed.values()))
+    dataset = seed_config(seeds[0], args.quick)["dataset"]
     record = {"quick": args.quick, "seeds": seeds, "dataset_seed_stride": SEED_STRIDE, "config": "configs/demo.yaml",
+              "train_episodes": dataset["episodes"], "train_mix": dataset["mix"],
               "n_success": first.get("n_success"), "n_failure": first.get("n_failure"),
               "per_seed": {str(k): v for k, v in per_seed.items()}, "summary": summary}
     rows = [[str(s), *(f.get(fig) if f.get(fig) is not None else "n/a" for fig in FIGURES)] for s, f in per_seed.items()]

@@ -212,11 +212,13 @@ RABC_STACK_NOTE = (" This rerun (`--tasks stack --conditions plain,rabc_sarm,rab
 
 
 def demo_table(d):
+    mix = ", ".join(f"{k} {v:.0%}" for k, v in (d.get("train_mix") or {}).items())
+    train = f"{d['train_episodes']} episodes, {mix}; " if d.get("train_episodes") else ""
     figs = [("voc", "VOC", "{:.3f}"), ("auroc", "AUROC", "{:.2f}"), ("finish_over_hover", "finish > hover", "{:.2f}"),
             ("min_final_success", "lowest final (success)", "{:.2f}"), ("post_success_drop_share", "drop after success", "{:.2f}"),
             ("freeze_rise_max", "freeze rise (max)", "{:.3f}"), ("final_gap", "final gap succ - fail", "{:.2f}")]
     print(f"**The demo over seeds** (`bench_demo.py`, {d['date']}{', quick' if d['quick'] else ''}): `roboreward demo` "
-          f"(`{d['config']}`) once per seed, each with its own training data (dataset seed = seed x "
+          f"(`{d['config']}`) once per seed, each with its own training data ({train}dataset seed = seed x "
           f"{d['dataset_seed_stride']}) and training seed, evaluated on the demo's evaluation set "
           f"({d['n_success']} successes / {d['n_failure']} failures).\n")
     print("| seed | " + " | ".join(f[1] for f in figs) + " |")
