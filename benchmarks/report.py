@@ -110,7 +110,8 @@ def quality_table(d):
           "stage hold (`configs/reward/sarm.yaml`'s default since 2026-12-05, trained and read as configured); `+freeze`: trained with freeze augmentation; "
           "`+lite1`: the robust SARM over the second offline encoder, efficientnet_lite1 (`configs/reward/sarm_lite1.yaml`, "
           "trained and read as configured); `+nostate`: the `+done` SARM without the joint state, cameras only "
-          "(`configs/reward/sarm_nostate.yaml`); `randomised_failures`: the randomised looks with 40% failed episodes "
+          "(`configs/reward/sarm_nostate.yaml`); `+statenoise`: the `+done` SARM trained with a per-clip offset of the joint "
+          "state, std 8 deg (`configs/reward/sarm_statenoise.yaml`); `randomised_failures`: the randomised looks with 40% failed episodes "
           "instead of 20% (`datasets/<task>_randomised_failures.yaml`).\n")
     print("| task | trained on | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
           "| freeze rise (max) | final gap succ - fail | stage acc | succ / fail | seeds | goals met |")

@@ -551,6 +551,37 @@ def test_freeze_augmentation_repeats_the_last_moving_frame_with_its_targets():
         SARMConfig(tasks=["t"], sparse_stages=["a"], sparse_priors=[1.0], freeze_prob=1.5)
 
 
+def test_state_noise_shifts_each_clip_by_one_offset_in_training_only(toy_store, monkeypatch):
+    torch.manual_seed(0)
+    cfg = small_config(toy_store, state_key="observation.state", state_noise=5.0, rewind_prob=0.0, perturb_prob=0.0)
+    model = SARM(cfg).train()
+    ds = SARMDataset(toy_store, cfg)
+    batch = default_collate([ds[i] for i in range(5, len(ds), max(1, len(ds) // 40))])
+    seen = {}
+    real = model.window_outputs
+
+    def spy(feats, state, task, pad):
+        seen["state"] = state
+        return real(feats, state, task, pad)
+
+    monkeypatch.setattr(model, "window_outputs", spy)
+    model.loss(batch)
+    clean = model.state_of(batch)
+    offset = seen["state"] - clean
+    # One offset per clip and value, the same on every frame of the clip ...
+    torch.testing.assert_close(offset, offset[:, :1].expand_as(offset))
+    first = offset[:, 0]
+    assert len(first) >= 30 and 3.5 < float(first.std()) < 6.5  # ... drawn with the configured std ...
+    assert len({tuple(row.tolist()) for row in first}) == len(first)  # ... and its own for each clip
+    model.eval()
+    model.loss(batch)
+    torch.testing.assert_close(seen["state"], clean)  # evaluation sees the state as recorded
+    with pytest.raises(ConfigError, match="state_noise must be"):
+        small_config(toy_store, state_key="observation.state", state_noise=-1.0)
+    with pytest.raises(ConfigError, match="state_noise needs state_key"):
+        small_config(toy_store, state_noise=2.0)
+
+
 def test_training_loss_with_freeze_augmentation(toy_store):
     cfg = small_config(toy_store, freeze_prob=1.0)
     model = SARM(cfg).train()

@@ -114,6 +114,11 @@ class SARMConfig(FeatureRewardConfig):
     perturb_prob: float = 0.2
     """Probability that a training clip's task is swapped for another task of the data, with target
     progress 0 (stage 0). Needs two or more tasks; ignored otherwise."""
+    state_noise: float = 0.0
+    """Std of a per-clip offset added to every value of the state (degrees for the SO-101's joints,
+    percent for its gripper), one draw per clip and value, the same on all its frames: the clip's arm
+    poses shifted as if the objects stood a little elsewhere, so the heads cannot key progress to
+    the exact poses of the training layouts. Needs ``state_key``. 0 = off."""
     freeze_prob: float = 0.0
     """Probability that a training clip is frozen from a random frame on: every later frame repeats
     the last moving one (features and state) and keeps its targets, so a scene where nothing happens
@@ -121,6 +126,10 @@ class SARMConfig(FeatureRewardConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if not (isinstance(self.state_noise, (int, float)) and not isinstance(self.state_noise, bool) and self.state_noise >= 0):
+            raise ConfigError(f"state_noise must be a number >= 0 (state units; 0 = off), got {self.state_noise!r}")
+        if self.state_noise and self.state_key is None:
+            raise ConfigError("state_noise needs state_key (a model without state has no poses to shift); set one or state_noise: 0")
         if self.annotation_mode not in ANNOTATION_MODES:
             raise ConfigError(f"annotation_mode {self.annotation_mode!r} is not one of {ANNOTATION_MODES}")
         if self.view_fusion not in VIEW_FUSIONS:

@@ -410,6 +410,8 @@ class SARM(RewardModel):
         per_frame = {"feats": feats}
         state = self.state_of(batch)
         if state is not None:
+            if self.training and cfg.state_noise > 0:  # one offset per clip and value, on every frame
+                state = state + cfg.state_noise * torch.randn(b, 1, state.shape[-1], device=state.device)
             per_frame["state"] = state
         for level in cfg.levels:
             for what in ("stage", "tau"):
