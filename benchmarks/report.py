@@ -208,10 +208,11 @@ def _seed_counts(d) -> str:
     return "training seeds: " + ", ".join(f"{k} ({', '.join(v)})" for k, v in sorted(groups.items(), reverse=True))
 
 
-RABC_STACK_NOTE = (" This rerun (`--tasks stack --conditions plain,rabc_sarm,rabc_sarm_kappa,rabc_gt,expert_only "
-                   "--out benchmarks/results/bench_rabc_stack.json`) is stack only, with "
-                   "SARM as configs/reward/sarm.yaml now trains and reads it: the terminal done stage and the stage hold; "
-                   "the table above is from the SARM of 2026-12-02 (robust readout, no hold, no done stage).")
+def rabc_rerun_note(task: str) -> str:
+    return (f" This rerun (`--tasks {task} --conditions plain,rabc_sarm,rabc_sarm_kappa,rabc_gt,expert_only "
+            f"--out benchmarks/results/bench_rabc_{task}.json`) is {task} only, with "
+            "SARM as configs/reward/sarm.yaml now trains and reads it: the terminal done stage and the stage hold; "
+            "the first RA-BC table is from the SARM of 2026-12-02 (robust readout, no hold, no done stage).")
 
 
 def demo_table(d):
@@ -397,7 +398,8 @@ def _print_tables():
                      ("bench_rabc_vision", lambda d: rabc_table(d, "bench_rabc_vision")),
                      ("bench_vision_layout", vision_layout_table),
                      ("bench_policies", policies_table), ("bench_rabc", rabc_table),
-                     ("bench_rabc_stack", lambda d: rabc_table(d, "bench_rabc_stack", RABC_STACK_NOTE)),
+                     ("bench_rabc_pick_place", lambda d: rabc_table(d, "bench_rabc_pick_place", rabc_rerun_note("pick_place"))),
+                     ("bench_rabc_stack", lambda d: rabc_table(d, "bench_rabc_stack", rabc_rerun_note("stack"))),
                      ("bench_reward_quality", quality_table), ("bench_demo", demo_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
