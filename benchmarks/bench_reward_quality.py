@@ -43,10 +43,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+
+from roboreward.config import config_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"voc": 0.95, "auroc": 0.95, "finish_over_hover": 1.0, "min_final_success": 0.85, "post_success_drop_share": 0.0,
@@ -108,7 +109,7 @@ def main():
     # Unlabelled SARM cells measure SARM as published (no stage filter, no change gate), whatever
     # readout the config sets; the robust readout is the `--label robust --readout ...` cells.
     base_readout = (["readout_filter=none", "readout_gate=0"]
-                    if yaml.safe_load(Path(args.config).read_text()).get("model", {}).get("type", "sarm") == "sarm"
+                    if config_data(args.config).get("model", {}).get("type", "sarm") == "sarm"
                     and not args.as_configured else [])
     if args.as_configured and (readout or not args.label):
         p.error("--as-configured goes with --label and --config (a variant trained with its own config), not --readout")

@@ -93,15 +93,42 @@ def from_dict(cls, data: dict | None, where: str = "config"):
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def load_config(cls, path: str | Path | None):
-    """The dataclass ``cls`` from a YAML file (None: the embedded defaults)."""
-    if path is None:
-        return cls()
+def _merged(base: typing.Any, over: typing.Any) -> typing.Any:
+    """``over`` laid on ``base``: mappings merge key by key (recursively), any other value replaces."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return over
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(base[key], value) if key in base else value
+    return out
+
+
+def config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> typing.Any:
+    """The parsed YAML of config file ``path`` with its ``base:`` resolved: a file that names
+    ``base: other.yaml`` (relative to its own folder) is that file with this one's values laid
+    over it, so a variant lists only what it changes (``configs/reward/sarm_nostate.yaml``)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config {path} not found")
+        raise ConfigError(f"config {path} not found" + (f" (the base of {_chain[-1]})" if _chain else ""))
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return from_dict(cls, data, where=str(path))
+    if not (isinstance(data, dict) and "base" in data):
+        return data
+    data = dict(data)
+    base = data.pop("base")
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base must be the file name of another config, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in (*_chain, path.resolve()):
+        raise ConfigError(f"{path}: base {base!r} leads back to itself; a config cannot extend itself")
+    return _merged(config_data(base_path, (*_chain, path.resolve())), data)
+
+
+def load_config(cls, path: str | Path | None):
+    """The dataclass ``cls`` from a YAML file (None: the embedded defaults), its ``base:`` resolved
+    (``config_data``)."""
+    if path is None:
+        return cls()
+    return from_dict(cls, config_data(path), where=str(path))

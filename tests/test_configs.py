@@ -28,3 +28,28 @@ def test_config_loads(kind, path):
         from roboreward.policies.base import policy_class
 
         assert policy_class(config.policy["type"]).name == config.policy["type"]
+
+
+def test_a_config_extends_its_base(tmp_path):
+    """``base:`` lays a file's values over another config's, mapping by mapping; a missing or circular
+    base is one line."""
+    from roboreward.config import ConfigError, config_data
+
+    (tmp_path / "parent.yaml").write_text("model: {type: sarm, window: 8, state_key: observation.state}\ntrain: {steps: 10}\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nmodel: {state_key: null, window: 6}\n")
+    assert config_data(tmp_path / "child.yaml") == {"model": {"type": "sarm", "window": 6, "state_key": None},
+                                                    "train": {"steps": 10}}
+    config = load_config(RewardTrainConfig, tmp_path / "child.yaml")
+    assert config.model["state_key"] is None and config.train.steps == 10
+    # The shipped variants are sarm.yaml but for the one field each names.
+    sarm = config_data(CONFIGS / "reward" / "sarm.yaml")
+    for name, field, value in (("sarm_nostate", "state_key", None), ("sarm_statenoise", "state_noise", 8.0)):
+        variant = config_data(CONFIGS / "reward" / f"{name}.yaml")
+        assert variant["model"].pop(field) == value and sarm["model"].get(field) != value
+        assert variant == {**sarm, "model": {k: v for k, v in sarm["model"].items() if k != field}}
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        config_data(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: gone.yaml\n")
+    with pytest.raises(ConfigError, match="gone.yaml not found \\(the base of"):
+        load_config(RewardTrainConfig, tmp_path / "orphan.yaml")

@@ -216,9 +216,10 @@ def annotation_targets(
     for level in levels:
         stage_set = (stages or {}).get(level) or stage_priors(store, eps, level, done=flagged)
         single = stage_set.annotated == (SINGLE_STAGE,) and not _has_level(store, eps, level)
-        if flagged and stage_set.has_done and found is None:
-            found = done_onsets(store, eps, done_key)
-        onsets = found if flagged and stage_set.has_done else {}
+        onsets: dict[int, int] = {}
+        if flagged and stage_set.has_done:
+            found = done_onsets(store, eps, done_key) if found is None else found
+            onsets = found
         n = store.n_frames
         stage = np.full(n, -1, np.int64)
         tau = np.full(n, np.nan, np.float32)

@@ -126,7 +126,7 @@ class SARMConfig(FeatureRewardConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (isinstance(self.state_noise, (int, float)) and not isinstance(self.state_noise, bool) and self.state_noise >= 0):
+        if self.state_noise < 0:
             raise ConfigError(f"state_noise must be a number >= 0 (state units; 0 = off), got {self.state_noise!r}")
         if self.state_noise and self.state_key is None:
             raise ConfigError("state_noise needs state_key (a model without state has no poses to shift); set one or state_noise: 0")
