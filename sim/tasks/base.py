@@ -227,6 +227,28 @@ def check_ranges(config, *names: str) -> None:
             raise ValueError(f"{name}={value} must be a (low, high) pair with low <= high")
 
 
+def check_exclude(config, range_name: str, exclude_name: str) -> None:
+    """``exclude_name`` is None or a (low, high) band that leaves part of ``range_name`` free."""
+    check_ranges(config, exclude_name)
+    band, full = getattr(config, exclude_name), getattr(config, range_name)
+    if band is not None and band[0] <= full[0] and band[1] >= full[1]:
+        raise ValueError(f"{exclude_name}={band} covers all of {range_name}={full}; nothing is left to draw from")
+
+
+def uniform_outside(rng: np.random.Generator, span: tuple[float, float], band: tuple[float, float] | None) -> float:
+    """A uniform draw from ``span`` less the open ``band`` (a held-out band no training object is
+    placed in). With no band it is exactly ``rng.uniform(*span)``, so existing seeds keep their layouts."""
+    if band is None:
+        return float(rng.uniform(*span))
+    pieces = [(lo, hi) for lo, hi in ((span[0], min(span[1], band[0])), (max(span[0], band[1]), span[1])) if hi > lo]
+    u = rng.uniform(0.0, sum(hi - lo for lo, hi in pieces))
+    for lo, hi in pieces:
+        if u <= hi - lo:
+            return float(lo + u)
+        u -= hi - lo
+    return float(pieces[-1][1])
+
+
 def xy_dist(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(a)[:2] - np.asarray(b)[:2]))
 

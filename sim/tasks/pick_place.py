@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Task, check_ranges, register_task, sample_apart, set_free_pose, xy_dist
+from .base import Task, check_exclude, check_ranges, register_task, sample_apart, set_free_pose, uniform_outside, xy_dist
 
 __all__ = ["PickPlaceConfig", "PickPlaceTask", "bowl_geoms", "cube_body"]
 
@@ -40,6 +40,9 @@ class PickPlaceConfig:
     on fixed sides, a narrower task family (the scripted grasp's wrist roll then varies smoothly)."""
     bowl_y_range: tuple[float, float] | None = None
     """Sideways range (m) of the bowl alone; None = ``y_range``."""
+    x_exclude: tuple[float, float] | None = None
+    """A forward band (m) inside ``x_range`` where no object centre is drawn: a layout held out of a
+    training recipe that covers the workspace around it (``datasets/stack_randomised_wide.yaml``)."""
 
     def __post_init__(self):
         if not 0.015 <= self.cube_size <= 0.04:
@@ -49,6 +52,7 @@ class PickPlaceConfig:
         if not 0.0 <= self.cube_yaw_deg <= 45.0:
             raise ValueError(f"cube_yaw_deg={self.cube_yaw_deg} must be in [0, 45]")
         check_ranges(self, "x_range", "y_range", "cube_y_range", "bowl_y_range")
+        check_exclude(self, "x_range", "x_exclude")
 
 
 def bowl_geoms(radius: float, height: float, rgba: str, segments: int = 16) -> str:
@@ -100,7 +104,7 @@ class PickPlaceTask(Task):
     def reset(self, rng: np.random.Generator) -> None:
         c = self.config
         cube_xy, bowl_xy = sample_apart(
-            rng, [lambda r, y=y: [r.uniform(*c.x_range), r.uniform(*y)] for y in
+            rng, [lambda r, y=y: [uniform_outside(r, c.x_range, c.x_exclude), r.uniform(*y)] for y in
                   (c.cube_y_range or c.y_range, c.bowl_y_range or c.y_range)], c.min_separation, 2
         )
         yaw = np.radians(c.cube_yaw_deg)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Task, check_ranges, register_task, sample_apart, set_free_pose, xy_dist
+from .base import Task, check_exclude, check_ranges, register_task, sample_apart, set_free_pose, uniform_outside, xy_dist
 from .pick_place import cube_body
 
 
@@ -36,6 +36,9 @@ class StackConfig:
     """Sideways range (m) of cube A alone; None = ``y_range`` (see PickPlaceConfig.cube_y_range)."""
     cube_b_y_range: tuple[float, float] | None = None
     """Sideways range (m) of cube B alone; None = ``y_range``."""
+    x_exclude: tuple[float, float] | None = None
+    """A forward band (m) inside ``x_range`` where no object centre is drawn: a layout held out of a
+    training recipe that covers the workspace around it (``datasets/stack_randomised_wide.yaml``)."""
 
     def __post_init__(self):
         for name in ("cube_a_size", "cube_b_size"):
@@ -44,6 +47,7 @@ class StackConfig:
         if not 0.0 <= self.cube_yaw_deg <= 45.0:
             raise ValueError(f"cube_yaw_deg={self.cube_yaw_deg} must be in [0, 45]")
         check_ranges(self, "x_range", "y_range", "cube_a_y_range", "cube_b_y_range")
+        check_exclude(self, "x_range", "x_exclude")
 
 
 @register_task
@@ -67,7 +71,7 @@ class StackTask(Task):
     def reset(self, rng: np.random.Generator) -> None:
         c = self.config
         a_xy, b_xy = sample_apart(
-            rng, [lambda r, y=y: [r.uniform(*c.x_range), r.uniform(*y)] for y in
+            rng, [lambda r, y=y: [uniform_outside(r, c.x_range, c.x_exclude), r.uniform(*y)] for y in
                   (c.cube_a_y_range or c.y_range, c.cube_b_y_range or c.y_range)], c.min_separation, 2
         )
         yaw = np.radians(c.cube_yaw_deg)

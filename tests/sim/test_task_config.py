@@ -72,6 +72,20 @@ def test_bad_task_config_is_one_line():
         make_task_config("pick_place", {"cube_yaw_deg": 90})
     with pytest.raises(ConfigError, match="bowl_y_range=.* must be a \\(low, high\\) pair"):
         make_task_config("pick_place", {"bowl_y_range": [0.1, -0.1]})
+    with pytest.raises(ConfigError, match=r"x_exclude=\(0.1, 0.3\) covers all of x_range=\(0.15, 0.25\)"):
+        make_task_config("stack", {"x_exclude": [0.1, 0.3]})
+
+
+def test_x_exclude_leaves_a_band_empty_and_keeps_seeds_without_it():
+    from roboreward.sim.tasks.base import uniform_outside
+
+    rng = np.random.default_rng(0)
+    xs = np.array([uniform_outside(rng, (0.07, 0.25), (0.11, 0.15)) for _ in range(4000)])
+    assert not ((xs > 0.11) & (xs < 0.15)).any() and xs.min() >= 0.07 and xs.max() <= 0.25
+    # uniform over what is left: 0.04 m of 0.14 m lies below the band
+    assert abs((xs < 0.11).mean() - 0.04 / 0.14) < 0.03
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    assert uniform_outside(a, (0.15, 0.25), None) == b.uniform(0.15, 0.25)  # no band: the very same draw
 
 
 def test_recipe_task_config_is_generated_recorded_and_checked(tmp_path):

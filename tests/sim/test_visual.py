@@ -413,10 +413,21 @@ def test_heldout_values_lie_outside_the_randomised_ranges(name):
     assert held("distractors")._count[0] > train._count[1]
     from roboreward.sim.tasks import TASKS as TASK_CLASSES
 
+    from roboreward.sim.tasks import make_task_config
+
     layout = Recipe.from_yaml(DATASETS / f"{task}_heldout_layout.yaml").task_config
-    trained = TASK_CLASSES[task].default_config()  # every training recipe keeps the task's default layout
-    assert layout["x_range"][1] <= trained.x_range[0] and layout["y_range"][1] > trained.y_range[1]
-    assert not recipe.task_config
+    trained = make_task_config(task, recipe.task_config)
+    if trained.x_exclude is None:  # the task's own layout: the held-out band lies outside it
+        assert layout["x_range"][1] <= trained.x_range[0] and layout["y_range"][1] > trained.y_range[1]
+    else:  # a wider layout round the held-out band, which it leaves out
+        assert trained.x_exclude[0] <= layout["x_range"][0] and layout["x_range"][1] <= trained.x_exclude[1]
+        env = SO101Env(EnvConfig(task=task, cameras=(), task_config=recipe.task_config))
+        try:  # every object's x (environment_state holds x, y, z, cos, sin per object)
+            draws = [x for seed in range(40) for x in env.reset(seed=seed)[0]["observation.environment_state"][0::5]]
+        finally:
+            env.close()
+        assert not any(trained.x_exclude[0] < x < trained.x_exclude[1] for x in draws)
+        assert min(draws) < trained.x_exclude[0] < trained.x_exclude[1] < max(draws)  # on both sides of it
     textures = held("textures")
     assert textures._table_patterns and textures._object_patterns
     assert not set(textures._table_patterns + textures._object_patterns) & set(train._table_patterns + train._object_patterns)
