@@ -81,6 +81,12 @@ class Recipe:
     demonstrator: dict = field(default_factory=dict)
     """How the scripted demonstrators choose their moves (``roboreward.sim.scripted.DemoConfig``
     fields, e.g. ``{keep_out: false}``); empty = the original demonstrator."""
+    rerecord_failed: int = 0
+    """How many times an expert or suboptimal demonstration that ends in failure is recorded again
+    from another initial state (seed + i + k * 1_000_000, k = 1, 2, ...), as an operator re-records a
+    failed take; the last try is kept whatever its outcome. 0 keeps every episode as it came. Failure
+    episodes are never re-recorded, so the mix's failure share stays what it says even where the
+    layout is hard for the scripted experts (``datasets/stack_randomised_wide.yaml``)."""
     name: str = ""
     """Dataset name (recipes in datasets/)."""
     description: str = ""
@@ -98,6 +104,8 @@ class Recipe:
             raise StoreError(f"episodes must be >= 1, got {self.episodes}")
         if not 16 <= self.image_size <= 512:
             raise StoreError(f"image_size must be in [16, 512], got {self.image_size}")
+        if not 0 <= self.rerecord_failed <= 20:
+            raise StoreError(f"rerecord_failed must be in [0, 20] (tries per failed demonstration), got {self.rerecord_failed}")
 
     @classmethod
     def from_yaml(cls, path) -> "Recipe":
@@ -106,21 +114,34 @@ class Recipe:
         return load_config(cls, path)
 
     def identity(self) -> dict:
-        """The fields that decide the data (name and description do not; an empty task_config or
-        visual or demonstrator is left out, so stores written before those fields existed still resume)."""
+        """The fields that decide the data (name and description do not; an empty task_config,
+        visual or demonstrator and a zero rerecord_failed are left out, so stores written before
+        those fields existed still resume)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
-        for optional in ("task_config", "visual", "demonstrator"):
+        for optional in ("task_config", "visual", "demonstrator", "rerecord_failed"):
             if not out[optional]:
                 del out[optional]
         return out
 
 
-def _episode(args):
+RERECORD_SEED_STRIDE = 1_000_000
+"""Try k of episode i re-records it from seed + i + k * this (far from every recipe's seeds)."""
+
+
+def recipe_episode(args):
     from roboreward.sim.scripted import generate_episode
 
-    task, quality, seed, image_size, task_config, visual, demonstrator = args
-    return generate_episode(task, quality, seed, image_size=image_size, task_config=task_config, visual=visual,
-                            demonstrator=demonstrator)
+    task, quality, seed, image_size, task_config, visual, demonstrator, rerecord = args
+    options = dict(task_config=task_config, visual=visual, demonstrator=demonstrator)
+    tries = 0 if quality == "failure" else rerecord
+    for k in range(tries + 1):
+        # A take without cameras tells the outcome at a fraction of the cost (the physics is the same).
+        if k == tries or generate_episode(task, quality, seed + k * RERECORD_SEED_STRIDE, render=False, **options).success:
+            break
+    episode = generate_episode(task, quality, seed + k * RERECORD_SEED_STRIDE, image_size=image_size, **options)
+    if k:
+        episode.info = {**episode.info, "seed": seed + k * RERECORD_SEED_STRIDE, "rerecorded": k}
+    return episode
 
 
 def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = False, progress: bool = True) -> EpisodeStore:
@@ -161,17 +182,18 @@ def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = Fal
         )
         store.set_attr("recipe", recipe_json)
     plan = quality_plan(recipe.episodes, recipe.mix)
-    todo = [(recipe.task, plan[i], recipe.seed + i, recipe.image_size, recipe.task_config, recipe.visual, recipe.demonstrator)
+    todo = [(recipe.task, plan[i], recipe.seed + i, recipe.image_size, recipe.task_config, recipe.visual, recipe.demonstrator,
+             recipe.rerecord_failed)
             for i in range(store.n_episodes, recipe.episodes)]
     workers = workers or min(len(todo), os.cpu_count() or 1)
     bar = tqdm(total=recipe.episodes, initial=store.n_episodes, unit="ep", desc=f"generate {recipe.task}", disable=not progress)
     if workers <= 1 or len(todo) <= 1:
-        results = map(_episode, todo)
+        results = map(recipe_episode, todo)
         pool = None
     else:
         # spawn: MuJoCo/EGL contexts must not be inherited through fork
         pool = mp.get_context("spawn").Pool(workers)
-        results = pool.imap(_episode, todo)
+        results = pool.imap(recipe_episode, todo)
     try:
         for ep in results:
             store.add_episode(ep)

@@ -37,11 +37,10 @@ def _regenerator(store: EpisodeStore):
     plan = quality_plan(recipe.episodes, recipe.mix)
 
     def rebuild(i: int):
-        from roboreward.sim.scripted import generate_episode
+        from .generate import recipe_episode
 
-        return generate_episode(recipe.task, plan[i], recipe.seed + i, image_size=recipe.image_size,
-                                task_config=recipe.task_config, visual=recipe.visual,
-                                demonstrator=recipe.demonstrator)
+        return recipe_episode((recipe.task, plan[i], recipe.seed + i, recipe.image_size, recipe.task_config, recipe.visual,
+                         recipe.demonstrator, recipe.rerecord_failed))
 
     return rebuild
 

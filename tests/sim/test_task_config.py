@@ -2,6 +2,8 @@
 (narrower object layouts) through the env, the scripted generator and dataset recipes."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,21 @@ def test_resuming_a_store_from_an_older_generator_is_one_clear_error(tmp_path):
     old.set_attr("recipe", recipe.identity())
     with pytest.raises(StoreError, match=r"older generator \(features differ: \['observation.environment_state'\]\)"):
         generate_store(tmp_path / "older.zarr", recipe, workers=1, progress=False)
+
+
+def test_a_failed_expert_take_is_rerecorded_and_a_failure_never(tmp_path):
+    near = {"x_range": [0.07, 0.11], "y_range": [-0.16, 0.16]}  # nearer the base than the expert handles well
+    as_came = Recipe(task="stack", episodes=1, mix={"expert": 1.0}, image_size=32, seed=5003, task_config=near)
+    from roboreward.sim.scripted import generate_episode
+
+    assert not generate_episode("stack", "expert", 5003, render=False, task_config=near).success  # this state defeats it
+    again = dataclasses.replace(as_came, rerecord_failed=3)
+    store = generate_store(tmp_path / "b.zarr", again, workers=1, progress=False)
+    ep = store.read_episode(0)
+    assert ep.success and ep.info["rerecorded"] >= 1 and ep.info["seed"] == 5003 + ep.info["rerecorded"] * 1_000_000
+    assert store.root.attrs["extra"]["recipe"]["rerecord_failed"] == 3
+    assert "rerecord_failed" not in as_came.identity()  # stores written before the field still resume
+    failure = dataclasses.replace(again, mix={"failure": 1.0}, seed=5000)
+    assert generate_store(tmp_path / "c.zarr", failure, workers=1, progress=False).read_episode(0).info == {}
+    with pytest.raises(StoreError, match=r"rerecord_failed must be in \[0, 20\]"):
+        dataclasses.replace(as_came, rerecord_failed=-1)
