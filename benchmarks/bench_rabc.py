@@ -14,6 +14,8 @@ Per task: generate the RA-BC dataset from its recipe (datasets/<task>_rabc.yaml:
 - ``rabc_sarm_gate``: soft RA-BC weights from SARM (kappa 0.01), and episodes whose SARM final progress stays below 0.5 dropped
   (``weights.min_final_progress``; LeRobot's weights judge each chunk alone);
 - ``rabc_gt``: soft RA-BC weights from the simulator's ground-truth progress;
+- ``rabc_gt_kappa``: the same with kappa 0.03, so RA-BC (SARM), kappa 0.03 has its reference at
+  equal kappa;
 - ``expert_only``: only the expert-labelled episodes (the oracle filter);
 - ``no_failures``: expert and suboptimal episodes (a diagnostic: what removing only the failed
   demos, all that progress can see, is worth).
@@ -52,16 +54,17 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CONDITIONS = {
     "plain": {"weights": {"mode": "none"}},
-    "rabc_sarm": {"weights": {"mode": "soft", "source": "sarm"}},
+    "rabc_sarm": {"weights": {"mode": "soft", "source": "sarm", "kappa": 0.01}},
     "rabc_sarm_kappa": {"weights": {"mode": "soft", "source": "sarm", "kappa": 0.03}},
-    "rabc_sarm_gate": {"weights": {"mode": "soft", "source": "sarm", "min_final_progress": 0.5}},
-    "rabc_gt": {"weights": {"mode": "soft", "source": "gt.progress"}},
+    "rabc_sarm_gate": {"weights": {"mode": "soft", "source": "sarm", "kappa": 0.01, "min_final_progress": 0.5}},
+    "rabc_gt": {"weights": {"mode": "soft", "source": "gt.progress", "kappa": 0.01}},
+    "rabc_gt_kappa": {"weights": {"mode": "soft", "source": "gt.progress", "kappa": 0.03}},
     "expert_only": {"qualities": ["expert"]},
     "no_failures": {"qualities": ["expert", "suboptimal"]},
 }
 LABELS = {"plain": "plain BC", "rabc_sarm": "RA-BC (SARM)", "rabc_sarm_kappa": "RA-BC (SARM), kappa 0.03",
           "rabc_sarm_gate": "RA-BC (SARM) + episode gate",
-          "rabc_gt": "RA-BC (sim progress)",
+          "rabc_gt": "RA-BC (sim progress)", "rabc_gt_kappa": "RA-BC (sim progress), kappa 0.03",
           "expert_only": "expert only (oracle)", "no_failures": "expert + suboptimal"}
 GOALS = {"gain_over_plain": 0.25, "gap_to_oracle": 0.10}
 MIXES = {"standard": None, "failure_heavy": {"expert": 0.2, "suboptimal": 0.3, "failure": 0.5}}

@@ -211,8 +211,10 @@ def _seed_counts(d) -> str:
     return "training seeds: " + ", ".join(f"{k} ({', '.join(v)})" for k, v in sorted(groups.items(), reverse=True))
 
 
-def rabc_rerun_note(task: str) -> str:
-    return (f" This rerun (`--tasks {task} --conditions plain,rabc_sarm,rabc_sarm_kappa,rabc_gt,expert_only "
+def rabc_rerun_note(task: str, d: dict) -> str:
+    extra = ";".join(f"{c}={','.join(map(str, s))}" for c, s in (d.get("extra_seeds") or {}).items())
+    extra = f' --extra-seeds "{extra}"' if extra else ""
+    return (f" This rerun (`--tasks {task} --conditions {','.join(d['conditions'])}{extra} "
             f"--out benchmarks/results/bench_rabc_{task}.json`) is {task} only, with "
             "SARM as configs/reward/sarm.yaml now trains and reads it: the terminal done stage and the stage hold; "
             "the first RA-BC table is from the SARM of 2026-12-02 (robust readout, no hold, no done stage).")
@@ -236,6 +238,11 @@ def demo_table(d):
                                    for k, _, fmt in figs) + " |\n")
 
 
+def _gt_reference(variant: str, conds: list) -> str:
+    """The sim-progress condition a SARM variant is compared with: the one at its own kappa where measured."""
+    return "rabc_gt_kappa" if variant == "rabc_sarm_kappa" and "rabc_gt_kappa" in conds else "rabc_gt"
+
+
 def rabc_table(d, name="bench_rabc", note=""):
     n = d["episodes"]
     vision = d.get("policy") == "vision"
@@ -256,9 +263,10 @@ def rabc_table(d, name="bench_rabc", note=""):
     names = {"rabc_sarm": "kappa 0.01", "rabc_sarm_kappa": "kappa 0.03", "rabc_sarm_gate": "gate"}
     which = " / ".join(names[c] for c in variants)
     vs_gt = "rabc_gt" in conds
+    at_equal = " at equal kappa" if "rabc_gt_kappa" in conds else ""
     print("| task | mix (expert/subopt./failure) | " + " | ".join(d["conditions"][c] for c in conds)
           + f" | RA-BC (SARM) vs plain ({which}) | gap to oracle ({which}) |"
-          + (f" RA-BC (SARM) vs sim progress ({which}) |" if vs_gt else ""))
+          + (f" RA-BC (SARM) vs sim progress{at_equal} ({which}) |" if vs_gt else ""))
     print("|---" * (len(conds) + 4 + vs_gt) + "|")
     weights = []
     for mix, entry in d["mixes"].items():
@@ -273,8 +281,8 @@ def rabc_table(d, name="bench_rabc", note=""):
                 g = d["goals"]
                 gain += " (goal +{:.0f} {})".format(100 * g["gain_over_plain"], "met" if t["goals_met"]["gain_over_plain"] else "not met")
                 gap += " (goal {:.0f} {})".format(100 * g["gap_to_oracle"], "met" if t["goals_met"]["gap_to_oracle"] else "not met")
-            versus = (" " + " / ".join(f"{100 * (c_[v]['mean'] - c_['rabc_gt']['mean']):+.0f}" for v in variants) + " |"
-                      if vs_gt else "")
+            versus = (" " + " / ".join(f"{100 * (c_[v]['mean'] - c_[_gt_reference(v, conds)]['mean']):+.0f}" for v in variants)
+                      + " |" if vs_gt else "")
             print(f"| {task} | {mix.replace('_', '-')} {shares} | " + " | ".join(cells) + f" | {gain} | {gap} |" + versus)
             m = c_["rabc_sarm"]["mean_weight"] or {}
             order = [q for q in ("expert", "suboptimal", "failure") if q in m] + [q for q in m if q not in ("expert", "suboptimal", "failure")]
@@ -401,8 +409,8 @@ def _print_tables():
                      ("bench_rabc_vision", lambda d: rabc_table(d, "bench_rabc_vision")),
                      ("bench_vision_layout", vision_layout_table),
                      ("bench_policies", policies_table), ("bench_rabc", rabc_table),
-                     ("bench_rabc_pick_place", lambda d: rabc_table(d, "bench_rabc_pick_place", rabc_rerun_note("pick_place"))),
-                     ("bench_rabc_stack", lambda d: rabc_table(d, "bench_rabc_stack", rabc_rerun_note("stack"))),
+                     ("bench_rabc_pick_place", lambda d: rabc_table(d, "bench_rabc_pick_place", rabc_rerun_note("pick_place", d))),
+                     ("bench_rabc_stack", lambda d: rabc_table(d, "bench_rabc_stack", rabc_rerun_note("stack", d))),
                      ("bench_reward_quality", quality_table), ("bench_demo", demo_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
