@@ -250,14 +250,14 @@ def test_missing_cache_error_names_the_command_that_builds_it(store_path):
 
 
 @pytest.mark.timeout(300)
-def test_cache_embeddings_defaults_are_the_training_configs_cache(tmp_path, make_store):
+def test_cache_embeddings_defaults_are_the_training_configs_cache(tmp_path, make_store, monkeypatch, capsys):
     """`data cache-embeddings STORE` with no flags builds the cache `reward train --config
     configs/reward/sarm.yaml` reads, `--config C` the one config C reads (layer included), and a
-    missing cache names a command line that builds exactly that cache."""
-    import subprocess
-    import sys
+    missing cache names a command line that builds exactly that cache. (The CLI runs in this
+    process, from the project root as a user would type it; tests/test_cli.py covers the subprocess.)"""
     from pathlib import Path
 
+    from roboreward.cli import main
     from roboreward.config import load_config
     from roboreward.data.cache import cache_command
     from roboreward.encoders import make_image_encoder
@@ -265,12 +265,14 @@ def test_cache_embeddings_defaults_are_the_training_configs_cache(tmp_path, make
 
     root = Path(__file__).resolve().parents[2]
     store, _ = make_store(tmp_path / "s.zarr", n_episodes=1, lengths=[4])
+    monkeypatch.chdir(root)
 
     def run(*args):
-        proc = subprocess.run([sys.executable, "-m", "roboreward.cli", "data", "cache-embeddings", *map(str, args)],
-                              capture_output=True, text=True, timeout=240, cwd=root)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout.strip().split()[0].removeprefix("features/")
+        capsys.readouterr()
+        code = main(["data", "cache-embeddings", *map(str, args)])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out.strip().split()[0].removeprefix("features/")
 
     def expected(config):
         data = load_config(RewardTrainConfig, root / config).data

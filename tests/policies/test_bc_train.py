@@ -31,6 +31,23 @@ def run(*args):
                           capture_output=True, text=True, env=ENV, timeout=300)
 
 
+def refused(capsys, *args) -> str:
+    """The CLI in this process (the subprocess path is test_bc_train_plain_and_rabc's): exit status 2 and
+    exactly one error line (progress bars aside), no traceback; returns that line."""
+    from roboreward.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in out + err, f"exit {code}\n{out}\n{err}"
+    lines = [line for line in err.replace("\r", "\n").splitlines() if "error" in line.lower()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 def test_bc_train_plain_and_rabc(store, tmp_path):
     (tmp_path / "bc.yaml").write_text(CONFIG)
     plain = run("--dataset", store, "--out", tmp_path / "plain", "--config", tmp_path / "bc.yaml")
@@ -52,12 +69,10 @@ def test_bc_train_plain_and_rabc(store, tmp_path):
     assert info["kept_episodes"]["failure"].startswith("0/") and info["kept_episodes"]["expert"].split("/")[0] != "0"
 
 
-def test_bc_train_bad_progress_source_is_one_line(store, tmp_path):
+def test_bc_train_bad_progress_source_is_one_line(store, tmp_path, capsys):
     (tmp_path / "bc.yaml").write_text(CONFIG)
-    bad = run("--dataset", store, "--out", tmp_path / "x", "--config", tmp_path / "bc.yaml", "--weights", "soft",
-              "--progress", "sarm")
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1 and "sarm" in bad.stderr
+    assert "sarm" in refused(capsys, "bc", "train", "--dataset", store, "--out", tmp_path / "x", "--config",
+                             tmp_path / "bc.yaml", "--weights", "soft", "--progress", "sarm")
 
 
 def test_sim_eval_rolls_out_a_trained_policy(store, tmp_path):
@@ -130,33 +145,28 @@ def test_env_state_policy_expert_filter_and_recipe_rollout(store, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--qualities", "perfect"], "qualities ['perfect'] match no episode"),
 ])
-def test_bc_train_bad_quality_is_one_line(store, tmp_path, args, message):
+def test_bc_train_bad_quality_is_one_line(store, tmp_path, capsys, args, message):
     (tmp_path / "bc.yaml").write_text(STATE_CONFIG)
-    bad = run("--dataset", store, "--out", tmp_path / "x", "--config", tmp_path / "bc.yaml", *args)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    assert message in bad.stderr
+    assert message in refused(capsys, "bc", "train", "--dataset", store, "--out", tmp_path / "x", "--config",
+                              tmp_path / "bc.yaml", *args)
 
 
 @pytest.mark.parametrize("policy, message", [
     ("{type: bc, hiden_dim: 32}", "policy: unknown key 'hiden_dim'; allowed: action_key, cameras, dropout, env_state_key,"),
     ("{type: bc, hidden_dim: big}", "policy.hidden_dim: expected int, got 'big'"),
 ])
-def test_bc_train_bad_policy_key_or_value_is_one_line(tmp_path, policy, message):
+def test_bc_train_bad_policy_key_or_value_is_one_line(tmp_path, capsys, policy, message):
     # Refused while reading the config: no store is opened (this one is not even a store).
-    # More cases, in-process: tests/policies/test_bc.py::test_bad_policy_section_is_one_config_error.
+    # More cases: tests/policies/test_bc.py::test_bad_policy_section_is_one_config_error.
     (tmp_path / "bc.yaml").write_text(f"policy: {policy}\n")
     (tmp_path / "none.zarr").mkdir()
-    bad = run("--dataset", tmp_path / "none.zarr", "--out", tmp_path / "x", "--config", tmp_path / "bc.yaml")
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    assert message in bad.stderr and "Traceback" not in bad.stderr
+    assert message in refused(capsys, "bc", "train", "--dataset", tmp_path / "none.zarr", "--out", tmp_path / "x",
+                              "--config", tmp_path / "bc.yaml")
     assert not (tmp_path / "x").exists()
 
 
-def test_sim_eval_recipe_and_task_must_agree(tmp_path):
+def test_sim_eval_recipe_and_task_must_agree(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("task: stack\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "roboreward.cli", "sim", "eval", "--policy", str(tmp_path), "--recipe", str(recipe),
-         "--task", "pick_place"], capture_output=True, text=True, env=ENV, timeout=120)
-    assert proc.returncode == 2 and "differs from the recipe's task stack" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "differs from the recipe's task stack" in refused(capsys, "sim", "eval", "--policy", tmp_path, "--recipe",
+                                                             recipe, "--task", "pick_place")
