@@ -25,7 +25,7 @@ from ..data.sampler import split_episodes
 from ..rewards.train import RewardDataConfig, cache_for_training
 from ..training import TrainConfig, fit, write_atomic_text
 from .base import make_policy, policy_class
-from .rabc import KAPPA, weights_for_store
+from .rabc import KAPPA, store_progress, weights_for_store
 
 WEIGHT_MODES = ("none", "soft", "hard")
 
@@ -124,7 +124,9 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
     # (``pixels``: LeRobot's ACT / Diffusion) reads frames: neither needs a feature cache.
     cls = policy_class(str(config.policy["type"]))
     images = config.policy.get("cameras", None) != [] and not getattr(cls.config_class, "pixels", False)
-    feature_key = cache_for_training(dataset, config.data, progress=progress) if images else None
+    # Refuse a bad progress source or quality filter before any work (encoding a store takes minutes).
+    if config.weights.active:
+        store_progress(store, config.weights.source, config.weights.level)
     train_eps, val_eps = split_episodes(store.n_episodes, config.data.val_fraction, config.data.split_seed)
     if config.qualities is not None:
         labels = sorted({e.quality for e in store.episodes})
@@ -134,6 +136,7 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
         train_eps = [e for e in train_eps if store.episodes[e].quality in config.qualities]
         if not train_eps:
             raise ConfigError(f"no training episode has quality in {config.qualities}; lower data.val_fraction or add episodes")
+    feature_key = cache_for_training(dataset, config.data, progress=progress) if images else None
     overrides = {k: v for k, v in config.policy.items() if k != "type"}
     policy_config = cls.config_class.from_store(store, feature_key, episodes=train_eps, **overrides)
     weights = None

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from roboreward.data import EpisodeStore
 from roboreward.data.generate import Recipe, generate_store
 from roboreward.policies import Policy
 
@@ -69,10 +70,13 @@ def test_bc_train_plain_and_rabc(store, tmp_path):
     assert info["kept_episodes"]["failure"].startswith("0/") and info["kept_episodes"]["expert"].split("/")[0] != "0"
 
 
-def test_bc_train_bad_progress_source_is_one_line(store, tmp_path, capsys):
+def test_bc_train_bad_progress_source_is_one_line(tmp_path, capsys):
     (tmp_path / "bc.yaml").write_text(CONFIG)
-    assert "sarm" in refused(capsys, "bc", "train", "--dataset", store, "--out", tmp_path / "x", "--config",
+    fresh = tmp_path / "fresh.zarr"  # no feature cache yet: refused before any encoding
+    generate_store(fresh, Recipe(task="pick_place", episodes=1, mix={"expert": 1.0}, image_size=32), workers=1, progress=False)
+    assert "sarm" in refused(capsys, "bc", "train", "--dataset", fresh, "--out", tmp_path / "x", "--config",
                              tmp_path / "bc.yaml", "--weights", "soft", "--progress", "sarm")
+    assert "features" not in EpisodeStore(fresh).root and not (tmp_path / "x").exists()
 
 
 def test_sim_eval_rolls_out_a_trained_policy(store, tmp_path):
