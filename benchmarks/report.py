@@ -115,7 +115,8 @@ def quality_table(d):
           "instead of 20% (`datasets/<task>_randomised_failures.yaml`); `randomised_wide`: the randomised looks over a wider layout that "
           "surrounds the held-out layout band and leaves it out (cubes at x 0.07-0.25 m except 0.11-0.15, |y| <= 0.17; "
           "failed expert and suboptimal takes re-recorded, so the mix stays 50/30/20; `datasets/stack_randomised_wide.yaml`); "
-          "`randomised_wide_failures`: the same layout with the failed takes kept (36% failures).\n")
+          "`randomised_wide_failures`: the same layout with the failed takes kept (36% failures); `+long`: the `+done` SARM "
+          "trained twice as long, 6000 steps (`configs/reward/sarm_long.yaml`).\n")
     print("| task | trained on | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
           "| freeze rise (max) | final gap succ - fail | stage acc | succ / fail | seeds | goals met |")
     print("|---" * 14 + "|")
