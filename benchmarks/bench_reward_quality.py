@@ -25,7 +25,8 @@ benchmarks/results/bench_reward_quality.json.
 
 ``--readout`` re-reads the models trained with ``--config`` (no retraining) with other readout fields
 (``reward eval --readout``); its cells are ``<train>+<label>`` and its evaluations
-``<run>/eval_<set>+<label>``. Unlabelled SARM cells read SARM as published (``readout_filter=none``,
+``<run>/eval_<set>+<label>``; ``--of done`` re-reads the ``+done`` runs instead (cells
+``<train>+done+<label>``: ``--train randomised --of done --label minstay --readout filter_min_stay=30``). Unlabelled SARM cells read SARM as published (``readout_filter=none``,
 ``readout_gate=0``); the robust readout that configs/reward/sarm.yaml sets is measured by
 ``--label robust --readout readout_filter=stage,readout_gate=0.05`` (``--label hold`` adds
 ``readout_hold=stage``). The `+done` rows, SARM as configs/reward/sarm.yaml trains and reads it since
@@ -102,8 +103,12 @@ def main():
     p.add_argument("--readout", default="", help="KEY=VALUE,...: evaluate the --config models with these readout fields (needs --label)")
     p.add_argument("--as-configured", action="store_true",
                    help="evaluate a --label/--config variant with the readout its config sets (default: SARM as published)")
+    p.add_argument("--of", default="", help="with --readout: re-read the runs of this --label (e.g. done) instead of the "
+                   "unlabelled ones; cells are <train>+<of>+<label>")
     args = p.parse_args()
     readout = [kv for kv in args.readout.split(",") if kv]
+    if args.of and not readout:
+        p.error("--of names the runs a --readout variant re-reads; give --readout and --label too")
     if readout and not args.label:
         p.error("--readout needs --label to name the cells it writes")
     # Unlabelled SARM cells measure SARM as published (no stage filter, no change gate), whatever
@@ -133,9 +138,10 @@ def main():
                 store = work / f"{task}_{train}.zarr"
                 cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_{train}.yaml", "--out", store,
                     *(["--episodes", 6, *size] if args.quick else []))
-                condition = f"{train}+{args.label}" if args.label else train
+                trained = f"{train}+{args.of}" if args.of else train  # the runs a readout variant re-reads
+                condition = f"{trained}+{args.label}" if args.label else train
                 # A readout variant reads the models trained with --config alone; a config variant trains its own.
-                run = work / f"sarm_{task}_{train if readout else condition}_s{seed}"
+                run = work / f"sarm_{task}_{trained if readout else condition}_s{seed}"
                 suffix = f"+{args.label}" if readout else ""
                 t0 = time.perf_counter()
                 if not (readout and (run / "model" / "config.json").is_file()):  # a readout variant needs only the model

@@ -116,7 +116,10 @@ def quality_table(d):
           "surrounds the held-out layout band and leaves it out (cubes at x 0.07-0.25 m except 0.11-0.15, |y| <= 0.17; "
           "failed expert and suboptimal takes re-recorded, so the mix stays 50/30/20; `datasets/stack_randomised_wide.yaml`); "
           "`randomised_wide_failures`: the same layout with the failed takes kept (36% failures); `+long`: the `+done` SARM "
-          "trained twice as long, 6000 steps (`configs/reward/sarm_long.yaml`).\n")
+          "trained twice as long, 6000 steps (`configs/reward/sarm_long.yaml`); `+done+minstay`: the `+done` models read with "
+          "`filter_min_stay: 30` (a stage entered going forward is held 30 frames, 1 s, before the filter moves on from it; done "
+          "follows only the last annotated stage, so a short read of done mid-task no longer ends there; no retraining); "
+          "`+done+minstay15`: the same with 15 frames.\n")
     print("| task | trained on | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
           "| freeze rise (max) | final gap succ - fail | stage acc | succ / fail | seeds | goals met |")
     print("|---" * 14 + "|")

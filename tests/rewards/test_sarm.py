@@ -384,6 +384,36 @@ def test_stage_filter_moves_on_freely_and_goes_back_only_on_sustained_evidence()
     assert run([onehot(3, 0.9)] * 5 + [onehot(0, 0.999)] * 40)[-1] == 0
 
 
+def test_min_stay_holds_a_stage_through_a_short_misread_and_follows_a_long_one():
+    """filter_min_stay m: a stage entered going forward is held m frames before a later one can
+    follow. Done is entered only from the last annotated stage, so a lifted cube read as finished
+    (shorter than m) can no longer end in done (progress 1) mid-lift; a real finish still does."""
+    from roboreward.rewards.sarm.modeling_sarm import stage_marginal
+
+    assert torch.equal(stage_transitions(5, 1e-3, True, 1), stage_transitions(5, 1e-3, True))
+    trans = stage_transitions(5, 1e-3, True, 6)  # reach, grasp, transport, place, done
+    assert trans.shape == (30, 30) and torch.allclose(trans.sum(1), torch.ones(30))
+    assert trans[6, 7] > 0.99 and trans[6, 18] == 0  # grasp, frame 1 of 6: no move on yet
+    assert trans[11, 12] > 0 and trans[11, 18] > 0 and trans[11, 24] == 0  # held 6: on to transport or place, not done
+
+    def run(sequence, transitions):
+        k = len(sequence[0])
+        belief, out = torch.zeros(1, transitions.shape[0]), []
+        for t, probs in enumerate(sequence):
+            belief = filter_stage(belief, torch.tensor([probs]), transitions, 0.5, torch.tensor([t == 0]))
+            out.append(int(stage_marginal(belief, k).argmax()))
+        return out
+
+    onehot = lambda k, p: [p if j == k else (1 - p) / 4 for j in range(5)]  # noqa: E731
+    # reach, grasp, then a 4-frame read of "done" at the lift, then transport
+    lift = [onehot(0, 0.9)] * 8 + [onehot(1, 0.9)] * 8 + [onehot(4, 0.9)] * 4 + [onehot(2, 0.9)] * 8
+    assert max(run(lift, stage_transitions(5, 1e-3, True))) == 4  # without a minimum stay: done mid-lift
+    assert max(run(lift, trans)) <= 3
+    place = [onehot(0, 0.9)] * 8 + [onehot(1, 0.9)] * 2 + [onehot(2, 0.9)] * 8 + [onehot(3, 0.9)] * 8 + [onehot(4, 0.9)] * 10
+    got = run(place, trans)  # a real sequence still gets through, each stage after its wait
+    assert got[-1] == 4 and got.index(4) >= got.index(3) + 6  # done only once place has been held 6 frames
+
+
 def test_done_stage_is_entered_only_from_the_last_annotated_stage():
     """An absorbing done stage every stage could jump to collects the belief of a failure whose head
     gives done a few percent for long enough; entered only from the last annotated stage it does not,
@@ -429,13 +459,16 @@ def test_stage_hold_keeps_progress_within_a_stage_and_lets_a_return_through(toy_
     assert torch.all(kept >= raw - 1e-6) and not torch.equal(kept, raw)
 
 
-@pytest.mark.parametrize("fusion,state,filt,gate,hold", [("mean", False, "none", 0.0, "none"), ("concat", True, "none", 0.0, "none"),
-                                                        ("mean", True, "stage", 0.0, "none"), ("mean", False, "stage", 0.5, "none"),
-                                                        ("mean", False, "stage", 0.5, "stage"), ("mean", True, "none", 0.0, "stage")])
-def test_stream_equals_offline(toy_store, fusion, state, filt, gate, hold):
+@pytest.mark.parametrize("fusion,state,filt,gate,hold,stay", [
+    ("mean", False, "none", 0.0, "none", 1), ("concat", True, "none", 0.0, "none", 1),
+    ("mean", True, "stage", 0.0, "none", 1), ("mean", False, "stage", 0.5, "none", 1),
+    ("mean", False, "stage", 0.5, "stage", 1), ("mean", True, "none", 0.0, "stage", 1),
+    ("mean", True, "stage", 0.5, "stage", 4), ("mean", False, "none", 0.0, "none", 4)])
+def test_stream_equals_offline(toy_store, fusion, state, filt, gate, hold, stay):
     torch.manual_seed(0)
     cfg = small_config(toy_store, view_fusion=fusion, state_key="observation.state" if state else None,
-                       readout_filter=filt, filter_back_prob=0.05, readout_gate=gate, readout_hold=hold)
+                       readout_filter=filt, filter_back_prob=0.05, readout_gate=gate, readout_hold=hold,
+                       filter_min_stay=stay)
     model = SARM(cfg).eval()
     eps = [1, 4]  # lengths 30 and 21: env 1 finishes first and starts episode 2 after a reset
     offline = model.progress(episode_batch(toy_store, cfg, eps + [2]))

@@ -29,7 +29,7 @@ class SARMConfig(FeatureRewardConfig):
         "sparse_stages", "sparse_priors", "dense_stages", "dense_priors")
     # How outputs are read, not learned: may be changed on a trained checkpoint (reward eval --readout).
     readout_fields: ClassVar[tuple[str, ...]] = ("readout", "readout_filter", "filter_back_prob", "filter_evidence",
-                                                 "readout_gate", "gate_floor", "readout_hold")
+                                                 "filter_min_stay", "readout_gate", "gate_floor", "readout_hold")
 
     type: str = "sarm"
     """Registered name; always ``sarm``."""
@@ -87,6 +87,12 @@ class SARMConfig(FeatureRewardConfig):
     filter_evidence: float = 0.5
     """``stage`` filter: exponent on the stage head's probabilities, in (0, 1]. Consecutive windows
     share most frames, so their outputs are not independent evidence; < 1 counts each less."""
+    filter_min_stay: int = 1
+    """``stage`` filter: frames a stage entered going forward is held before the belief can move on
+    from it (an explicit minimum duration, in [1, 300]; 1 = none). The done stage follows only the
+    last annotated one, so a read of done shorter than this (a lifted cube read as stacked) no
+    longer ends there mid-task; but a finish in the last m frames of an episode is not reached
+    either. Measured in bench_reward_quality.py (`+done+minstay` rows); off by default."""
     readout_gate: float = 0.0
     """Change gate: progress moves towards the model's reading only as far as the scene changed since
     the previous frame: by min(1, (change - gate_floor) / readout_gate) of the way, where change is
@@ -144,6 +150,8 @@ class SARMConfig(FeatureRewardConfig):
             raise ConfigError(f"filter_back_prob must be in (0, 1), got {self.filter_back_prob}")
         if not 0.0 < self.filter_evidence <= 1.0:
             raise ConfigError(f"filter_evidence must be in (0, 1], got {self.filter_evidence}")
+        if not 1 <= self.filter_min_stay <= 300:
+            raise ConfigError(f"filter_min_stay must be in [1, 300] frames, got {self.filter_min_stay}")
         check_gate(self)
         for name, value, low in (("window", self.window, 1),
                                  ("frame_gap", self.frame_gap, 1), ("d_model", self.d_model, 1),

@@ -133,26 +133,61 @@ def hold_step(previous: torch.Tensor, reading: torch.Tensor, stage: torch.Tensor
     return torch.where(stage >= previous_stage, torch.maximum(reading, previous), reading)
 
 
-def stage_transitions(n_stages: int, back_prob: float, done: bool = False) -> torch.Tensor:
-    """(K, K) row-stochastic transitions of the stage filter: from stage j every stage k >= j is
-    equally likely a priori (staying, moving on, skipping a short stage), an earlier one has weight
+def stage_transitions(n_stages: int, back_prob: float, done: bool = False, min_stay: int = 1) -> torch.Tensor:
+    """Row-stochastic transitions of the stage filter: from stage j every stage k >= j is equally
+    likely a priori (staying, moving on, skipping a short stage), an earlier one has weight
     ``back_prob``. With a terminal ``done`` stage (the last one) it is entered only from the last
     annotated stage: done follows the last subtask, and an absorbing stage that every stage could
     jump to would collect the belief of any failure that ends looking a little like it (a stuck
-    reach whose head gives done 5-10% for a few dozen frames ended "done" that way)."""
+    reach whose head gives done 5-10% for a few dozen frames ended "done" that way).
+
+    ``min_stay`` m > 1 makes it an explicit-duration filter over K x m states (stage k, frames held
+    i = 0..m-1; state index k * m + i): a stage entered going forward is held for at least m frames
+    before the belief can move on from it (skipping ahead stays possible once it has been held);
+    going back (on sustained evidence, as before) lands in the earlier stage's last state, with no
+    new wait. m = 1 is the (K, K) filter above."""
     a = torch.ones(n_stages, n_stages).triu() + torch.full((n_stages, n_stages), float(back_prob)).tril(-1)
     if done and n_stages > 2:
         a[: n_stages - 2, n_stages - 1] = 0.0
-    return a / a.sum(1, keepdim=True)
+    a = a / a.sum(1, keepdim=True)
+    m = int(min_stay)
+    if m == 1:
+        return a
+    k = n_stages
+    out = torch.zeros(k * m, k * m)
+    for j in range(k):
+        last = j * m + m - 1
+        for i in range(m - 1):  # still waiting: hold on (or go back on evidence)
+            row = j * m + i
+            out[row, row + 1] = a[j, j:].sum()
+            for b in range(j):
+                out[row, b * m + m - 1] = a[j, b]
+        out[last, last] = a[j, j]
+        for b in range(j):
+            out[last, b * m + m - 1] = a[j, b]
+        for f in range(j + 1, k):
+            out[last, f * m] = a[j, f]
+    return out
+
+
+def stage_marginal(belief: torch.Tensor, n_stages: int) -> torch.Tensor:
+    """(..., K) stage probabilities of a filter belief over K x m duration states (or K states)."""
+    return belief if belief.shape[-1] == n_stages else belief.unflatten(-1, (n_stages, -1)).sum(-1)
 
 
 def filter_stage(belief: torch.Tensor, probs: torch.Tensor, transitions: torch.Tensor, evidence: float,
                  first: torch.Tensor) -> torch.Tensor:
-    """One causal step of the stage filter (an HMM forward pass): belief (B, K) after the previous
-    frame, the stage head's probabilities (B, K) at this frame, ``first`` (B,) True where this is the
-    episode's first frame (no history: a flat prior). Returns the belief (B, K) at this frame."""
-    prior = torch.where(first[:, None], torch.ones_like(belief), belief @ transitions)
-    post = prior * probs.clamp_min(1e-12) ** evidence
+    """One causal step of the stage filter (an HMM forward pass): belief (B, K x m) after the previous
+    frame (m = ``filter_min_stay``), the stage head's probabilities (B, K) at this frame, ``first`` (B,)
+    True where this is the episode's first frame (no history: a flat prior). Returns the belief
+    (B, K x m) at this frame; ``stage_marginal`` gives its (B, K) stage probabilities."""
+    k = probs.shape[-1]
+    m = transitions.shape[0] // k
+    # The first frame: a flat prior over stages, each already held long enough to move on.
+    flat = torch.zeros_like(belief)
+    flat[:, m - 1::m] = 1.0
+    prior = torch.where(first[:, None], flat, belief @ transitions)
+    post = prior * probs.clamp_min(1e-12).repeat_interleave(m, -1) ** evidence
     return post / post.sum(-1, keepdim=True)
 
 
@@ -189,8 +224,8 @@ class SARM(RewardModel):
             self.register_buffer(f"start_{level}", cum, persistent=False)
             self.register_buffer(f"prior_{level}", torch.tensor(priors, dtype=torch.float32), persistent=False)
             done = StageSet.from_config(config, level).has_done
-            self.register_buffer(f"transitions_{level}", stage_transitions(len(names), config.filter_back_prob, done),
-                                 persistent=False)
+            self.register_buffer(f"transitions_{level}", stage_transitions(len(names), config.filter_back_prob, done,
+                                                                           config.filter_min_stay), persistent=False)
         self.register_buffer("offsets", window_offsets(config.window, config.frame_gap), persistent=False)
 
     # ------------------------------------------------------------------ training and evaluation hooks
@@ -301,11 +336,12 @@ class SARM(RewardModel):
         probs = logits.softmax(-1)
         if self.config.readout_filter == "none":
             return probs
-        out, belief = [], probs[:, 0]
+        k = probs.shape[-1]
+        out, belief = [], probs.new_zeros(probs.shape[0], getattr(self, f"transitions_{level}").shape[0])
         first = torch.ones(probs.shape[0], dtype=torch.bool, device=probs.device)
         for t in range(probs.shape[1]):
             belief = self.filter_step(belief, probs[:, t], first if t == 0 else ~first, level)
-            out.append(belief)
+            out.append(stage_marginal(belief, k))
         return torch.stack(out, 1)
 
     def _level(self, level: str | None) -> str:
@@ -469,7 +505,8 @@ class SARMStream(RewardStream):
         self.state = torch.zeros(n_envs, self.span, cfg.state_dim, device=dev) if cfg.state_key else None
         self.count = torch.zeros(n_envs, dtype=torch.long, device=dev)  # frames seen since reset
         k = len(cfg.stages(level)[0])
-        self.belief = torch.full((n_envs, k), 1.0 / k, device=dev)  # stage filter state (unused without it)
+        states = getattr(model, f"transitions_{level}").shape[0]  # K, or K x filter_min_stay
+        self.belief = torch.full((n_envs, states), 1.0 / states, device=dev)  # stage filter state (unused without it)
         self.value = torch.zeros(n_envs, device=dev)  # change gate state: last progress (unused without it)
         self.stage = torch.zeros(n_envs, dtype=torch.long, device=dev)  # stage hold state: last stage (unused without it)
 
@@ -508,8 +545,11 @@ class SARMStream(RewardStream):
         w_state = None if self.state is None else self.state[envs[:, None], ring]
         heads = self.model.window_heads(w_feats, w_state, tasks, pad, self.level)
         first = count == 1
-        belief = self.model.filter_step(self.belief[envs], heads[:, 0].softmax(-1), first, self.level)
-        self.belief[envs] = belief
+        probs = heads[:, 0].softmax(-1)
+        state = self.model.filter_step(self.belief[envs], probs, first, self.level)
+        if cfg.readout_filter != "none":
+            self.belief[envs] = state
+        belief = stage_marginal(state, probs.shape[-1])
         reading = self.model.readout(belief, heads[:, 1], self.level)
         stage = belief.argmax(-1)
         if cfg.readout_hold != "none":
