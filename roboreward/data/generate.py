@@ -123,6 +123,11 @@ class Recipe:
                 del out[optional]
         return out
 
+    def job(self, i: int, quality: str) -> tuple:
+        """What ``recipe_episode`` needs to make episode ``i`` of this recipe (picklable, for workers)."""
+        return (self.task, quality, self.seed + i, self.image_size, self.task_config, self.visual, self.demonstrator,
+                self.rerecord_failed)
+
 
 RERECORD_SEED_STRIDE = 1_000_000
 """Try k of episode i re-records it from seed + i + k * this (far from every recipe's seeds)."""
@@ -132,13 +137,12 @@ def recipe_episode(args):
     from roboreward.sim.scripted import generate_episode
 
     task, quality, seed, image_size, task_config, visual, demonstrator, rerecord = args
-    options = dict(task_config=task_config, visual=visual, demonstrator=demonstrator)
     tries = 0 if quality == "failure" else rerecord
     for k in range(tries + 1):
-        # A take without cameras tells the outcome at a fraction of the cost (the physics is the same).
-        if k == tries or generate_episode(task, quality, seed + k * RERECORD_SEED_STRIDE, render=False, **options).success:
+        episode = generate_episode(task, quality, seed + k * RERECORD_SEED_STRIDE, image_size=image_size,
+                                   task_config=task_config, visual=visual, demonstrator=demonstrator)
+        if episode.success:
             break
-    episode = generate_episode(task, quality, seed + k * RERECORD_SEED_STRIDE, image_size=image_size, **options)
     if k:
         episode.info = {**episode.info, "seed": seed + k * RERECORD_SEED_STRIDE, "rerecorded": k}
     return episode
@@ -182,9 +186,7 @@ def generate_store(path, recipe: Recipe, workers: int = 0, overwrite: bool = Fal
         )
         store.set_attr("recipe", recipe_json)
     plan = quality_plan(recipe.episodes, recipe.mix)
-    todo = [(recipe.task, plan[i], recipe.seed + i, recipe.image_size, recipe.task_config, recipe.visual, recipe.demonstrator,
-             recipe.rerecord_failed)
-            for i in range(store.n_episodes, recipe.episodes)]
+    todo = [recipe.job(i, plan[i]) for i in range(store.n_episodes, recipe.episodes)]
     workers = workers or min(len(todo), os.cpu_count() or 1)
     bar = tqdm(total=recipe.episodes, initial=store.n_episodes, unit="ep", desc=f"generate {recipe.task}", disable=not progress)
     if workers <= 1 or len(todo) <= 1:

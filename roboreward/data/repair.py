@@ -39,8 +39,7 @@ def _regenerator(store: EpisodeStore):
     def rebuild(i: int):
         from .generate import recipe_episode
 
-        return recipe_episode((recipe.task, plan[i], recipe.seed + i, recipe.image_size, recipe.task_config, recipe.visual,
-                         recipe.demonstrator, recipe.rerecord_failed))
+        return recipe_episode(recipe.job(i, plan[i]))
 
     return rebuild
 

@@ -504,7 +504,6 @@ class SARMStream(RewardStream):
         self.feats = torch.zeros(n_envs, self.span, len(cfg.cameras), cfg.feature_dim, device=dev)
         self.state = torch.zeros(n_envs, self.span, cfg.state_dim, device=dev) if cfg.state_key else None
         self.count = torch.zeros(n_envs, dtype=torch.long, device=dev)  # frames seen since reset
-        k = len(cfg.stages(level)[0])
         states = getattr(model, f"transitions_{level}").shape[0]  # K, or K x filter_min_stay
         self.belief = torch.full((n_envs, states), 1.0 / states, device=dev)  # stage filter state (unused without it)
         self.value = torch.zeros(n_envs, device=dev)  # change gate state: last progress (unused without it)
