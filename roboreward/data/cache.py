@@ -82,8 +82,12 @@ def cache_embeddings(
     batch_size: int = 64,
     progress: bool = True,
     encoder_info: dict | None = None,
+    transform: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    transform_info: dict | None = None,
 ) -> str:
-    """Encode every not-yet-cached frame of every camera; returns the cache key.
+    """Encode every not-yet-cached frame of every camera; returns the cache key. ``transform``
+    (uint8 frames (B, H, W, 3), their episode indices (B,) -> uint8 frames) changes the frames before
+    encoding (an augmented copy of a cache); ``transform_info`` is recorded as the group's ``augment``.
 
     Each block is read and encoded before anything of it is written, and the cache's group and
     arrays are created only with the first encoded block, so a bad encoder, argument or damaged
@@ -101,12 +105,14 @@ def cache_embeddings(
     if done >= total and group is not None:
         return cache_key
     arrays: dict[str, zarr.Array] = {}
+    episode_index = store.episode_index() if transform is not None else None
 
     def open_arrays(dim: int) -> None:
         nonlocal group
         group = root.require_group(FEATURES).require_group(cache_key)
         if group.attrs.get("dim") is None:
-            group.attrs.update({"dim": dim, "encoder": encoder_info or {}, "cameras": store.cameras, "done": 0})
+            group.attrs.update({"dim": dim, "encoder": encoder_info or {}, "cameras": store.cameras, "done": 0,
+                                **({"augment": transform_info} if transform_info else {})})
         for cam in store.cameras:
             if cam not in group:
                 group.create_array(cam, shape=(total, dim), chunks=(LOWDIM_CHUNK_FRAMES, dim), dtype=FEATURE_DTYPE,
@@ -121,8 +127,11 @@ def cache_embeddings(
     for start in range(done, total, block):
         end = min(start + block, total)
         encoded = {}
+        episode_of = episode_index[start:end] if transform is not None else None
         for cam in store.cameras:
             frames = store.array(cam)[start:end]
+            if transform is not None:
+                frames = transform(np.asarray(frames), episode_of)
             feats = [encoder(frames[i : i + batch_size]).float().cpu().numpy() for i in range(0, end - start, batch_size)]
             encoded[cam] = np.concatenate(feats).astype(FEATURE_DTYPE)
         if not arrays:

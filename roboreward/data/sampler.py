@@ -60,6 +60,10 @@ class ClipConfig:
     """Low-dimensional keys returned for the whole clip."""
     features: str | None = None
     """A feature-cache key: return cached features ``features.<camera>`` (window, D) instead of pixels."""
+    feature_copies: Sequence[str] = ()
+    """Further feature caches of the same frames (photometric copies, ``roboreward.encoders.augment``):
+    each clip is read, for every camera, from one of ``features`` and these, chosen uniformly with
+    torch's generator (seeded by the training loop and per DataLoader worker)."""
     targets: bool = True
     """Return the store's per-frame ground truth (``gt.*``) for the clip when it has any."""
     features_in_memory: bool = False
@@ -146,9 +150,12 @@ class ClipDataset(Dataset):
         self._frames = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
         self._episode_of = np.repeat(np.asarray(self.episodes), ends - starts)
         self._start_of = np.repeat(starts, ends - starts)
-        if config.features is not None:
-            cached_features(self.store, config.features)  # fail now, not in a worker
+        if config.feature_copies and config.features is None:
+            raise StoreError("feature_copies need features (the cache they are copies of)")
+        for key in ([config.features] if config.features is not None else []) + list(config.feature_copies):
+            cached_features(self.store, key)  # fail now, not in a worker
         self._arrays = None
+        self._copies: list[dict] = []
         self._cache = None
 
     def __len__(self) -> int:
@@ -160,12 +167,8 @@ class ClipDataset(Dataset):
         if self._arrays is None:
             arrays = {}
             if self.config.features is not None:
-                feats = cached_features(self.store, self.config.features)
-                for cam in self.cameras:
-                    arr = feats[cam]
-                    if self.config.features_in_memory:
-                        arr = _in_memory(self.store, f"features/{self.config.features}/{cam}", arr)
-                    arrays[f"features.{cam}"] = arr
+                arrays.update(self._feature_arrays(self.config.features))
+                self._copies = [self._feature_arrays(key) for key in self.config.feature_copies]
             else:
                 for cam in self.cameras:
                     arr = self.store.array(cam)
@@ -176,9 +179,16 @@ class ClipDataset(Dataset):
             self._arrays = arrays
         return self._arrays
 
+    def _feature_arrays(self, key: str) -> dict:
+        """{``features.<camera>``: array} of cache ``key`` (in RAM with ``features_in_memory``)."""
+        feats = cached_features(self.store, key)
+        return {f"features.{cam}": _in_memory(self.store, f"features/{key}/{cam}", feats[cam])
+                if self.config.features_in_memory else feats[cam] for cam in self.cameras}
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_arrays"] = None
+        state["_copies"] = []
         state["_cache"] = None
         return state
 
@@ -189,7 +199,11 @@ class ClipDataset(Dataset):
         idx, pad = clip_indices(t, start, self.config.window, self.config.frame_gap)
         lo, hi = int(idx[0]), int(idx[-1]) + 1
         item = {}
-        for key, arr in self._open().items():
+        arrays = self._open()
+        if self.config.feature_copies:  # this clip's features from the original cache or a copy
+            copy = int(torch.randint(len(self.config.feature_copies) + 1, ()))
+            arrays = {**arrays, **self._copies[copy - 1]} if copy else arrays
+        for key, arr in arrays.items():
             if isinstance(arr, np.ndarray):
                 values = arr[idx]
             elif self.config.chunk_cache_mb and key in self.cameras:

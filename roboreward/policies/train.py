@@ -136,7 +136,10 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
         train_eps = [e for e in train_eps if store.episodes[e].quality in config.qualities]
         if not train_eps:
             raise ConfigError(f"no training episode has quality in {config.qualities}; lower data.val_fraction or add episodes")
-    feature_key = cache_for_training(dataset, config.data, progress=progress) if images else None
+    if config.data.augment_copies:
+        raise ConfigError("data.augment_copies: policies do not train on augmented feature copies yet (reward models do); "
+                          "set data.augment_copies: 0")
+    feature_key = cache_for_training(dataset, config.data, progress=progress)[0] if images else None
     overrides = {k: v for k, v in config.policy.items() if k != "type"}
     policy_config = cls.config_class.from_store(store, feature_key, episodes=train_eps, **overrides)
     weights = None

@@ -26,7 +26,7 @@ class FeatureRewardConfig(RewardModelConfig):
     optional state vector, conditioned on the task string. ``from_store`` fills the data-derived
     ones; a subclass adds its own in ``store_fields``."""
 
-    data_derived: ClassVar[tuple[str, ...]] = ("feature_key", "feature_dim", "tasks")
+    data_derived: ClassVar[tuple[str, ...]] = ("feature_key", "feature_dim", "tasks", "feature_copies")
 
     feature_key: str | None = None
     """Feature-cache key in the store (``features/<key>/<camera>``) the model was trained on; streams
@@ -41,6 +41,10 @@ class FeatureRewardConfig(RewardModelConfig):
     """Size of ``state_key``'s vector; 0 exactly when ``state_key`` is None."""
     tasks: list[str] = field(default_factory=list)
     """Task strings of the data; each gets a learned embedding (the conditioning)."""
+    feature_copies: list[str] = field(default_factory=list)
+    """Training only: feature caches of the same frames under photometric augmentation
+    (``data.augment_copies``); each training clip is read from ``feature_key`` or one of these.
+    Recorded with the model as what it was trained on; inference reads ``feature_key`` alone."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -48,6 +52,7 @@ class FeatureRewardConfig(RewardModelConfig):
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ConfigError(f"cameras must be one or more distinct camera keys, got {self.cameras}")
         self.tasks = list(self.tasks)
+        self.feature_copies = list(self.feature_copies)
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError("tasks must be distinct strings")
         for name, value, low in (("feature_dim", self.feature_dim, 1), ("state_dim", self.state_dim, 0)):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,23 @@ class RewardDataConfig:
     """Held-out clips (evenly spaced over the val episodes) for val loss and stage accuracy."""
     encode_batch_size: int = 64
     """Frames per encoder call while filling the feature cache."""
+    augment_copies: int = 0
+    """Photometric augmentation: cache the training store this many more times, each episode under
+    its own random change of brightness, contrast, colour cast and gamma (``augment``), and train on
+    clips drawn from the original cache or a copy (``roboreward.encoders.augment``). Each copy costs
+    one more encoding pass of the store. 0 = none."""
+    augment: dict[str, Any] = field(default_factory=dict)
+    """Ranges of the photometric changes (fields of ``PhotometricAugment``: brightness, contrast,
+    channel_gain, gamma as [min, max], seed); empty = its defaults."""
 
     def __post_init__(self):
+        from ..encoders.augment import augment_from_dict
+
+        if not isinstance(self.augment_copies, int) or isinstance(self.augment_copies, bool) or not 0 <= self.augment_copies <= 16:
+            raise ConfigError(f"augment_copies must be an int in [0, 16], got {self.augment_copies!r}")
+        if not isinstance(self.augment, dict):
+            raise ConfigError(f"augment must be a mapping of ranges, got {self.augment!r}")
+        augment_from_dict(self.augment)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         for name in ("image_size", "val_clips", "encode_batch_size"):
@@ -127,18 +142,35 @@ class RewardValidator:
         return metrics
 
 
-def cache_for_training(dataset: Path, data: RewardDataConfig, progress: bool = True) -> str:
-    """The feature-cache key of ``data``'s encoder, with every frame of ``dataset`` cached
-    (resumable). Under ``accelerate launch`` the main process encodes while the others wait."""
-    from ..data.cache import ensure_features
+def cache_for_training(dataset: Path, data: RewardDataConfig, progress: bool = True) -> tuple[str, list[str]]:
+    """The feature-cache key of ``data``'s encoder and the keys of its ``augment_copies``
+    photometric copies, with every frame of ``dataset`` cached in each (resumable). Under
+    ``accelerate launch`` the main process encodes while the others wait."""
+    from ..data.cache import cache_embeddings, cache_status, ensure_features
     from ..encoders import make_image_encoder
+    from ..encoders.augment import augment_from_dict
 
     state = process_state()
     encoder = make_image_encoder(data.encoder, data.encoder_weights, data.image_size, data.encoder_layer)
+    augment = augment_from_dict(data.augment)
+    copies = [augment.cache_key(encoder.cache_key, c) for c in range(1, data.augment_copies + 1)]
     with state.main_process_first():
         if state.is_main_process:
-            ensure_features(dataset, encoder.cache_key, encoder.to(state.device), data.encode_batch_size, progress)
-    return encoder.cache_key
+            encoder = encoder.to(state.device)
+            ensure_features(dataset, encoder.cache_key, encoder, data.encode_batch_size, progress)
+            for copy, key in enumerate(copies, start=1):
+                status = cache_status(EpisodeStore(dataset)).get(key)
+                if status is not None and not status["error"] and status["done"] >= EpisodeStore(dataset).n_frames:
+                    continue
+
+                def transform(frames, episodes, copy=copy):
+                    eps, inverse = np.unique(episodes, return_inverse=True)
+                    return augment.apply(frames, augment.params(eps, copy)[inverse])
+
+                cache_embeddings(dataset, encoder, key, batch_size=data.encode_batch_size, progress=progress,
+                                 encoder_info=encoder.info, transform=transform,
+                                 transform_info={"photometric": augment.spec, "copy": copy, "of": encoder.cache_key})
+    return encoder.cache_key, copies
 
 
 def _read_split(path: Path) -> dict | None:
@@ -169,7 +201,7 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
         for note in model_cls.training_notes(store, config.model, train_eps):
             print(note)
 
-    feature_key = cache_for_training(dataset, config.data, progress=progress)
+    feature_key, copies = cache_for_training(dataset, config.data, progress=progress)
     store = EpisodeStore(dataset)  # re-open: the cache group is new
     split = {"train": train_eps, "val": val_eps, "val_fraction": config.data.val_fraction,
              "split_seed": config.data.split_seed, "n_episodes": store.n_episodes, "dataset": str(dataset.resolve()),
@@ -183,7 +215,14 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
         write_atomic_text(split_path, json.dumps(split, indent=1) + "\n")
 
     model_config = model_cls.config_class.from_store(store, feature_key, episodes=train_eps, **config.model)
-    validate = (RewardValidator(store, model_config, model_cls, val_eps, config.data.val_clips)
+    if copies:
+        if "feature_copies" not in {f.name for f in fields(model_config)}:
+            raise ConfigError(f"data.augment_copies: reward model {model_type!r} does not train on augmented feature "
+                              "copies; set data.augment_copies: 0")
+        model_config = replace(model_config, feature_copies=copies)
+    # Validation reads the frames as they are (the original cache), as evaluation does.
+    validate = (RewardValidator(store, replace(model_config, feature_copies=[]) if copies else model_config,
+                                model_cls, val_eps, config.data.val_clips)
                 if val_eps and model_cls.trained_by_gradient() else None)
     # The default fit builds the model after seeding from train.seed, so the initial weights follow the seed.
     return model_cls.fit_store(model_config, store, train_eps, config.train, out, validate=validate,

@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -151,3 +152,52 @@ def test_store_without_subtask_annotations_gets_one_note(tmp_path, capsys):
     assert "has no sparse subtask annotations, so SARM trains one stage 'task'" in notes[0]
     assert "time fraction of the episode" in notes[0] and "Subtask(name, start, end)" in notes[0]
     assert RewardModel.from_pretrained(model).config.sparse_stages == ["task"]
+
+
+def test_photometric_copies_are_cached_and_training_draws_clips_from_them(small_store, tmp_path):
+    """data.augment_copies caches the store again under per-episode photometric changes (the same
+    change for every camera and frame of an episode, a different one per episode and copy), the model
+    records the copies it trained on, and its training clips come from the original and the copies."""
+    from roboreward.data.cache import cached_features
+    from roboreward.encoders.augment import PhotometricAugment
+    from roboreward.rewards.sarm import SARMDataset
+
+    config = tiny_config()
+    config.data.augment_copies = 2
+    final = train_reward(config, small_store, tmp_path / "run", progress=False)
+    model = RewardModel.from_pretrained(final)
+    store = EpisodeStore(small_store)
+    base = model.config.feature_key
+    aug = PhotometricAugment()
+    assert model.config.feature_copies == [aug.cache_key(base, 1), aug.cache_key(base, 2)]
+    status = cache_status(store)
+    for copy, key in enumerate(model.config.feature_copies, start=1):
+        assert status[key]["done"] == store.n_frames
+        attrs = EpisodeStore(small_store).root["features"][key].attrs
+        assert attrs["augment"]["copy"] == copy and attrs["augment"]["of"] == base
+    # Re-encoding one episode's frames by hand under its drawn change gives the cached copy.
+    from roboreward.encoders import encoder_for_cache_key
+
+    encoder = encoder_for_cache_key(base)
+    cam = store.cameras[0]
+    start, end = store.episode_range(3)
+    frames = np.asarray(store.array(cam)[start:end])
+    want = encoder(aug.apply(frames, np.repeat(aug.params([3], 2), len(frames), 0))).numpy()
+    got = np.asarray(cached_features(store, model.config.feature_copies[1])[cam][start:end], dtype=np.float32)
+    np.testing.assert_allclose(got, want, atol=2e-2 * np.abs(want).max())
+    original = np.asarray(cached_features(store, base)[cam][start:end], dtype=np.float32)
+    assert np.abs(got - original).mean() > 10 * np.abs(got - want).mean()
+    # Training clips come from all three caches, with every camera of a clip from the same one.
+    data = SARMDataset(store, model.config, [3])
+    caches = [cached_features(store, k) for k in [base, *model.config.feature_copies]]
+    t = int(np.argmax(data.clips._frames == end - 1))
+    seen = set()
+    torch.manual_seed(0)
+    for _ in range(30):
+        item = data[t]
+        which = [[i for i, c in enumerate(caches)
+                  if np.allclose(item[f"features.{k}"][-1].numpy(), np.asarray(c[k][end - 1], dtype=np.float32))]
+                 for k in store.cameras]
+        assert len(which[0]) == 1 and all(w == which[0] for w in which)
+        seen.add(which[0][0])
+    assert seen == {0, 1, 2}

@@ -55,7 +55,8 @@ class FrameDataset(Dataset):
         self.store, self.targets = store, targets
         self.clips = ClipDataset(store, ClipConfig(window=1, frame_gap=1, cameras=config.cameras,
                                                    low_dim=(config.state_key,) if config.state_key else (),
-                                                   features=config.feature_key, targets=False, features_in_memory=True),
+                                                   features=config.feature_key, feature_copies=config.feature_copies,
+                                                   targets=False, features_in_memory=True),
                                  episodes)
 
     def __len__(self) -> int:

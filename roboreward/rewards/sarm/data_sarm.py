@@ -39,6 +39,7 @@ class SARMDataset(Dataset):
                 cameras=config.cameras,
                 low_dim=(config.state_key,) if config.state_key else (),
                 features=config.feature_key,
+                feature_copies=config.feature_copies,
                 targets=False,
                 features_in_memory=features_in_memory,
             ),

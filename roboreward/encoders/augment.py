@@ -1,0 +1,98 @@
+"""Photometric augmentation for training a reward model on frozen-encoder features.
+
+A frozen encoder's features are cached once per frame, so augmenting pixels means caching the same
+frames again under a change of appearance: ``copies`` extra caches of the training store, each
+frame drawn through its episode's own photometric change (brightness, contrast, a per-channel
+colour gain and a gamma curve). One change holds for a whole episode and for every camera of it,
+as a change of light would; the episode's draw depends only on (seed, copy, episode), so a cache
+extended by new episodes or resumed after a crash gets the same values. Training then reads each
+clip from the original cache or one of the copies (``ClipConfig.feature_copies``); evaluation and
+streaming read the original encoder on the frames as they are.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..config import ConfigError
+
+
+def _range(name: str, value, low: float, high: float) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"augment.{name} must be [min, max], got {value!r}") from None
+    if not low <= a <= b <= high:
+        raise ConfigError(f"augment.{name} must be [min, max] with {low} <= min <= max <= {high}, got {value!r}")
+    return a, b
+
+
+@dataclass(frozen=True)
+class PhotometricAugment:
+    """Per-episode appearance changes drawn uniformly from these ranges (each a [min, max] pair)."""
+
+    brightness: tuple[float, float] = (0.5, 1.4)
+    """Overall intensity scale (a dimmer or brighter lamp)."""
+    contrast: tuple[float, float] = (0.6, 1.3)
+    """Contrast about the frame's mean grey (flat ambient light vs a hard key light)."""
+    channel_gain: tuple[float, float] = (0.6, 1.2)
+    """Independent scale per RGB channel, relative to the largest (a warm or cold colour cast)."""
+    gamma: tuple[float, float] = (0.7, 1.5)
+    """Exponent on normalised intensity (shadows lifted or deepened)."""
+    seed: int = 0
+    """Seed of the per-episode draws."""
+
+    def __post_init__(self):
+        for name, low, high in (("brightness", 0.05, 4.0), ("contrast", 0.05, 4.0), ("channel_gain", 0.05, 4.0),
+                                ("gamma", 0.2, 5.0)):
+            object.__setattr__(self, name, _range(name, getattr(self, name), low, high))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"augment.seed must be an int >= 0, got {self.seed!r}")
+
+    @property
+    def spec(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @property
+    def tag(self) -> str:
+        """Short hash of the ranges and seed: changing any of them makes new caches."""
+        return hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:6]
+
+    def cache_key(self, base: str, copy: int) -> str:
+        """Feature-cache key of augmented copy ``copy`` (1, 2, ...) of the cache ``base``."""
+        return f"{base}+photo{self.tag}-{copy}"
+
+    def params(self, episodes: np.ndarray, copy: int) -> np.ndarray:
+        """(N, 6) draws for the given episode indices: brightness, contrast, gamma, 3 channel gains."""
+        episodes = np.asarray(episodes, dtype=np.int64).reshape(-1)
+        out = np.empty((len(episodes), 6), dtype=np.float32)
+        for i, e in enumerate(episodes):
+            rng = np.random.default_rng([self.seed, int(copy), int(e)])
+            gains = rng.uniform(*self.channel_gain, size=3)
+            out[i] = (rng.uniform(*self.brightness), rng.uniform(*self.contrast), rng.uniform(*self.gamma),
+                      *(gains / gains.max()))
+        return out
+
+    def apply(self, frames: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """uint8 (B, H, W, 3) frames, (B, 6) ``params`` rows (one per frame) -> uint8 (B, H, W, 3)."""
+        x = frames.astype(np.float32) / 255.0
+        p = params.astype(np.float32)
+        x = x * p[:, 3:][:, None, None, :]  # colour cast
+        grey = x.mean(axis=(1, 2, 3), keepdims=True)
+        x = (x - grey) * p[:, 1, None, None, None] + grey  # contrast
+        x = np.clip(x * p[:, 0, None, None, None], 0.0, 1.0)  # brightness
+        x = x ** p[:, 2, None, None, None]  # gamma
+        return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def augment_from_dict(data: dict | None) -> PhotometricAugment:
+    """A PhotometricAugment from a config mapping (unknown keys: one line naming the known ones)."""
+    data = dict(data or {})
+    known = set(PhotometricAugment.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"augment: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return PhotometricAugment(**data)
