@@ -88,6 +88,38 @@ def sarm_table(d):
     print(f"| streaming reward, frames/s, 8 envs batched | n/a | {ours['stream_frames_per_s_8_envs']:.0f} | | |\n")
 
 
+# What each row label of the reward-quality table means (a `+suffix` of the trained-on column, or
+# its training set), in the order the table shows them.
+QUALITY_LABELS = [
+    ("+robust", "the same models read through the stage filter and change gate."),
+    ("+hold", "the robust readout plus the stage hold (`readout_hold: stage`: progress does not fall unless the stage "
+              "goes back; the default 2026-12-02 to 12-05)."),
+    ("+done", "trained with the terminal done stage (`done_key: gt.success`: progress exactly 1 once the task is finished "
+              "and the object let go), read with the robust readout and the stage hold (`configs/reward/sarm.yaml`'s "
+              "default since 2026-12-05, trained and read as configured)."),
+    ("+freeze", "trained with freeze augmentation."),
+    ("+lite1", "the robust SARM over the second offline encoder, efficientnet_lite1 (`configs/reward/sarm_lite1.yaml`, "
+               "trained and read as configured)."),
+    ("+nostate", "the `+done` SARM without the joint state, cameras only (`configs/reward/sarm_nostate.yaml`)."),
+    ("+statenoise", "the `+done` SARM trained with a per-clip offset of the joint state, std 8 deg "
+                    "(`configs/reward/sarm_statenoise.yaml`)."),
+    ("+aug", "the `+done` SARM trained on the store and three photometric copies of it (each episode re-encoded under "
+             "its own brightness, contrast, colour cast and gamma; `configs/reward/sarm_aug.yaml`, "
+             "`roboreward/encoders/augment.py`); evaluated on the frames as they are."),
+    ("randomised_failures", "the randomised looks with 40% failed episodes instead of 20% "
+                            "(`datasets/<task>_randomised_failures.yaml`)."),
+    ("randomised_wide", "the randomised looks over a wider layout that surrounds the held-out layout band and leaves it "
+                        "out (cubes at x 0.07-0.25 m except 0.11-0.15, |y| <= 0.17; failed expert and suboptimal takes "
+                        "re-recorded, so the mix stays 50/30/20; `datasets/stack_randomised_wide.yaml`)."),
+    ("randomised_wide_failures", "the same layout with the failed takes kept (36% failures)."),
+    ("+long", "the `+done` SARM trained twice as long, 6000 steps (`configs/reward/sarm_long.yaml`)."),
+    ("+done+minstay", "the `+done` models read with `filter_min_stay: 30` (a stage entered going forward is held 30 "
+                      "frames, 1 s, before the filter moves on from it; done follows only the last annotated stage, so a "
+                      "short read of done mid-task no longer ends there; no retraining)."),
+    ("+done+minstay15", "the same with 15 frames."),
+]
+
+
 def quality_table(d):
     if "summary" not in d:  # the in-domain-only format of 2026-11-26
         print(f"**Reward quality** (`bench_reward_quality.py`, {d['date']}): in domain only; rerun the benchmark.\n")
@@ -103,23 +135,10 @@ def quality_table(d):
           "Mean over training seeds. Goals: VOC and AUROC >= "
           f"{g['voc']}, every success finishes above its hover (share {g['finish_over_hover']:.0f}) and at >= "
           f"{g['min_final_success']}, no drop after success, freeze rise <= {g['freeze_rise_max']}. Rows without a "
-          "suffix read SARM as published (no stage filter, no change gate); `+robust`: the same models read through the "
-          "stage filter and change gate; `+hold`: the robust readout plus the stage hold (`readout_hold: stage`, progress "
-          "does not fall unless the stage goes back; the default 2026-12-02 to 12-05); `+done`: trained with the terminal done stage (`done_key: gt.success`, "
-          "progress exactly 1 once the task is finished and the object let go) and read with the robust readout and the "
-          "stage hold (`configs/reward/sarm.yaml`'s default since 2026-12-05, trained and read as configured); `+freeze`: trained with freeze augmentation; "
-          "`+lite1`: the robust SARM over the second offline encoder, efficientnet_lite1 (`configs/reward/sarm_lite1.yaml`, "
-          "trained and read as configured); `+nostate`: the `+done` SARM without the joint state, cameras only "
-          "(`configs/reward/sarm_nostate.yaml`); `+statenoise`: the `+done` SARM trained with a per-clip offset of the joint "
-          "state, std 8 deg (`configs/reward/sarm_statenoise.yaml`); `randomised_failures`: the randomised looks with 40% failed episodes "
-          "instead of 20% (`datasets/<task>_randomised_failures.yaml`); `randomised_wide`: the randomised looks over a wider layout that "
-          "surrounds the held-out layout band and leaves it out (cubes at x 0.07-0.25 m except 0.11-0.15, |y| <= 0.17; "
-          "failed expert and suboptimal takes re-recorded, so the mix stays 50/30/20; `datasets/stack_randomised_wide.yaml`); "
-          "`randomised_wide_failures`: the same layout with the failed takes kept (36% failures); `+long`: the `+done` SARM "
-          "trained twice as long, 6000 steps (`configs/reward/sarm_long.yaml`); `+done+minstay`: the `+done` models read with "
-          "`filter_min_stay: 30` (a stage entered going forward is held 30 frames, 1 s, before the filter moves on from it; done "
-          "follows only the last annotated stage, so a short read of done mid-task no longer ends there; no retraining); "
-          "`+done+minstay15`: the same with 15 frames.\n")
+          "suffix read SARM as published (no stage filter, no change gate); the suffixes and training sets:\n")
+    for label, text in QUALITY_LABELS:
+        print(f"- `{label}`: {text}")
+    print()
     print("| task | trained on | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
           "| freeze rise (max) | final gap succ - fail | stage acc | succ / fail | seeds | goals met |")
     print("|---" * 14 + "|")
