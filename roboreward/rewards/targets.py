@@ -155,6 +155,24 @@ def stage_priors(store: EpisodeStore, episodes: Sequence[int] | None = None, lev
     return StageSet(level, (*names, *done_names), (*(float(p) for p in raw / raw.sum()), *done_priors))
 
 
+def stage_short_frames(store: EpisodeStore, episodes: Sequence[int] | None, level: str, names: Sequence[str],
+                       percentile: float = 5.0) -> list[int]:
+    """Per stage of ``names``: a short duration of it in the training ``episodes``, frames (the
+    ``percentile``-th of its annotated durations; the episode lengths for the single ``task`` stage;
+    0 for ``done`` and for a stage no training episode has). The stage filter's per-stage minimum
+    stay is a fraction of this (``filter_min_stay_frac``)."""
+    _check_level(level)
+    eps = selected_episodes(store, episodes)
+    durations: dict[str, list[int]] = {}
+    for e in eps:
+        subs = store.episodes[e].annotations.get(level, [])
+        if not subs:
+            durations.setdefault(SINGLE_STAGE, []).append(store.episodes[e].length)
+        for sub in subs:
+            durations.setdefault(sub.name, []).append(sub.end - sub.start)
+    return [int(np.percentile(durations[n], percentile)) if n in durations and n != DONE_STAGE else 0 for n in names]
+
+
 @dataclass
 class StageTargets:
     """Per-frame targets of one level, aligned with the store's frames (global index). Frames of

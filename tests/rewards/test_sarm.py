@@ -11,6 +11,7 @@ from sarm_toy import CAMS, DIM, FEATURE_KEY, TASKS, build_toy_store, encode, fra
 from torch.utils.data import default_collate
 
 from roboreward.config import ConfigError
+from roboreward.errors import RoborewardError
 from roboreward.data import Episode, EpisodeStore, FeatureSpec, StoreError, Subtask
 from roboreward.rewards import RewardModel, make_reward_model
 from roboreward.rewards.base import CheckpointError
@@ -412,6 +413,43 @@ def test_min_stay_holds_a_stage_through_a_short_misread_and_follows_a_long_one()
     place = [onehot(0, 0.9)] * 8 + [onehot(1, 0.9)] * 2 + [onehot(2, 0.9)] * 8 + [onehot(3, 0.9)] * 8 + [onehot(4, 0.9)] * 10
     got = run(place, trans)  # a real sequence still gets through, each stage after its wait
     assert got[-1] == 4 and got.index(4) >= got.index(3) + 6  # done only once place has been held 6 frames
+
+    # Per stage: place (3) waits 2 frames, the rest 6. The late finish gets to done 2 frames after
+    # place began, and a stage that waits m is still held m: the uniform filter is the special case.
+    per_stage = stage_transitions(5, 1e-3, True, [6, 6, 6, 2, 1])
+    assert per_stage.shape == (30, 30) and torch.allclose(per_stage.sum(1), torch.ones(30))
+    assert per_stage[17, 22] > 0 and per_stage[17, 18] == 0  # transport held: into place at its 2-frame entry
+    # A late finish: one frame read as place, then done to the end (the head's read after a quick release).
+    late = [onehot(0, 0.9)] * 8 + [onehot(1, 0.9)] * 8 + [onehot(2, 0.9)] * 8 + [onehot(3, 0.9)] + [onehot(4, 0.9)] * 3
+    uniform, staged = run(late, trans), run(late, per_stage)
+    assert uniform[-1] == 3  # held in place 6 frames: the episode ends before done is reached
+    assert staged[-1] == 4 and staged.index(4) <= 24 + 2  # place held its own 2 frames
+    # What a short place wait gives up: the 4-frame done read at the lift gets through place's 2 frames.
+    assert max(run(lift, per_stage)) == 4
+    assert torch.equal(stage_transitions(5, 1e-3, True, [6] * 5), trans)
+    with pytest.raises(RoborewardError, match="one count >= 1 per stage"):
+        stage_transitions(5, 1e-3, True, [6, 6, 0, 2, 1])
+
+
+def test_min_stay_per_stage_comes_from_the_training_durations(toy_store):
+    """filter_min_stay_frac: each stage is held that fraction of its short training duration (the
+    5th percentile of its annotated lengths, recorded at training as <level>_short_frames)."""
+    from roboreward.rewards.targets import stage_short_frames
+
+    store = toy_store
+    cfg = small_config(store, [0, 1, 2, 3])
+    names = cfg.sparse_stages
+    want = [int(np.percentile([s.end - s.start for e in range(4) for s in store.episodes[e].annotations["sparse"]
+                               if s.name == n], 5)) for n in names]
+    assert cfg.sparse_short_frames == stage_short_frames(store, [0, 1, 2, 3], "sparse", names) == want
+    assert cfg.min_stays("sparse") == [1] * len(names)  # off by default
+    half = dataclasses.replace(cfg, filter_min_stay_frac=0.5, filter_min_stay=2)
+    assert half.min_stays("sparse") == [max(2, round(0.5 * f)) for f in want]
+    model = SARM(half)
+    assert model.transitions_sparse.shape[0] == len(names) * max(half.min_stays("sparse"))
+    old = dataclasses.replace(cfg, filter_min_stay_frac=0.5, sparse_short_frames=[])
+    with pytest.raises(ConfigError, match="filter_min_stay_frac needs the stage durations"):
+        SARM(old)
 
 
 def test_done_stage_is_entered_only_from_the_last_annotated_stage():

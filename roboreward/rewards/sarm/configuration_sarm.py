@@ -26,10 +26,10 @@ class SARMConfig(FeatureRewardConfig):
 
     # Filled by ``from_store`` from the store and the training split; a user override would be overwritten.
     data_derived: ClassVar[tuple[str, ...]] = FeatureRewardConfig.data_derived + (
-        "sparse_stages", "sparse_priors", "dense_stages", "dense_priors")
+        "sparse_stages", "sparse_priors", "dense_stages", "dense_priors", "sparse_short_frames", "dense_short_frames")
     # How outputs are read, not learned: may be changed on a trained checkpoint (reward eval --readout).
     readout_fields: ClassVar[tuple[str, ...]] = ("readout", "readout_filter", "filter_back_prob", "filter_evidence",
-                                                 "filter_min_stay", "readout_gate", "gate_floor", "readout_hold")
+                                                 "filter_min_stay", "filter_min_stay_frac", "readout_gate", "gate_floor", "readout_hold")
 
     type: str = "sarm"
     """Registered name; always ``sarm``."""
@@ -45,6 +45,12 @@ class SARMConfig(FeatureRewardConfig):
     """Dense stage names in order (used by ``dense`` and ``dual``)."""
     dense_priors: list[float] = field(default_factory=list)
     """Dense stage priors, as ``sparse_priors``."""
+    sparse_short_frames: list[int] = field(default_factory=list)
+    """Per sparse stage, a short duration of it in the training episodes (5th percentile, frames; 0
+    for done), for the stage filter's per-stage minimum stay (``filter_min_stay_frac``). Empty in
+    a model trained before it was recorded."""
+    dense_short_frames: list[int] = field(default_factory=list)
+    """Dense stage short durations, as ``sparse_short_frames``."""
 
     done_key: str | None = None
     """Per-frame success flag of the store (``gt.success`` in the sim stores, ``next.success`` in a
@@ -93,6 +99,11 @@ class SARMConfig(FeatureRewardConfig):
     last annotated one, so a read of done shorter than this (a lifted cube read as stacked) no
     longer ends there mid-task; but a finish in the last m frames of an episode is not reached
     either. Measured in bench_reward_quality.py (`+done+minstay` rows); off by default."""
+    filter_min_stay_frac: float = 0.0
+    """``stage`` filter: a minimum stay per stage instead, this fraction of the stage's short
+    training duration (``<level>_short_frames``; at least ``filter_min_stay``), so a stage that
+    always takes long is held long and a brief one (a release) briefly. In [0, 1]; 0 = off.
+    Measured in bench_reward_quality.py (`+stay` rows)."""
     readout_gate: float = 0.0
     """Change gate: progress moves towards the model's reading only as far as the scene changed since
     the previous frame: by min(1, (change - gate_floor) / readout_gate) of the way, where change is
@@ -152,6 +163,8 @@ class SARMConfig(FeatureRewardConfig):
             raise ConfigError(f"filter_evidence must be in (0, 1], got {self.filter_evidence}")
         if not 1 <= self.filter_min_stay <= 300:
             raise ConfigError(f"filter_min_stay must be in [1, 300] frames, got {self.filter_min_stay}")
+        if not 0.0 <= self.filter_min_stay_frac <= 1.0:
+            raise ConfigError(f"filter_min_stay_frac must be in [0, 1], got {self.filter_min_stay_frac}")
         check_gate(self)
         for name, value, low in (("window", self.window, 1),
                                  ("frame_gap", self.frame_gap, 1), ("d_model", self.d_model, 1),
@@ -181,6 +194,10 @@ class SARMConfig(FeatureRewardConfig):
                 raise ConfigError(f"{level}_stages must be distinct names, got {names}")
             if priors and (min(priors) < 0 or not math.isclose(sum(priors), 1.0, abs_tol=1e-4)):
                 raise ConfigError(f"{level}_priors must be >= 0 and sum to 1, got {priors}")
+            short = [int(v) for v in getattr(self, f"{level}_short_frames")]
+            setattr(self, f"{level}_short_frames", short)
+            if short and (len(short) != len(names) or min(short) < 0):
+                raise ConfigError(f"{level}_short_frames needs one count >= 0 per stage ({len(names)}), got {short}")
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -205,7 +222,7 @@ class SARMConfig(FeatureRewardConfig):
     def store_fields(self, store: "EpisodeStore", episodes: list[int]) -> dict[str, Any]:
         """Stages and priors of each level from the training ``episodes`` (``targets.stage_priors``),
         with the terminal ``done`` stage when ``done_key`` is a feature of the store."""
-        from ..targets import has_done_flag, stage_priors
+        from ..targets import has_done_flag, stage_priors, stage_short_frames
 
         fields: dict[str, Any] = {}
         done = has_done_flag(store, self.done_key)
@@ -213,4 +230,17 @@ class SARMConfig(FeatureRewardConfig):
             stage_set = stage_priors(store, episodes, level, done=done)
             fields[f"{level}_stages"] = list(stage_set.names)
             fields[f"{level}_priors"] = list(stage_set.priors)
+            fields[f"{level}_short_frames"] = stage_short_frames(store, episodes, level, stage_set.names)
         return fields
+
+    def min_stays(self, level: str) -> list[int]:
+        """The stage filter's minimum stay per stage of ``level``, frames (``filter_min_stay``,
+        raised to ``filter_min_stay_frac`` of each stage's short training duration)."""
+        names, short = self.stages(level)[0], getattr(self, f"{level}_short_frames")
+        if not self.filter_min_stay_frac:
+            return [self.filter_min_stay] * len(names)
+        if not short:
+            raise ConfigError(f"filter_min_stay_frac needs the stage durations of the training data, which this model "
+                              f"does not record ({level}_short_frames; trained before they were): retrain it, or use "
+                              "filter_min_stay")
+        return [min(300, max(self.filter_min_stay, round(self.filter_min_stay_frac * f))) for f in short]

@@ -133,7 +133,7 @@ def hold_step(previous: torch.Tensor, reading: torch.Tensor, stage: torch.Tensor
     return torch.where(stage >= previous_stage, torch.maximum(reading, previous), reading)
 
 
-def stage_transitions(n_stages: int, back_prob: float, done: bool = False, min_stay: int = 1) -> torch.Tensor:
+def stage_transitions(n_stages: int, back_prob: float, done: bool = False, min_stay: int | Sequence[int] = 1) -> torch.Tensor:
     """Row-stochastic transitions of the stage filter: from stage j every stage k >= j is equally
     likely a priori (staying, moving on, skipping a short stage), an earlier one has weight
     ``back_prob``. With a terminal ``done`` stage (the last one) it is entered only from the last
@@ -141,32 +141,39 @@ def stage_transitions(n_stages: int, back_prob: float, done: bool = False, min_s
     jump to would collect the belief of any failure that ends looking a little like it (a stuck
     reach whose head gives done 5-10% for a few dozen frames ended "done" that way).
 
-    ``min_stay`` m > 1 makes it an explicit-duration filter over K x m states (stage k, frames held
-    i = 0..m-1; state index k * m + i): a stage entered going forward is held for at least m frames
+    ``min_stay`` m > 1 (one count for every stage, or one per stage) makes it an explicit-duration
+    filter over K x M states, M the largest m (stage k, frames held; state index k * M + i): a stage
+    entered going forward is held for at least its m_k frames (it is entered at state k * M + M - m_k)
     before the belief can move on from it (skipping ahead stays possible once it has been held);
     going back (on sustained evidence, as before) lands in the earlier stage's last state, with no
-    new wait. m = 1 is the (K, K) filter above."""
+    new wait. All m = 1 is the (K, K) filter above."""
     a = torch.ones(n_stages, n_stages).triu() + torch.full((n_stages, n_stages), float(back_prob)).tril(-1)
     if done and n_stages > 2:
         a[: n_stages - 2, n_stages - 1] = 0.0
     a = a / a.sum(1, keepdim=True)
-    m = int(min_stay)
+    stays = [int(min_stay)] * n_stages if isinstance(min_stay, (int, np.integer)) else [int(v) for v in min_stay]
+    if len(stays) != n_stages or min(stays) < 1:
+        raise RoborewardError(f"min_stay needs one count >= 1 per stage ({n_stages}), got {list(min_stay)}")
+    m = max(stays)
     if m == 1:
         return a
     k = n_stages
     out = torch.zeros(k * m, k * m)
     for j in range(k):
         last = j * m + m - 1
-        for i in range(m - 1):  # still waiting: hold on (or go back on evidence)
+        for i in range(m - 1):
             row = j * m + i
-            out[row, row + 1] = a[j, j:].sum()
+            if i < m - stays[j]:  # never entered (stage j waits fewer frames than m): keep the row stochastic
+                out[row, row] = 1.0
+                continue
+            out[row, row + 1] = a[j, j:].sum()  # still waiting: hold on (or go back on evidence)
             for b in range(j):
                 out[row, b * m + m - 1] = a[j, b]
         out[last, last] = a[j, j]
         for b in range(j):
             out[last, b * m + m - 1] = a[j, b]
         for f in range(j + 1, k):
-            out[last, f * m] = a[j, f]
+            out[last, f * m + m - stays[f]] = a[j, f]
     return out
 
 
@@ -178,7 +185,7 @@ def stage_marginal(belief: torch.Tensor, n_stages: int) -> torch.Tensor:
 def filter_stage(belief: torch.Tensor, probs: torch.Tensor, transitions: torch.Tensor, evidence: float,
                  first: torch.Tensor) -> torch.Tensor:
     """One causal step of the stage filter (an HMM forward pass): belief (B, K x m) after the previous
-    frame (m = ``filter_min_stay``), the stage head's probabilities (B, K) at this frame, ``first`` (B,)
+    frame (m = the largest minimum stay), the stage head's probabilities (B, K) at this frame, ``first`` (B,)
     True where this is the episode's first frame (no history: a flat prior). Returns the belief
     (B, K x m) at this frame; ``stage_marginal`` gives its (B, K) stage probabilities."""
     k = probs.shape[-1]
@@ -225,7 +232,7 @@ class SARM(RewardModel):
             self.register_buffer(f"prior_{level}", torch.tensor(priors, dtype=torch.float32), persistent=False)
             done = StageSet.from_config(config, level).has_done
             self.register_buffer(f"transitions_{level}", stage_transitions(len(names), config.filter_back_prob, done,
-                                                                           config.filter_min_stay), persistent=False)
+                                                                           config.min_stays(level)), persistent=False)
         self.register_buffer("offsets", window_offsets(config.window, config.frame_gap), persistent=False)
 
     # ------------------------------------------------------------------ training and evaluation hooks
@@ -504,7 +511,7 @@ class SARMStream(RewardStream):
         self.feats = torch.zeros(n_envs, self.span, len(cfg.cameras), cfg.feature_dim, device=dev)
         self.state = torch.zeros(n_envs, self.span, cfg.state_dim, device=dev) if cfg.state_key else None
         self.count = torch.zeros(n_envs, dtype=torch.long, device=dev)  # frames seen since reset
-        states = getattr(model, f"transitions_{level}").shape[0]  # K, or K x filter_min_stay
+        states = getattr(model, f"transitions_{level}").shape[0]  # K, or K x the largest minimum stay
         self.belief = torch.full((n_envs, states), 1.0 / states, device=dev)  # stage filter state (unused without it)
         self.value = torch.zeros(n_envs, device=dev)  # change gate state: last progress (unused without it)
         self.stage = torch.zeros(n_envs, dtype=torch.long, device=dev)  # stage hold state: last stage (unused without it)
