@@ -371,9 +371,20 @@ def _comparable(cfg: Any, free: Sequence[str] = ()) -> Any:
     return cfg
 
 
+def _is_off(value: Any) -> bool:
+    """None, 0, False, "", [] or a mapping of such: the value a config field added in a later version has when it
+    is off, so a run written before the field existed resumes under it (it trained without it);
+    any other value makes a different run."""
+    if isinstance(value, dict):
+        return all(_is_off(v) for v in value.values())
+    return value is None or (isinstance(value, (int, float, str, list)) and not value)
+
+
 def _first_difference(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any] | None:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
+            if key not in a and _is_off(b[key]):
+                continue  # a field the saved run predates, at its off value
             d = _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
             if d is not None:
                 return d

@@ -308,6 +308,12 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
         training.check_resume_config(out, {"train": asdict(toy_config(steps=30))})
     # Logging and checkpoint cadence do not change the weights: allowed.
     assert training.check_resume_config(out, {"train": asdict(toy_config(steps=20, log_every=1, ckpt_every=3))})
+    # A field the saved run predates resumes at its off value (it trained without it), not at another.
+    same = asdict(toy_config(steps=20))
+    for off in (0, 0.0, None, False, {}, []):
+        assert training.check_resume_config(out, {"train": same, "data": {"augment_copies": off}})
+    with pytest.raises(TrainError, match=r"different config \(data: None there, \{'augment_copies': 3\} now\)"):
+        training.check_resume_config(out, {"train": same, "data": {"augment_copies": 3}})
     # A finished run re-run with the same config just rewrites the final model, training nothing.
     assert_same_weights(run_toy(out, steps=20), out / "checkpoints" / "step_20")
     assert training.run_segments(out) == [[0, 20]]
