@@ -242,12 +242,8 @@ def _data_export(args):
 @arg("--batch-size", type=_int_in(1), default=None, help="frames per encoder call (>= 1; default 64)")
 @arg("--layer", default=None, help="cache this backbone module's pooled output instead of the final features (e.g. blocks.3)")
 def _data_cache(args):
-    import torch
-
     from .config import load_config
-    from .data.cache import cache_embeddings
-    from .encoders import make_image_encoder
-    from .rewards.train import RewardTrainConfig
+    from .rewards.train import RewardTrainConfig, cache_for_training
 
     # One source of defaults: the reward training config (its data section), so that a cache made
     # here with no flags, or with --config C, is exactly the one `reward train --config C` reads.
@@ -255,17 +251,12 @@ def _data_cache(args):
     flags = {"encoder": args.encoder, "encoder_weights": args.encoder_weights, "image_size": args.image_size,
              "encoder_layer": args.layer, "encode_batch_size": args.batch_size}
     data = dataclasses.replace(data, **{k: v for k, v in flags.items() if v is not None})
-    encoder = make_image_encoder(data.encoder, data.encoder_weights, data.image_size, data.encoder_layer)
-    if torch.cuda.is_available():
-        encoder = encoder.cuda()
-    key = cache_embeddings(
-        args.dataset,
-        encoder,
-        encoder.cache_key,
-        batch_size=data.encode_batch_size,
-        encoder_info=encoder.info,
-    )
+    # The same caching `reward train` does: the encoder's cache, then any photometric copies the
+    # config asks for (data.augment_copies), each resumable.
+    key, copies = cache_for_training(Path(args.dataset), data)
     print(f"features/{key} complete in {args.dataset}")
+    for copy in copies:
+        print(f"features/{copy} complete in {args.dataset} (photometric copy)")
 
 
 @command("data", "generate", "write a store of scripted sim demonstrations (resumes an interrupted run)")

@@ -279,6 +279,13 @@ def test_cache_embeddings_defaults_are_the_training_configs_cache(tmp_path, make
         return make_image_encoder(data.encoder, data.encoder_weights, data.image_size, data.encoder_layer).cache_key
 
     assert run(store.path) == expected("configs/reward/sarm.yaml")
+    # With --config, also the photometric copies that config trains on (data.augment_copies).
+    capsys.readouterr()
+    assert main(["data", "cache-embeddings", str(store.path), "--config", "configs/reward/sarm.yaml"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    copies = load_config(RewardTrainConfig, root / "configs/reward/sarm.yaml").data.augment_copies
+    assert copies >= 1 and len(lines) == 1 + copies and all(line.endswith("(photometric copy)") for line in lines[1:])
+    assert set(cache_status(EpisodeStore(store.path))) == {line.split()[0].removeprefix("features/") for line in lines}
     perceptual = run(store.path, "--config", root / "configs/reward/perceptual.yaml")
     assert perceptual == expected("configs/reward/perceptual.yaml") and "px-" in perceptual  # a layer cache
     assert run(store.path, "--image-size", 32) == make_image_encoder(image_size=32).cache_key
