@@ -98,3 +98,25 @@ def test_second_offline_encoder_is_lite1_with_its_packaged_weights():
     with torch.no_grad():
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
         torch.testing.assert_close(enc(frames), reference((x - enc.mean) / enc.std), rtol=1e-4, atol=1e-4)
+
+
+def test_photometric_augment_is_one_change_per_episode_and_copy_and_reproducible():
+    """The change of an augmented copy depends only on (seed, copy, episode), so a resumed or
+    extended cache gets the same values; it stays in range, and the key names ranges and seed."""
+    from roboreward.encoders.augment import PhotometricAugment
+
+    aug = PhotometricAugment()
+    p = aug.params(np.array([0, 1, 0]), copy=1)
+    np.testing.assert_array_equal(p[0], p[2])  # the same episode, the same change
+    assert not np.allclose(p[0], p[1]) and not np.allclose(p[0], aug.params([0], copy=2)[0])
+    np.testing.assert_array_equal(p, PhotometricAugment().params([0, 1, 0], copy=1))
+    assert not np.allclose(p, PhotometricAugment(seed=1).params([0, 1, 0], copy=1))
+    draws = aug.params(np.arange(200), copy=1)
+    assert (draws[:, 0] >= 0.5).all() and (draws[:, 0] <= 1.4).all() and (draws[:, 2] >= 0.7).all()
+    assert np.allclose(draws[:, 3:].max(1), 1.0) and (draws[:, 3:] >= 0.6 / 1.2 - 1e-6).all()
+    frames = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    out = aug.apply(frames, draws[:2])
+    assert out.dtype == np.uint8 and out.shape == frames.shape and not np.array_equal(out, frames)
+    identity = np.array([[1, 1, 1, 1, 1, 1]] * 2, np.float32)  # brightness, contrast, gamma, gains all 1
+    np.testing.assert_array_equal(aug.apply(frames, identity), frames)
+    assert aug.cache_key("k", 2) == f"k+photo{aug.tag}-2" and PhotometricAugment(gamma=(1, 2)).tag != aug.tag

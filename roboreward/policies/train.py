@@ -85,6 +85,9 @@ class BCTrainConfig:
             raise ConfigError(f"qualities must be a non-empty list of quality labels or null, got {self.qualities!r}")
         if not isinstance(self.policy, dict) or not self.policy.get("type"):
             raise ConfigError("policy needs a `type` naming a policy (e.g. policy: {type: bc})")
+        if self.data.augment_copies:
+            raise ConfigError("data.augment_copies: policies do not train on photometric feature copies (reward models "
+                              "do); set data.augment_copies: 0")
         # Unknown keys, wrong types and bad values fail now, in one line, before any data is read.
         self.policy = policy_class(str(self.policy["type"])).config_class.check_overrides(self.policy, "policy")
 
@@ -136,9 +139,6 @@ def train_bc(config: BCTrainConfig, dataset: str | os.PathLike, out: str | os.Pa
         train_eps = [e for e in train_eps if store.episodes[e].quality in config.qualities]
         if not train_eps:
             raise ConfigError(f"no training episode has quality in {config.qualities}; lower data.val_fraction or add episodes")
-    if config.data.augment_copies:
-        raise ConfigError("data.augment_copies: policies do not train on augmented feature copies yet (reward models do); "
-                          "set data.augment_copies: 0")
     feature_key = cache_for_training(dataset, config.data, progress=progress)[0] if images else None
     overrides = {k: v for k, v in config.policy.items() if k != "type"}
     policy_config = cls.config_class.from_store(store, feature_key, episodes=train_eps, **overrides)

@@ -146,11 +146,12 @@ def test_env_state_policy_expert_filter_and_recipe_rollout(store, tmp_path):
     assert np.isfinite(report["success_rate"])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--qualities", "perfect"], "qualities ['perfect'] match no episode"),
+@pytest.mark.parametrize("args, extra, message", [
+    (["--qualities", "perfect"], "", "qualities ['perfect'] match no episode"),
+    ([], "data: {augment_copies: 2}\n", "data.augment_copies: policies do not train on photometric feature copies"),
 ])
-def test_bc_train_bad_quality_is_one_line(store, tmp_path, capsys, args, message):
-    (tmp_path / "bc.yaml").write_text(STATE_CONFIG)
+def test_bc_train_bad_quality_is_one_line(store, tmp_path, capsys, args, extra, message):
+    (tmp_path / "bc.yaml").write_text(STATE_CONFIG.replace("data: {val_fraction: 0.25}\n", extra or "data: {val_fraction: 0.25}\n"))
     assert message in refused(capsys, "bc", "train", "--dataset", store, "--out", tmp_path / "x", "--config",
                               tmp_path / "bc.yaml", *args)
 

@@ -129,6 +129,12 @@ def test_default_yaml_loads_and_bad_values_are_one_line(tmp_path):
         ({"model": {"type": "sarm", "tasks": ["x"]}}, "model.tasks is read from the dataset"),
         ({"train": {"mixed_precision": "fp8"}}, "mixed_precision 'fp8' is not one of"),
         ({"data": {"val_fraction": 1.5}}, "val_fraction must be in"),
+        ({"data": {"augment_copies": -1}}, r"augment_copies must be an int in \[0, 16\]"),
+        ({"data": {"augment": {"brightness": [1.4, 0.5]}}}, r"augment.brightness must be \[min, max\] with"),
+        ({"data": {"augment": {"brightnes": [0.5, 1.4]}}}, "augment: unknown key 'brightnes'; known: brightness"),
+        ({"data": {"augment": {"gamma": 1.2}}}, r"augment.gamma must be \[min, max\], got 1.2"),
+        ({"model": {"type": "sarm", "filter_min_stay_frac": 2}}, r"filter_min_stay_frac must be in \[0, 1\]"),
+        ({"model": {"type": "sarm", "feature_copies": ["k"]}}, "model.feature_copies is read from the dataset"),
     ]:
         with pytest.raises(ConfigError, match=pattern) as info:
             from_dict(RewardTrainConfig, data)
