@@ -49,12 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from roboreward.config import config_data  # noqa: E402
+from roboreward.eval.evaluate import AUROC_TIE  # noqa: E402
+from roboreward.eval.metrics import auroc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"voc": 0.95, "auroc": 0.95, "finish_over_hover": 1.0, "min_final_success": 0.85, "post_success_drop_share": 0.0,
          "freeze_rise_max": 0.01}
 VARIANTS = ("control", "colours", "light", "camera", "distractors", "textures", "layout")
-FIGURES = ("voc", "auroc", "finish_over_hover", "min_final_success", "post_success_drop_share", "freeze_rise_max",
+FIGURES = ("voc", "auroc", "auroc_tied", "finish_over_hover", "min_final_success", "post_success_drop_share", "freeze_rise_max",
            "final_gap", "stage_accuracy", "mae")
 
 
@@ -64,11 +66,18 @@ def cli(*args) -> None:
 
 
 def figures(m: dict) -> dict:
-    """The cell's figures from a metrics.json of `reward eval`."""
-    finals = [e["final_progress"][m["primary_level"]] for e in m["per_episode"] if e["success"]]
+    """The cell's figures from a metrics.json of `reward eval`. ``auroc_tied`` (finals within
+    AUROC_TIE counted as ties) is recomputed from the per-episode finals, so older metrics.json
+    files give it too."""
+    level = m["primary_level"]
+    finals = [e["final_progress"][level] for e in m["per_episode"] if e["success"]]
+    labelled = [e for e in m["per_episode"] if e["success"] is not None]
+    tied = None
+    if any(e["success"] for e in labelled) and not all(e["success"] for e in labelled):
+        tied = auroc([e["final_progress"][level] for e in labelled], [e["success"] for e in labelled], tie=AUROC_TIE)
     get = lambda section, key: (m.get(section) or {}).get(key)  # noqa: E731
     return {
-        "voc": m.get("voc"), "auroc": m.get("auroc"), "stage_accuracy": m.get("stage_accuracy"), "mae": m.get("mae"),
+        "voc": m.get("voc"), "auroc": m.get("auroc"), "auroc_tied": tied, "stage_accuracy": m.get("stage_accuracy"), "mae": m.get("mae"),
         "finish_over_hover": get("finish_vs_hover", "higher_share"),
         "finish_margin_mean": get("finish_vs_hover", "margin_mean"),
         "min_final_success": float(min(finals)) if finals else None,
@@ -85,7 +94,8 @@ def figures(m: dict) -> dict:
 def meets(f: dict) -> bool:
     ok = []
     for key, goal in GOALS.items():
-        v = f.get(key)
+        # AUROC's goal is checked with ties counted as ties where the cell has that figure.
+        v = f.get("auroc_tied") if key == "auroc" and f.get("auroc_tied") is not None else f.get(key)
         if v is None:
             continue
         ok.append(v <= goal if key in ("post_success_drop_share", "freeze_rise_max") else v >= goal)
@@ -105,6 +115,9 @@ def main():
                    help="evaluate a --label/--config variant with the readout its config sets (default: SARM as published)")
     p.add_argument("--of", default="", help="with --readout: re-read the runs of this --label (e.g. done) instead of the "
                    "unlabelled ones; cells are <train>+<of>+<label>")
+    p.add_argument("--refigure", action="store_true",
+                   help="recompute every cell's figures from the metrics.json files in the work folder (no training or "
+                        "evaluation), e.g. after a figure was added; cells whose files are gone keep theirs")
     args = p.parse_args()
     readout = [kv for kv in args.readout.split(",") if kv]
     if args.of and not readout:
@@ -128,6 +141,10 @@ def main():
     previous = args.out or common.RESULTS / f"bench_reward_quality{'_quick' if args.quick else ''}.json"
     if previous.is_file():
         record["cells"].update(json.loads(previous.read_text()).get("cells", {}))
+    if args.refigure:
+        refigure(record, work)
+        summarise(record, args.out)
+        return
     size = ["--image-size", 32] if args.quick else []
     # Seeds outermost: every task and training set gets its first seed before any gets a second, and
     # the JSON is rewritten after each cell, so a run cut short still leaves a complete first pass.
@@ -144,7 +161,8 @@ def main():
                 run = work / f"sarm_{task}_{trained if readout else condition}_s{seed}"
                 suffix = f"+{args.label}" if readout else ""
                 t0 = time.perf_counter()
-                if not (readout and (run / "model" / "config.json").is_file()):  # a readout variant needs only the model
+                trained_before = (run / "model" / "config.json").is_file()
+                if not (readout and trained_before):  # a readout variant needs only the model
                     cli("reward", "train", "--config", args.config, "--dataset", store, "--out", run, "--seed", seed,
                         *(["--steps", 100] if args.quick else []))
                 train_seconds = time.perf_counter() - t0
@@ -162,12 +180,33 @@ def main():
                             "--episodes", episodes, "--videos", 1 if name in ("in_domain", "colours") else 0, "--plots", 4,
                             *[a for kv in (readout or base_readout) for a in ("--readout", kv)])
                     f = figures(json.loads((out / "metrics.json").read_text()))
-                    f["train_seconds"] = train_seconds if name == "in_domain" and not readout else None
+                    key = f"{task}/{condition}/s{seed}/{name}"
+                    # A finished run re-run only resumes (seconds): keep the time its training took.
+                    f["train_seconds"] = ((record["cells"].get(key) or {}).get("train_seconds") if trained_before else train_seconds) \
+                        if name == "in_domain" and not readout else None
                     f["readout"] = readout or ("as configured" if args.as_configured else None)
                     f["config"] = str(Path(args.config).resolve().relative_to(ROOT)) if Path(args.config).resolve().is_relative_to(ROOT) else args.config
-                    record["cells"][f"{task}/{condition}/s{seed}/{name}"] = f
+                    record["cells"][key] = f
                     summarise(record, args.out, quiet=True)
     summarise(record, args.out)
+
+
+def refigure(record: dict, work: Path) -> None:
+    """Recompute the figures of every cell whose metrics.json is still in ``work``: a cell
+    ``<task>/<train>[+a[+b]]/s<seed>/<set>`` was evaluated into ``sarm_<task>_<run>_s<seed>/eval_<set>[+<rest>]``,
+    its run the longest prefix of the +parts that has such a file (a readout variant re-reads a shorter run)."""
+    found = 0
+    for key, cell in record["cells"].items():
+        task, condition, seed, name = key.split("/")
+        parts = condition.split("+")
+        for i in range(len(parts), 0, -1):
+            suffix = "".join(f"+{x}" for x in parts[i:])
+            path = work / f"sarm_{task}_{'+'.join(parts[:i])}_{seed}" / f"eval_{name}{suffix}" / "metrics.json"
+            if path.is_file():
+                cell.update(figures(json.loads(path.read_text())))
+                found += 1
+                break
+    print(f"refigured {found} of {len(record['cells'])} cells from {work}")
 
 
 def summarise(record: dict, out, quiet: bool = False) -> None:

@@ -134,14 +134,17 @@ def quality_table(d):
           "episodes, objects nearer the base and wider apart than in any training recipe). "
           "Mean over training seeds. Goals: VOC and AUROC >= "
           f"{g['voc']}, every success finishes above its hover (share {g['finish_over_hover']:.0f}) and at >= "
-          f"{g['min_final_success']}, no drop after success, freeze rise <= {g['freeze_rise_max']}. Rows without a "
+          f"{g['min_final_success']}, no drop after success, freeze rise <= {g['freeze_rise_max']}. `AUROC tied`: "
+          "the same with a success's and a failure's final progress within 0.01 of each other counted as a tie (a "
+          "failure that ends \"done\" at 0.9999 beside successes at 1.0000 is not told apart; exact ranks say it is); the "
+          "AUROC goal is checked on it where the evaluation's files were kept (n/a: they were not). Rows without a "
           "suffix read SARM as published (no stage filter, no change gate); the suffixes and training sets:\n")
     for label, text in QUALITY_LABELS:
         print(f"- `{label}`: {text}")
     print()
-    print("| task | trained on | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
-          "| freeze rise (max) | final gap succ - fail | stage acc | succ / fail | seeds | goals met |")
-    print("|---" * 14 + "|")
+    print("| task | trained on | evaluated on | VOC | AUROC | AUROC tied | finish > hover | lowest final (success) | "
+          "drop after success | freeze rise (max) | final gap succ - fail | stage acc | succ / fail | seeds | goals met |")
+    print("|---" * 15 + "|")
 
     def cell(agg, key, fmt="{:.2f}"):
         v = agg.get(key)
@@ -157,7 +160,7 @@ def quality_table(d):
         agg = d["summary"][key]
         task, train, name = key.split("/")
         name = "in domain" if name == "in_domain" else name
-        print(f"| {task} | {train} | {name} | {cell(agg, 'voc', '{:.3f}')} | {cell(agg, 'auroc')} | "
+        print(f"| {task} | {train} | {name} | {cell(agg, 'voc', '{:.3f}')} | {cell(agg, 'auroc')} | {cell(agg, 'auroc_tied')} | "
               f"{cell(agg, 'finish_over_hover')} | {cell(agg, 'min_final_success')} | {cell(agg, 'post_success_drop_share')} | "
               f"{cell(agg, 'freeze_rise_max', '{:.3f}')} | {cell(agg, 'final_gap')} | {cell(agg, 'stage_accuracy')} | "
               f"{agg['n_success']} / {agg['n_failure']} | {agg['seeds']} | {'yes' if agg['goals_met'] else 'no'} |")

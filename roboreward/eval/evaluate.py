@@ -42,6 +42,8 @@ GT_SUCCESS = "gt.success"
 GT_STAGE = "gt.stage"
 HOLD_SECONDS = 2.0
 """How long the final frame is held (and a mid-episode frame frozen) for the hold and freeze probes."""
+AUROC_TIE = 0.01
+"""``auroc_tied``: final progress of a success and a failure within this of each other counts as a tie."""
 
 
 def _level_key(level: str | None) -> str:
@@ -144,7 +146,8 @@ def evaluate_reward(
     ``voc`` mean value-order correlation over successful episodes (all episodes when the store has
     no success labels; ``voc_scope`` says which); ``mae`` vs ``gt.progress`` when the store has it;
     ``stage_accuracy`` of the argmax stage vs the annotation targets (models with a stage head);
-    ``auroc`` of final progress (mean of the last ``final_k`` frames), success vs failure;
+    ``auroc`` of final progress (mean of the last ``final_k`` frames), success vs failure, and
+    ``auroc_tied`` with finals within ``AUROC_TIE`` of each other counted as ties;
     ``reversed_fall_share`` over the successful episodes played backwards; ``per_quality`` mean
     final progress. The first level's values are repeated at the top level. Returns the dict
     written to metrics.json.
@@ -257,6 +260,8 @@ def evaluate_reward(
             )
         finals = {e: M.final_progress(c[e], final_k) for e in eps}
         m["auroc"] = M.auroc([finals[e] for e in pos + neg], [True] * len(pos) + [False] * len(neg)) if pos and neg else float("nan")
+        m["auroc_tied"] = (M.auroc([finals[e] for e in pos + neg], [True] * len(pos) + [False] * len(neg), tie=AUROC_TIE)
+                           if pos and neg else float("nan"))
         m["auroc_episodes"] = {"success": len(pos), "failure": len(neg)}
         m["final_progress"] = {
             "success": _mean([finals[e] for e in pos]),
@@ -410,7 +415,8 @@ def summary_text(metrics: dict[str, Any]) -> str:
     keys = ("voc", "mae", "stage_accuracy", "auroc", "reversed_fall_share")
     lines = ["  ".join(f"{k} {num(metrics.get(k))}" for k in keys)]
     if "auroc" in metrics.get("counts", {}):
-        lines[0] += f"  (auroc on {n(metrics['counts']['auroc'])[1:-1]})"
+        lines[0] += (f"  (auroc on {n(metrics['counts']['auroc'])[1:-1]}; finals within {AUROC_TIE} as ties: "
+                     f"{num(metrics.get('auroc_tied'))})")
     ps, hold = metrics.get("post_success", {}), metrics.get("final_hold", {})
     lines.append(
         f"after success: drop mean {num(ps.get('drop_mean'))} worst {num(ps.get('drop_max'))}, "

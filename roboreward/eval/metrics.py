@@ -64,10 +64,12 @@ def stage_accuracy(pred_stage, true_stage) -> float:
     return float((pred[ok] == true[ok]).mean()) if ok.any() else float("nan")
 
 
-def auroc(scores, labels) -> float:
+def auroc(scores, labels, tie: float = 0.0) -> float:
     """Area under the ROC curve of ``scores`` separating ``labels`` True (positive) from False:
     the probability that a random positive scores above a random negative, ties counting one half
-    (Mann-Whitney U from average ranks). Needs at least one positive and one negative."""
+    (Mann-Whitney U from average ranks). Needs at least one positive and one negative. ``tie`` > 0
+    counts a pair whose scores differ by at most ``tie`` as a tie: a failure that ends "done" at
+    0.9999 and a success at 1.0000 are not told apart by the model, and exact ranks would say they are."""
     s = _vector(scores, "scores")
     y = np.asarray(labels).astype(bool)
     if y.shape != s.shape:
@@ -75,6 +77,9 @@ def auroc(scores, labels) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         raise RoborewardError(f"auroc needs both classes, got {n_pos} positives and {n_neg} negatives")
+    if tie > 0:
+        diff = s[y][:, None] - s[~y][None, :]
+        return float(np.where(diff > tie, 1.0, np.where(diff < -tie, 0.0, 0.5)).mean())
     ranks = rankdata(s)
     u = ranks[y].sum() - n_pos * (n_pos + 1) / 2
     return float(u / (n_pos * n_neg))

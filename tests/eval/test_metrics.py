@@ -59,6 +59,13 @@ def test_auroc_by_hand_with_ties():
     assert auroc([0.3, 0.3, 0.3], [True, False, False]) == pytest.approx(0.5)
     with pytest.raises(RoborewardError, match="both classes"):
         auroc([0.1, 0.2], [True, True])
+    # tie: a failure ending "done" at 0.9999 beside successes at 1.0000 is a tie, not a win.
+    finals, labels = [1.0, 0.99998, 0.9999, 0.3], [True, True, False, False]
+    assert auroc(finals, labels) == 1.0
+    assert auroc(finals, labels, tie=0.01) == pytest.approx(3 / 4)  # (1, .9999) and (.99998, .9999) half each
+    assert auroc([0.5, 0.9, 0.5, 0.1], [1, 1, 0, 0], tie=1e-9) == pytest.approx(0.875)  # as exact ranks
+    with pytest.raises(RoborewardError, match="both classes"):
+        auroc([0.1, 0.2], [True, True], tie=0.01)
 
 
 def test_final_progress_and_reversed_fall_share():
