@@ -118,6 +118,9 @@ class RewardModel(Pretrained, abstract=True):
     config_base: ClassVar[type] = RewardModelConfig
     name: ClassVar[str]
     config_class: ClassVar[type[RewardModelConfig]]
+    trains_on_feature_copies: ClassVar[bool] = False
+    """Whether its training samples read photometric feature copies (``data.augment_copies``,
+    ``config.feature_copies``); ``reward train`` refuses the copies for a model that would ignore them."""
 
     # ------------------------------------------------------------------ the API
     def progress(self, batch: dict[str, Any]) -> torch.Tensor:

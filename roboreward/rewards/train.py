@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,8 +192,11 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
     # Readout fields change how outputs are read, not what is learned: a run resumes (or, finished,
     # rewrites model/) with new ones instead of refusing them as a different config.
     free = [f"model.{name}" for name in model_cls.config_class.readout_fields]
-    # Refuse a mismatched resume before spending minutes on the feature cache.
+    # Refuse a mismatched resume, or copies the model would not read, before minutes of feature caching.
     check_resume_config(out, run_config, free)
+    if config.data.augment_copies and not model_cls.trains_on_feature_copies:
+        raise ConfigError(f"data.augment_copies: reward model {model_type!r} does not train on photometric feature "
+                          "copies (sarm and the frame baselines do); set data.augment_copies: 0")
     from ..data.sampler import split_episodes
 
     train_eps, val_eps = split_episodes(store.n_episodes, config.data.val_fraction, config.data.split_seed)
@@ -216,9 +219,6 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
 
     model_config = model_cls.config_class.from_store(store, feature_key, episodes=train_eps, **config.model)
     if copies:
-        if "feature_copies" not in {f.name for f in fields(model_config)}:
-            raise ConfigError(f"data.augment_copies: reward model {model_type!r} does not train on augmented feature "
-                              "copies; set data.augment_copies: 0")
         model_config = replace(model_config, feature_copies=copies)
     # Validation reads the frames as they are (the original cache), as evaluation does.
     validate = (RewardValidator(store, replace(model_config, feature_copies=[]) if copies else model_config,

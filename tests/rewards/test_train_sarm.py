@@ -207,3 +207,17 @@ def test_photometric_copies_are_cached_and_training_draws_clips_from_them(small_
         assert len(which[0]) == 1 and all(w == which[0] for w in which)
         seen.add(which[0][0])
     assert seen == {0, 1, 2}
+
+
+def test_photometric_copies_for_a_model_that_would_ignore_them_are_refused_before_caching(small_store, tmp_path):
+    """GRM and perceptual read the original cache only: data.augment_copies for them is one line,
+    before any encoding (the store gains no cache)."""
+    store_copy = tmp_path / "s.zarr"
+    import shutil
+
+    shutil.copytree(small_store, store_copy)
+    before = set(cache_status(EpisodeStore(store_copy)))
+    config = from_dict(RewardTrainConfig, {"model": {"type": "grm"}, "data": {"image_size": 32, "augment_copies": 1}})
+    with pytest.raises(ConfigError, match="reward model 'grm' does not train on photometric feature copies"):
+        train_reward(config, store_copy, tmp_path / "run", progress=False)
+    assert set(cache_status(EpisodeStore(store_copy))) == before

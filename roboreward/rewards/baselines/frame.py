@@ -73,6 +73,7 @@ class FrameRewardModel(RewardModel, abstract=True):
     """Base of the per-frame baselines (see the module docstring)."""
 
     config_class: ClassVar[type[FrameRewardConfig]]
+    trains_on_feature_copies = True
 
     def __init__(self, config: FrameRewardConfig):
         super().__init__(config)

@@ -202,6 +202,7 @@ def filter_stage(belief: torch.Tensor, probs: torch.Tensor, transitions: torch.T
 class SARM(RewardModel):
     name = "sarm"
     config_class = SARMConfig
+    trains_on_feature_copies = True
 
     def __init__(self, config: SARMConfig):
         super().__init__(config)
