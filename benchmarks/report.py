@@ -96,7 +96,7 @@ QUALITY_LABELS = [
               "goes back; the default 2026-12-02 to 12-05)."),
     ("+done", "trained with the terminal done stage (`done_key: gt.success`: progress exactly 1 once the task is finished "
               "and the object let go), read with the robust readout and the stage hold (`configs/reward/sarm.yaml`'s "
-              "default since 2026-12-05, trained and read as configured)."),
+              "default 2026-12-05 to 12-06, trained and read as configured)."),
     ("+freeze", "trained with freeze augmentation."),
     ("+lite1", "the robust SARM over the second offline encoder, efficientnet_lite1 (`configs/reward/sarm_lite1.yaml`, "
                "trained and read as configured)."),
@@ -106,6 +106,10 @@ QUALITY_LABELS = [
     ("+aug", "the `+done` SARM trained on the store and three photometric copies of it (each episode re-encoded under "
              "its own brightness, contrast, colour cast and gamma; `configs/reward/sarm_aug.yaml`, "
              "`roboreward/encoders/augment.py`); evaluated on the frames as they are."),
+    ("+aug+stay", "the `+aug` models read with the per-stage minimum stay (`filter_min_stay_frac: 0.5`: each stage is held "
+                  "half its short training duration, the 5th percentile of its annotated lengths, before the filter moves "
+                  "on; no retraining). `configs/reward/sarm.yaml`'s default since 2026-12-06."),
+    ("+done+stay", "the `+done` models read with the same per-stage minimum stay (no photometric copies)."),
     ("randomised_failures", "the randomised looks with 40% failed episodes instead of 20% "
                             "(`datasets/<task>_randomised_failures.yaml`)."),
     ("randomised_wide", "the randomised looks over a wider layout that surrounds the held-out layout band and leaves it "
