@@ -110,6 +110,9 @@ QUALITY_LABELS = [
                   "half its short training duration, the 5th percentile of its annotated lengths, before the filter moves "
                   "on; no retraining). `configs/reward/sarm.yaml`'s default since 2026-12-06."),
     ("+done+stay", "the `+done` models read with the same per-stage minimum stay (no photometric copies)."),
+    ("+aug2", "the default (`+aug+stay`) with two photometric copies instead of three (`configs/reward/sarm_aug2.yaml`), "
+              "trained and read as configured; the copies were already in the store, so its training time leaves out "
+              "their encoding."),
     ("randomised_failures", "the randomised looks with 40% failed episodes instead of 20% "
                             "(`datasets/<task>_randomised_failures.yaml`)."),
     ("randomised_wide", "the randomised looks over a wider layout that surrounds the held-out layout band and leaves it "
