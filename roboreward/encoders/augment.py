@@ -87,6 +87,19 @@ class PhotometricAugment:
         x = x ** p[:, 2, None, None, None]  # gamma
         return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
+    def transform(self, copy: int):
+        """``cache_embeddings``'s ``transform`` for copy ``copy``: (frames, their episode indices) ->
+        frames, each under its episode's change (drawn once per episode in the block)."""
+        def apply(frames: np.ndarray, episodes: np.ndarray) -> np.ndarray:
+            eps, inverse = np.unique(episodes, return_inverse=True)
+            return self.apply(frames, self.params(eps, copy)[inverse])
+
+        return apply
+
+    def info(self, copy: int, base: str) -> dict:
+        """What a copy's cache records (its group's ``augment`` attribute)."""
+        return {"photometric": self.spec, "copy": copy, "of": base}
+
 
 def augment_from_dict(data: dict | None) -> PhotometricAugment:
     """A PhotometricAugment from a config mapping (unknown keys: one line naming the known ones)."""

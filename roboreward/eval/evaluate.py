@@ -259,9 +259,9 @@ def evaluate_reward(
                 np.concatenate([stage_true[key].stage[slice(*store.episode_range(e))] for e in eps]),
             )
         finals = {e: M.final_progress(c[e], final_k) for e in eps}
-        m["auroc"] = M.auroc([finals[e] for e in pos + neg], [True] * len(pos) + [False] * len(neg)) if pos and neg else float("nan")
-        m["auroc_tied"] = (M.auroc([finals[e] for e in pos + neg], [True] * len(pos) + [False] * len(neg), tie=AUROC_TIE)
-                           if pos and neg else float("nan"))
+        scores, labels = [finals[e] for e in pos + neg], [True] * len(pos) + [False] * len(neg)
+        m["auroc"] = M.auroc(scores, labels) if pos and neg else float("nan")
+        m["auroc_tied"] = M.auroc(scores, labels, tie=AUROC_TIE) if pos and neg else float("nan")
         m["auroc_episodes"] = {"success": len(pos), "failure": len(neg)}
         m["final_progress"] = {
             "success": _mean([finals[e] for e in pos]),

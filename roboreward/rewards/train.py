@@ -146,7 +146,7 @@ def cache_for_training(dataset: Path, data: RewardDataConfig, progress: bool = T
     """The feature-cache key of ``data``'s encoder and the keys of its ``augment_copies``
     photometric copies, with every frame of ``dataset`` cached in each (resumable). Under
     ``accelerate launch`` the main process encodes while the others wait."""
-    from ..data.cache import cache_embeddings, cache_status, ensure_features
+    from ..data.cache import cache_embeddings, ensure_features
     from ..encoders import make_image_encoder
     from ..encoders.augment import augment_from_dict
 
@@ -158,18 +158,10 @@ def cache_for_training(dataset: Path, data: RewardDataConfig, progress: bool = T
         if state.is_main_process:
             encoder = encoder.to(state.device)
             ensure_features(dataset, encoder.cache_key, encoder, data.encode_batch_size, progress)
-            for copy, key in enumerate(copies, start=1):
-                status = cache_status(EpisodeStore(dataset)).get(key)
-                if status is not None and not status["error"] and status["done"] >= EpisodeStore(dataset).n_frames:
-                    continue
-
-                def transform(frames, episodes, copy=copy):
-                    eps, inverse = np.unique(episodes, return_inverse=True)
-                    return augment.apply(frames, augment.params(eps, copy)[inverse])
-
+            for copy, key in enumerate(copies, start=1):  # a complete copy returns at once; a partial one resumes
                 cache_embeddings(dataset, encoder, key, batch_size=data.encode_batch_size, progress=progress,
-                                 encoder_info=encoder.info, transform=transform,
-                                 transform_info={"photometric": augment.spec, "copy": copy, "of": encoder.cache_key})
+                                 encoder_info=encoder.info, transform=augment.transform(copy),
+                                 transform_info=augment.info(copy, encoder.cache_key))
     return encoder.cache_key, copies
 
 
