@@ -36,11 +36,17 @@ With ``--policy vision`` the same experiment runs with the visuomotor policy
 (configs/bc/vision_bc.yaml: the two cameras and the joint state, no object poses) on the recipe's
 episodes rendered at 96 px, for the conditions given by ``--conditions`` (default plain, RA-BC with
 SARM, RA-BC with sim progress, expert only); it writes benchmarks/results/bench_rabc_vision.json.
+
+``--label NAME --reward-config PATH`` measures another SARM (a new default, say) against the same
+policies: its SARM runs (``sarm_<task>+NAME``), progress (``progress/sarm_NAME``) and SARM-weighted
+policies get their own folders, plain BC, sim progress and the oracle are shared, and the results
+go to benchmarks/results/bench_rabc_NAME.json.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -79,13 +85,30 @@ POLICIES = {"state": {"config": "configs/bc/bc_state.yaml", "image_size": None,
 recipe's) and its default conditions."""
 
 
+REWARD_CONFIG = "configs/reward/sarm.yaml"
+
+
+def plus(label: str) -> str:
+    return f"+{label}" if label else ""
+
+
+def progress_name(label: str) -> str:
+    """The store's progress group a SARM variant's annotation goes to."""
+    return f"sarm_{label}" if label else "sarm"
+
+
+def uses_sarm(condition: str) -> bool:
+    return CONDITIONS[condition].get("weights", {}).get("source") == "sarm"
+
+
 def tag(task: str, mix: str, image_size: int | None = None) -> str:
     base = task if mix == "standard" else f"{task}_{mix}"
     return base if image_size is None else f"{base}_{image_size}px"
 
 
-def prepare(task: str, mix: str, work: Path, quick: bool, image_size: int | None = None) -> tuple[Path, dict]:
-    """The task's store, annotated with SARM progress under ``progress/sarm``; SARM's held-out metrics."""
+def prepare(task: str, mix: str, work: Path, quick: bool, image_size: int | None = None,
+            reward_config: str = REWARD_CONFIG, label: str = "") -> tuple[Path, dict]:
+    """The task's store, annotated with SARM progress under ``progress/sarm[_<label>]``; SARM's held-out metrics."""
     from roboreward.config import load_config
     from roboreward.data.generate import Recipe, generate_store
     from roboreward.eval.evaluate import evaluate_reward
@@ -102,10 +125,10 @@ def prepare(task: str, mix: str, work: Path, quick: bool, image_size: int | None
         recipe.episodes, recipe.image_size = 16, 64
     store = work / f"{tag(task, mix, image_size)}_rabc.zarr"
     generate_store(store, recipe, workers=0)
-    config = load_config(RewardTrainConfig, ROOT / "configs/reward/sarm.yaml")
+    config = load_config(RewardTrainConfig, ROOT / reward_config)
     if quick:
         config.train.steps, config.train.val_every, config.data.image_size = 150, 150, 64
-    run = work / f"sarm_{tag(task, mix, image_size)}"
+    run = work / f"sarm_{tag(task, mix, image_size)}{plus(label)}"
     model_dir = train_reward(config, store, run)
     metrics_path = run / "eval" / "metrics.json"
     if not metrics_path.exists():
@@ -113,10 +136,12 @@ def prepare(task: str, mix: str, work: Path, quick: bool, image_size: int | None
         evaluate_reward(RewardModel.from_pretrained(model_dir), store, run / "eval", episodes=val, videos=0, plots=2)
     done = run / "annotated"
     if not done.exists():
-        annotate(RewardModel.from_pretrained(model_dir), store, name="sarm", parquet_path=run / "sarm_progress.parquet")
-        done.write_text("progress/sarm\n")
+        annotate(RewardModel.from_pretrained(model_dir), store, name=progress_name(label),
+                 parquet_path=run / "sarm_progress.parquet")
+        done.write_text(f"progress/{progress_name(label)}\n")
     m = json.loads(metrics_path.read_text())
-    return store, {k: m.get(k) for k in ("voc", "auroc", "stage_accuracy", "mae")}
+    return store, {k: m.get(k) for k in ("voc", "auroc", "auroc_tied", "stage_accuracy", "mae", "n_success",
+                                         "n_failure")}
 
 
 def run_dir(work: Path, policy: str, name: str, condition: str, seed: int) -> Path:
@@ -125,22 +150,27 @@ def run_dir(work: Path, policy: str, name: str, condition: str, seed: int) -> Pa
 
 
 def run_condition(task: str, mix: str, store: Path, condition: str, seed: int, work: Path, episodes: int,
-                  quick: bool, policy: str = "state", recipe: str | None = None, name: str | None = None) -> dict:
+                  quick: bool, policy: str = "state", recipe: str | None = None, name: str | None = None,
+                  label: str = "") -> dict:
     """Train one policy and roll it out in the layout of ``recipe`` (default: the task's RA-BC
-    recipe); cached in <run>/result.json (``name``: the run folder's stem)."""
+    recipe); cached in <run>/result.json (``name``: the run folder's stem). ``label``: the SARM
+    variant a SARM-weighted condition reads (its progress ``sarm_<label>``, its run ``..._<condition>+<label>``);
+    other conditions ignore it."""
     from roboreward.config import from_dict, load_config
     from roboreward.policies.evaluate import evaluate_policy
     from roboreward.policies.train import BCTrainConfig, WeightConfig, train_bc
     from roboreward.data.generate import Recipe
 
-    run = run_dir(work, policy, name or tag(task, mix, POLICIES[policy]["image_size"]), condition, seed)
+    label = label if uses_sarm(condition) else ""
+    run = run_dir(work, policy, name or tag(task, mix, POLICIES[policy]["image_size"]), condition + plus(label), seed)
     result_path = run / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
     config = load_config(BCTrainConfig, ROOT / POLICIES[policy]["config"])
     spec = CONDITIONS[condition]
     if "weights" in spec:
-        config.weights = from_dict(WeightConfig, spec["weights"], where=f"{condition}.weights")
+        weights = {**spec["weights"], **({"source": progress_name(label)} if label else {})}
+        config.weights = from_dict(WeightConfig, weights, where=f"{condition}.weights")
     config.qualities = spec.get("qualities")
     config.train.seed = seed
     if quick:
@@ -214,7 +244,16 @@ def main():
                    help="state: BC on joint state + object poses; vision: BC from the cameras + joint state")
     p.add_argument("--conditions", default=None, help=f"comma list from {list(CONDITIONS)} (default: the policy's)")
     p.add_argument("--extra-seeds", default="", help="more seeds for some conditions, e.g. expert_only=1,2")
+    p.add_argument("--reward-config", default=REWARD_CONFIG, help="SARM's training config")
+    p.add_argument("--label", default="",
+                   help="name of a SARM variant (say one trained with another --reward-config): its SARM runs, "
+                        "progress and SARM-weighted policies get their own folders, the other conditions are "
+                        "shared, and the results go to bench_rabc_<label>.json")
     args = p.parse_args()
+    if args.label and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.label):
+        p.error(f"--label {args.label!r}: letters, digits, '_', '.', '-' only")
+    if not (ROOT / args.reward_config).is_file():
+        p.error(f"--reward-config {args.reward_config}: no such file")
     extra = common.parse_extra_seeds(args.extra_seeds)
     conditions = args.conditions.split(",") if args.conditions else POLICIES[args.policy]["conditions"]
     bad = sorted((set(conditions) | set(extra)) - set(CONDITIONS))
@@ -233,7 +272,8 @@ def main():
     image_size = POLICIES[args.policy]["image_size"]
     record = {"quick": args.quick, "seeds": seeds, "episodes": args.episodes, "goals": GOALS,
               "goals_apply_to": "standard", "policy": args.policy, "policy_config": POLICIES[args.policy]["config"],
-              "image_size": image_size, "reward_config": "configs/reward/sarm.yaml", "extra_seeds": extra,
+              "image_size": image_size, "reward_config": args.reward_config, "label": args.label,
+              "extra_seeds": extra,
               "conditions": {c: LABELS[c] for c in conditions}, "mixes": {}}
     rows = []
     t_start = time.perf_counter()
@@ -242,8 +282,9 @@ def main():
         for task in tasks:
             t0 = time.perf_counter()
             entry["mix"] = MIXES[mix] or Recipe.from_yaml(ROOT / f"datasets/{task}_rabc.yaml").mix
-            store, sarm = prepare(task, mix, work, args.quick, image_size)
-            runs = {c: [run_condition(task, mix, store, c, s, work, args.episodes, args.quick, args.policy)
+            store, sarm = prepare(task, mix, work, args.quick, image_size, args.reward_config, args.label)
+            runs = {c: [run_condition(task, mix, store, c, s, work, args.episodes, args.quick, args.policy,
+                                      label=args.label)
                         for s in seeds + [x for x in extra.get(c, []) if x not in seeds]] for c in conditions}
             conds = {c: summarise(r) for c, r in runs.items()}
             gain = conds["rabc_sarm"]["mean"] - conds["plain"]["mean"]
@@ -251,6 +292,9 @@ def main():
             entry["tasks"][task] = {
                 "recipe": f"datasets/{task}_rabc.yaml", "sarm_heldout": sarm, "conditions": conds,
                 "gain_over_plain": gain, "gap_to_oracle": gap,
+                # the robustness issue's goal: RA-BC (SARM) within 3 points of RA-BC (sim progress), at equal kappa
+                **{f"sarm_vs_gt{k}": conds[f"rabc_sarm{k}"]["mean"] - conds[f"rabc_gt{k}"]["mean"]
+                   for k in ("", "_kappa") if f"rabc_sarm{k}" in conds and f"rabc_gt{k}" in conds},
                 **({"gate_gain_over_plain": conds["rabc_sarm_gate"]["mean"] - conds["plain"]["mean"],
                     "gate_gap_to_oracle": conds["expert_only"]["mean"] - conds["rabc_sarm_gate"]["mean"]}
                    if "rabc_sarm_gate" in conds else {}),
@@ -271,10 +315,13 @@ def main():
             goals = " (goal >= +25)" if mix == "standard" else ""
             gate = (f"; with the episode gate {100 * t['gate_gain_over_plain']:+.0f} and {100 * t['gate_gap_to_oracle']:.0f}"
                     if "gate_gain_over_plain" in t else "")
+            vs_gt = "".join(f"; vs sim progress{' (kappa 0.03)' if k else ''} {100 * t[f'sarm_vs_gt{k}']:+.1f} points"
+                            for k in ("", "_kappa") if f"sarm_vs_gt{k}" in t)
             print(f"{task} {mix}: RA-BC (SARM) gain over plain {100 * t['gain_over_plain']:+.0f} points{goals}, "
                   f"gap to oracle {100 * t['gap_to_oracle']:.0f} points{' (goal <= 10)' if goals else ''}{gate}; "
-                  f"SARM held-out VOC {t['sarm_heldout']['voc']:.3f}, AUROC {t['sarm_heldout']['auroc']:.3f}")
-    path = common.write("bench_rabc" if args.policy == "state" else f"bench_rabc_{args.policy}", record, args.out)
+                  f"SARM held-out VOC {t['sarm_heldout']['voc']:.3f}, AUROC {t['sarm_heldout']['auroc']:.3f}{vs_gt}")
+    name = "bench_rabc" + ("" if args.policy == "state" else f"_{args.policy}") + (f"_{args.label}" if args.label else "")
+    path = common.write(name, record, args.out)
     chart(record, path.with_suffix(".png"))
     print(f"wrote {path.with_suffix('.png')}")
 
