@@ -210,14 +210,57 @@ def test_photometric_copies_are_cached_and_training_draws_clips_from_them(small_
 
 
 def test_photometric_copies_for_a_model_that_would_ignore_them_are_refused_before_caching(small_store, tmp_path):
-    """GRM and perceptual read the original cache only: data.augment_copies for them is one line,
+    """Perceptual rewards fit on the original cache only: data.augment_copies for them is one line,
     before any encoding (the store gains no cache)."""
     store_copy = tmp_path / "s.zarr"
     import shutil
 
     shutil.copytree(small_store, store_copy)
     before = set(cache_status(EpisodeStore(store_copy)))
-    config = from_dict(RewardTrainConfig, {"model": {"type": "grm"}, "data": {"image_size": 32, "augment_copies": 1}})
-    with pytest.raises(ConfigError, match="reward model 'grm' does not train on photometric feature copies"):
+    config = from_dict(RewardTrainConfig, {"model": {"type": "perceptual"}, "data": {"image_size": 32, "augment_copies": 1}})
+    with pytest.raises(ConfigError, match="reward model 'perceptual' does not train on photometric feature copies"):
         train_reward(config, store_copy, tmp_path / "run", progress=False)
     assert set(cache_status(EpisodeStore(store_copy))) == before
+
+
+def test_grm_trains_on_photometric_copies_and_adapts_on_a_store_without_them(small_store, tmp_path):
+    """GRM's training pairs read the before/after frames under one cache (the original or a copy)
+    and the references under their own draw; adapting the model on a store that has no copies
+    reads that store's frames as they are."""
+    import shutil
+
+    from roboreward.data.cache import cached_features
+    from roboreward.rewards.grm import GRMPairs
+
+    config = from_dict(RewardTrainConfig, {
+        "model": {"type": "grm", "d_model": 32, "n_heads": 2, "n_layers": 1, "hop_bins": 11, "pairs_per_episode": 50,
+                  "state_key": "observation.state"},
+        "train": {"steps": 6, "batch_size": 8, "val_every": 6, "ckpt_every": 6, "log_every": 3},
+        "data": {"image_size": 32, "val_fraction": 0.34, "split_seed": 1, "val_clips": 16, "augment_copies": 1},
+    })
+    model = RewardModel.from_pretrained(train_reward(config, small_store, tmp_path / "run", progress=False))
+    store = EpisodeStore(small_store)
+    assert len(model.config.feature_copies) == 1
+    caches = [cached_features(store, k) for k in [model.config.feature_key, *model.config.feature_copies]]
+    cam = model.config.cameras[0]
+    pairs = GRMPairs(store, model.config, [0, 1, 2])
+    seen = set()
+    for i in range(40):
+        item = pairs[i]
+        frames = {}
+        for role in ("start", "goal", "before", "after"):
+            feat = item[f"{role}.features.{cam}"].numpy()
+            # which cache and frame this feature was read from
+            hits = [(c, f) for c, cache in enumerate(caches) for f in range(store.n_frames)
+                    if np.array_equal(np.asarray(cache[cam][f], np.float32), feat)]
+            assert hits, role
+            frames[role] = {c for c, _ in hits}
+        assert frames["before"] & frames["after"]  # the pair shares one cache
+        seen |= {min(frames["before"]), min(frames["start"])}
+    assert seen == {0, 1}  # both the original and the copy are read
+    # Adapt on a copy of the store without the photometric caches.
+    bare = tmp_path / "bare.zarr"
+    shutil.copytree(small_store, bare)
+    shutil.rmtree(bare / "features" / model.config.feature_copies[0])
+    adapted = RewardModel.from_pretrained(model.adapt(EpisodeStore(bare), 0, tmp_path / "adapted", steps=3, progress=False))
+    assert adapted.config.tasks == model.config.tasks

@@ -63,17 +63,26 @@ def state_progress(store: EpisodeStore, episodes: Sequence[int]) -> np.ndarray:
 
 
 class StoreFrames:
-    """Every frame's cached features (per camera) and state of a store, read into memory once."""
+    """Every frame's cached features (per camera) and state of a store, read into memory once:
+    the cache ``feature_key`` (copy 0) and each of ``feature_copies`` (copies 1, 2, ...)."""
 
     def __init__(self, store: EpisodeStore, config: GRMConfig):
-        feats = cached_features(store, config.feature_key)
         self.cameras, self.state_key = list(config.cameras), config.state_key
-        self.feats = {cam: np.asarray(feats[cam][: store.n_frames]) for cam in config.cameras}
+        self.feats = []
+        for key in [config.feature_key, *config.feature_copies]:
+            feats = cached_features(store, key)
+            self.feats.append({cam: np.asarray(feats[cam][: store.n_frames]) for cam in config.cameras})
         self.state = (np.asarray(store.array(config.state_key)[: store.n_frames], np.float32).reshape(store.n_frames, -1)
                       if config.state_key else None)
 
-    def item(self, frame: int, role: str) -> dict:
-        out = {f"{role}.features.{cam}": torch.from_numpy(self.feats[cam][frame].astype(np.float32)) for cam in self.cameras}
+    @property
+    def copies(self) -> int:
+        """How many caches there are to read a frame from (1 + the photometric copies)."""
+        return len(self.feats)
+
+    def item(self, frame: int, role: str, copy: int = 0) -> dict:
+        out = {f"{role}.features.{cam}": torch.from_numpy(self.feats[copy][cam][frame].astype(np.float32))
+               for cam in self.cameras}
         if self.state is not None:
             out[f"{role}.state"] = torch.from_numpy(self.state[frame])
         return out
@@ -145,6 +154,11 @@ class GRMPairs(Dataset):
         start = int(starts[rng.integers(len(starts))]) if rng.random() < cfg.ref_swap_prob else self.starts[e]
         goal = int(goals[rng.integers(len(goals))])
         item: dict = {"task": task, "hop": torch.tensor(float(hop_label(self.phi[b], self.phi[a])), dtype=torch.float32)}
-        for role, frame in zip(ROLES, (start, goal, b, a)):
-            item.update(self.frames.item(frame, role))
+        # With photometric copies (``feature_copies``) the before/after pair is read under one draw
+        # (one change of light over the episode) and the references under their own: deployed, the
+        # references are the training demo's frames while the live ones are under whatever light.
+        n = self.frames.copies
+        ref_copy, pair_copy = (int(rng.integers(n)), int(rng.integers(n))) if n > 1 else (0, 0)
+        for role, frame, copy in zip(ROLES, (start, goal, b, a), (ref_copy, ref_copy, pair_copy, pair_copy)):
+            item.update(self.frames.item(frame, role, copy))
         return item

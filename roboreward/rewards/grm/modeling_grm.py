@@ -42,6 +42,7 @@ from .data_grm import ROLES, GRMPairs, bin_centres, chain, two_hot
 class GRM(RewardModel):
     name = "grm"
     config_class = GRMConfig
+    trains_on_feature_copies = True
 
     def __init__(self, config: GRMConfig):
         super().__init__(config)
@@ -214,6 +215,8 @@ def adapt_grm(model: GRM, store, episode: int, out, steps: int = 300, lr: float 
     """One-shot adaptation: the model, with the demo's task added to its vocabulary (its embedding
     starts as the mean of the known ones) and its references taken from the demo, fine-tuned on
     balanced pairs of that one episode; written to ``out`` (atomically). Returns ``out``."""
+    from dataclasses import replace
+
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
@@ -232,7 +235,8 @@ def adapt_grm(model: GRM, store, episode: int, out, steps: int = 300, lr: float 
         if n < len(config.tasks):
             adapted.task_embed.weight[n:] = model.task_embed.weight.mean(0)
     adapted.set_references(store, [episode])
-    pairs = GRMPairs(store, config, [episode])
+    # The demo's store need not hold the base training's photometric copies: adapt on its frames as they are.
+    pairs = GRMPairs(store, replace(config, feature_copies=[]), [episode])
     loader = DataLoader(pairs, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.AdamW(adapted.parameters(), lr=lr, weight_decay=0.01)
     adapted.train()
