@@ -253,6 +253,30 @@ def rabc_rerun_note(task: str, d: dict) -> str:
             "the first RA-BC table is from the SARM of 2026-12-02 (robust readout, no hold, no done stage).")
 
 
+def rabc_label_note(d: dict) -> str:
+    return (f" This rerun (`--label {d['label']} --conditions {','.join(d['conditions'])}`, written to "
+            f"`bench_rabc_{d['label']}.json`) weights the demos with SARM as `{d['reward_config']}` trains and reads it "
+            "since 2026-12-06 (terminal done stage, three photometric copies, per-stage minimum stay); the plain BC, "
+            "sim-progress and oracle policies are the same runs as in the tables above.")
+
+
+def train_time_table(d):
+    runs = d["runs"]
+    print(f"**SARM training time** (`bench_train_time.py`, {d['date']}, {d['machine']['cpu_count']} CPU cores"
+          f"{', quick' if d['quick'] else ''}): `{d['config']}` (default) against the same config with "
+          "the robustness work's training additions undone (before: no done stage, no photometric copies), on "
+          f"one store ({d['episodes']} episodes, {d['frames']} frames, two cameras; {d['steps']} steps). Cold: a "
+          "fresh copy of the store without feature caches (a user's first `reward train` on new data); warm: a "
+          "second run with the caches present (another seed or config).\n")
+    print("| config | store | photometric copies | encoder passes (s) | training (s) | total (s) |")
+    print("|---|---|---|---|---|---|")
+    for key, r in runs.items():
+        name, phase = key.split("/")
+        print(f"| {name} | {phase} | {r['copies']} | {r['encode_s']:.0f} | {r['train_s']:.0f} | {r['total_s']:.0f} |")
+    print(f"\nDefault / before: cold {d['ratio']['cold']:.2f}x, warm {d['ratio']['warm']:.2f}x (the training "
+          f"alone {d['train_only_ratio']:.2f}x); the robustness issue's limit is 2x.\n")
+
+
 def demo_table(d):
     mix = ", ".join(f"{k} {v:.0%}" for k, v in (d.get("train_mix") or {}).items())
     train = f"{d['train_episodes']} episodes, {mix}; " if d.get("train_episodes") else ""
@@ -444,7 +468,8 @@ def _print_tables():
                      ("bench_policies", policies_table), ("bench_rabc", rabc_table),
                      ("bench_rabc_pick_place", lambda d: rabc_table(d, "bench_rabc_pick_place", rabc_rerun_note("pick_place", d))),
                      ("bench_rabc_stack", lambda d: rabc_table(d, "bench_rabc_stack", rabc_rerun_note("stack", d))),
-                     ("bench_reward_quality", quality_table), ("bench_demo", demo_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
+                     ("bench_rabc_aug_stay", lambda d: rabc_table(d, "bench_rabc_aug_stay", rabc_label_note(d))),
+                     ("bench_reward_quality", quality_table), ("bench_train_time", train_time_table), ("bench_demo", demo_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
         if d is None:
