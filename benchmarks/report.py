@@ -263,7 +263,7 @@ def rabc_label_note(d: dict) -> str:
 def train_time_table(d):
     runs = d["runs"]
     print(f"**SARM training time** (`bench_train_time.py`, {d['date']}, {d['machine']['cpu_count']} CPU cores"
-          f"{', quick' if d['quick'] else ''}): `{d['config']}` (default) against the same config with "
+          f"{', quick' if d['quick'] else ''}): `{d['config']}` (default; two_copies: the same with two photometric copies) against the same config with "
           "the robustness work's training additions undone (before: no done stage, no photometric copies), on "
           f"one store ({d['episodes']} episodes, {d['frames']} frames, two cameras; {d['steps']} steps). Cold: a "
           "fresh copy of the store without feature caches (a user's first `reward train` on new data); warm: a "
@@ -274,7 +274,10 @@ def train_time_table(d):
         name, phase = key.split("/")
         print(f"| {name} | {phase} | {r['copies']} | {r['encode_s']:.0f} | {r['train_s']:.0f} | {r['total_s']:.0f} |")
     print(f"\nDefault / before: cold {d['ratio']['cold']:.2f}x, warm {d['ratio']['warm']:.2f}x (the training "
-          f"alone {d['train_only_ratio']:.2f}x); the robustness issue's limit is 2x.\n")
+          f"alone {d['train_only_ratio']:.2f}x)"
+          + (f"; with two copies (`configs/reward/sarm_aug2.yaml`) cold {d['ratio_two_copies']['cold']:.2f}x, warm "
+             f"{d['ratio_two_copies']['warm']:.2f}x" if "ratio_two_copies" in d else "")
+          + "; the robustness issue's limit is 2x.\n")
 
 
 def demo_table(d):
