@@ -104,7 +104,7 @@ def main():
     source = Path(source).resolve()
     n_frames, n_episodes = EpisodeStore(source).n_frames, EpisodeStore(source).n_episodes
     cfgs = configs(args.quick)
-    record = {"quick": args.quick, "config": CONFIG, "before": BEFORE, "store": str(source),
+    record = {"quick": args.quick, "config": CONFIG, "before": BEFORE, "store": source.name,
               "episodes": n_episodes, "frames": n_frames, "steps": cfgs["default"].train.steps, "runs": {}}
     # Cold runs first (each on its own fresh copy), then warm ones on those copies.
     for phase in ("cold", "warm"):
