@@ -188,7 +188,7 @@ def train_reward(config: RewardTrainConfig, dataset: str | os.PathLike, out: str
     check_resume_config(out, run_config, free)
     if config.data.augment_copies and not model_cls.trains_on_feature_copies:
         raise ConfigError(f"data.augment_copies: reward model {model_type!r} does not train on photometric feature "
-                          "copies (sarm and the frame baselines do); set data.augment_copies: 0")
+                          "copies (sarm, grm and the frame baselines do); set data.augment_copies: 0")
     from ..data.sampler import split_episodes
 
     train_eps, val_eps = split_episodes(store.n_episodes, config.data.val_fraction, config.data.split_seed)
