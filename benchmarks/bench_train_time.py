@@ -26,7 +26,7 @@ writes benchmarks/results/bench_train_time.json.
 
 Default store: datasets/stack_randomised.yaml generated into the work folder (100 episodes, the
 store the robustness figures train on); ``--store`` times an existing store instead (copied
-without its feature caches). ``--quick``: 8 episodes at 64 px and 100 steps.
+without its feature caches). ``--quick``: 6 episodes at 64 px and 40 steps.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def configs(quick: bool) -> dict:
     two = load_config(RewardTrainConfig, ROOT / "configs/reward/sarm_aug2.yaml")
     for c in (default, before, two):
         if quick:
-            c.train.steps, c.train.val_every, c.train.ckpt_every, c.data.image_size = 100, 50, 50, 64
+            c.train.steps, c.train.val_every, c.train.ckpt_every, c.data.image_size = 40, 20, 20, 64
     return {"before": before, "default": default, "two_copies": two}
 
 
@@ -98,7 +98,7 @@ def main():
     if source is None:
         recipe = Recipe.from_yaml(ROOT / "datasets/stack_randomised.yaml")
         if args.quick:
-            recipe.episodes, recipe.image_size = 8, 64
+            recipe.episodes, recipe.image_size = 6, 64
         source = work / "stack_randomised.zarr"
         generate_store(source, recipe, workers=0)
     source = Path(source).resolve()
