@@ -113,6 +113,9 @@ QUALITY_LABELS = [
     ("+aug2", "the default (`+aug+stay`) with two photometric copies instead of three (`configs/reward/sarm_aug2.yaml`), "
               "trained and read as configured; the copies were already in the store, so its training time leaves out "
               "their encoding."),
+    ("+grm", "not SARM: GRM as `configs/reward/grm.yaml` trains and reads it (fused, conservative), on the same store and "
+             "held-out sets."),
+    ("+grm_aug", "GRM trained on the store and the same three photometric copies (`configs/reward/grm_aug.yaml`)."),
     ("randomised_failures", "the randomised looks with 40% failed episodes instead of 20% "
                             "(`datasets/<task>_randomised_failures.yaml`)."),
     ("randomised_wide", "the randomised looks over a wider layout that surrounds the held-out layout band and leaves it "
