@@ -102,7 +102,8 @@ def main():
         source = work / "stack_randomised.zarr"
         generate_store(source, recipe, workers=0)
     source = Path(source).resolve()
-    n_frames, n_episodes = EpisodeStore(source).n_frames, EpisodeStore(source).n_episodes
+    opened = EpisodeStore(source)
+    n_frames, n_episodes = opened.n_frames, opened.n_episodes
     cfgs = configs(args.quick)
     record = {"quick": args.quick, "config": CONFIG, "before": BEFORE, "store": source.name,
               "episodes": n_episodes, "frames": n_frames, "steps": cfgs["default"].train.steps, "runs": {}}

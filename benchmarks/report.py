@@ -256,11 +256,11 @@ def rabc_rerun_note(task: str, d: dict) -> str:
             "the first RA-BC table is from the SARM of 2026-12-02 (robust readout, no hold, no done stage).")
 
 
-def rabc_label_note(d: dict) -> str:
+def rabc_label_note(d: dict, what: str) -> str:
+    """The note of a ``bench_rabc.py --label`` rerun; ``what``: how that SARM differs."""
     return (f" This rerun (`--label {d['label']} --conditions {','.join(d['conditions'])}`, written to "
-            f"`bench_rabc_{d['label']}.json`) weights the demos with SARM as `{d['reward_config']}` trains and reads it "
-            "since 2026-12-06 (terminal done stage, three photometric copies, per-stage minimum stay); the plain BC, "
-            "sim-progress and oracle policies are the same runs as in the tables above.")
+            f"`bench_rabc_{d['label']}.json`) weights the demos with SARM as `{d['reward_config']}` {what}; the plain "
+            "BC, sim-progress and oracle policies are the same runs as in the tables above.")
 
 
 def train_time_table(d):
@@ -474,7 +474,9 @@ def _print_tables():
                      ("bench_policies", policies_table), ("bench_rabc", rabc_table),
                      ("bench_rabc_pick_place", lambda d: rabc_table(d, "bench_rabc_pick_place", rabc_rerun_note("pick_place", d))),
                      ("bench_rabc_stack", lambda d: rabc_table(d, "bench_rabc_stack", rabc_rerun_note("stack", d))),
-                     ("bench_rabc_aug_stay", lambda d: rabc_table(d, "bench_rabc_aug_stay", rabc_label_note(d))),
+                     ("bench_rabc_aug_stay", lambda d: rabc_table(d, "bench_rabc_aug_stay", rabc_label_note(
+                         d, "trains and reads it since 2026-12-06 (terminal done stage, three photometric copies, "
+                            "per-stage minimum stay)"))),
                      ("bench_reward_quality", quality_table), ("bench_train_time", train_time_table), ("bench_demo", demo_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)

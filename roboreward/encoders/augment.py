@@ -31,6 +31,16 @@ def _range(name: str, value, low: float, high: float) -> tuple[float, float]:
     return a, b
 
 
+def _change(cast: np.ndarray, brightness, contrast, gamma, grey) -> np.ndarray:
+    """uint8 intensities of the change after the colour cast: ``cast`` (float32 in [0, 1]) and the
+    other factors and the frame's mean grey broadcast against it. Used on pixels
+    (``reference_apply``) and on the 256 levels of each frame's tables (``apply``)."""
+    x = (cast - grey) * contrast + grey  # contrast
+    x = np.clip(x * brightness, 0.0, 1.0)  # brightness
+    x = x ** gamma  # gamma
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class PhotometricAugment:
     """Per-episode appearance changes drawn uniformly from these ranges (each a [min, max] pair)."""
@@ -91,12 +101,9 @@ class PhotometricAugment:
         sums = frames.reshape(b, -1, c).sum(axis=1, dtype=np.int64).astype(np.float64)
         grey = ((sums / 255.0) * p[:, 3:]).sum(axis=1) / (h * w * c)
         levels = np.arange(256, dtype=np.float32) / 255.0
-        x = levels[None, None, :] * p[:, 3:, None]  # (B, 3, 256) colour cast
-        g = grey.astype(np.float32)[:, None, None]
-        x = (x - g) * p[:, 1, None, None] + g  # contrast
-        x = np.clip(x * p[:, 0, None, None], 0.0, 1.0)  # brightness
-        x = x ** p[:, 2, None, None]  # gamma
-        lut = np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)  # (B, 3, 256)
+        k = p[:, :3, None, None]  # brightness, contrast, gamma per frame, against its (3, 256) levels
+        lut = _change(levels[None, None, :] * p[:, 3:, None], k[:, 0], k[:, 1], k[:, 2],
+                      grey.astype(np.float32)[:, None, None])  # (B, 3, 256)
         tables = np.ascontiguousarray(lut.transpose(0, 2, 1))[:, :, None, :]  # (B, 256, 1, 3): OpenCV's layout
         out = np.empty_like(frames, dtype=np.uint8)
         for i in range(b):
@@ -106,14 +113,10 @@ class PhotometricAugment:
     @staticmethod
     def reference_apply(frames: np.ndarray, params: np.ndarray) -> np.ndarray:
         """The same change computed pixel by pixel (the definition ``apply`` tabulates)."""
-        x = frames.astype(np.float32) / 255.0
         p = params.astype(np.float32)
-        x = x * p[:, 3:][:, None, None, :]  # colour cast
-        grey = x.mean(axis=(1, 2, 3), keepdims=True)
-        x = (x - grey) * p[:, 1, None, None, None] + grey  # contrast
-        x = np.clip(x * p[:, 0, None, None, None], 0.0, 1.0)  # brightness
-        x = x ** p[:, 2, None, None, None]  # gamma
-        return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        cast = frames.astype(np.float32) / 255.0 * p[:, 3:][:, None, None, :]
+        k = p[:, :3, None, None, None]
+        return _change(cast, k[:, 0], k[:, 1], k[:, 2], cast.mean(axis=(1, 2, 3), keepdims=True))
 
     def transform(self, copy: int):
         """``cache_embeddings``'s ``transform`` for copy ``copy``: (frames, their episode indices) ->

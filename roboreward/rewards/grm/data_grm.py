@@ -157,8 +157,7 @@ class GRMPairs(Dataset):
         # With photometric copies (``feature_copies``) the before/after pair is read under one draw
         # (one change of light over the episode) and the references under their own: deployed, the
         # references are the training demo's frames while the live ones are under whatever light.
-        n = self.frames.copies
-        ref_copy, pair_copy = (int(rng.integers(n)), int(rng.integers(n))) if n > 1 else (0, 0)
+        ref_copy, pair_copy = (int(c) for c in rng.integers(self.frames.copies, size=2))  # (0, 0) without copies
         for role, frame, copy in zip(ROLES, (start, goal, b, a), (ref_copy, ref_copy, pair_copy, pair_copy)):
             item.update(self.frames.item(frame, role, copy))
         return item
