@@ -128,7 +128,21 @@ def run_cell(task: str, scheme: str, seed: int, prep: dict, work: Path, steps: i
             "steps_to_80": steps_to(curve), "final_success": curve[-1]["eval_success"],
             "start_success": curve[0]["eval_success"],
             "final_max_progress": curve[-1]["eval_max_progress"],
-            "final_ci95": curve[-1]["eval_ci95"], "curve": curve, "config": cfg}
+            "final_ci95": curve[-1]["eval_ci95"], "curve": curve, "config": cfg,
+            "fingerprints": {name: fingerprint(path) for name, path in [("base_policy", prep["base_policy"]),
+                                                                          *prep["models"].items()]}}
+
+
+def fingerprint(model: Path) -> str:
+    """The first 12 hex digits of the sha256 of a model folder's weights: cells filled by later runs
+    (which regenerate the store and retrain the models when the work folder is gone) record which
+    models they used, so a grid mixed from two preparations shows it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(Path(model).glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------- speed
