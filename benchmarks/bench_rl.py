@@ -45,6 +45,11 @@ SCHEMES = {  # name -> (reward, shaping)
     "oracle_pbrs": ("oracle", "pbrs"),
 }
 MODELS = {"sarm": "configs/reward/sarm.yaml", "grm": "configs/reward/grm.yaml"}
+PINNED = {"sarm": {"model": {"done_key": None, "filter_min_stay_frac": 0.0}, "data": {"augment_copies": 0}}}
+"""What the grid's reward models change in their configs: SARM as the grid's first 18 cells trained
+it (2026-12-02 to -05: stage filter, change gate and stage hold, but no done stage, no photometric
+copies and no minimum stay, which became the default later), so all 30 cells share one SARM recipe.
+The robust default is a different potential; measuring it is another grid."""
 GOALS = {"speedup_vs_sparse": 3.0, "steps_rate_with_model": 0.5}
 BENCH_RL = {"demo_episodes": 20, "bc_steps": 0, "ent_coef": "0.01", "learning_rate": 1e-4, "max_step_deg": 1.0,
             "max_step_gripper": 5.0, "eval_every": 2500, "eval_episodes": 40, "checkpoint_every": 2500}
@@ -86,15 +91,15 @@ def prepare(task: str, work: Path, quick: bool) -> dict:
     for name, config in MODELS.items():
         run = work / f"{name}_{task}"
         if not (run / "model" / "config.json").is_file():
-            args = ["reward", "train", "--config", ROOT / config, "--dataset", store, "--out", run]
+            cfg = yaml.safe_load((ROOT / config).read_text())
+            for section, fields in PINNED.get(name, {}).items():
+                cfg[section].update(fields)
             if quick:
-                cfg = yaml.safe_load((ROOT / config).read_text())
                 cfg["data"]["image_size"] = 32
                 cfg["data"]["val_fraction"] = 0.25
-                (work / f"{name}_quick.yaml").write_text(yaml.safe_dump(cfg))
-                args = ["reward", "train", "--config", work / f"{name}_quick.yaml", "--dataset", store, "--out", run,
-                        "--steps", 40]
-            cli(*args)
+            (work / f"{name}{'_quick' if quick else ''}.yaml").write_text(yaml.safe_dump(cfg))
+            cli("reward", "train", "--config", work / f"{name}{'_quick' if quick else ''}.yaml", "--dataset", store,
+                "--out", run, *(["--steps", 40] if quick else []))
         models[name] = run / "model"
     base = work / f"base_{task}"
     if not (base / "model" / "config.json").is_file():
@@ -196,13 +201,48 @@ def learner_rates(seconds: float) -> dict:
     return out
 
 
+def model_costs(task: str, prep: dict, model: str, seconds: float, n_envs: int = 4) -> dict:
+    """Where a vector step's reward time goes: the frozen encoder on every camera's new frames (one
+    call) and the model's stream step over the features, in ms per vector step of ``n_envs``."""
+    import torch
+
+    from roboreward.rewards import RewardModel
+    from roboreward.shaping import ModelPotential
+    from roboreward.sim.tasks import make_task
+
+    reward = RewardModel.from_pretrained(prep["models"][model])
+    potential = ModelPotential(reward, n_envs, make_task(task).instruction)
+    size = potential.encoder.config.image_size
+    rng = np.random.default_rng(0)
+    obs = {c: rng.integers(0, 256, (n_envs, size, size, 3), dtype=np.uint8) for c in potential.cameras}
+    if potential.state_key:
+        obs[potential.state_key] = np.zeros((n_envs, reward.config.state_dim), np.float32)
+    inputs = potential._inputs(obs)
+    potential.stream.reset(list(range(n_envs)))
+    with torch.inference_mode():
+        encode = common.rate(lambda: potential._inputs(obs), 1, min_seconds=seconds)
+        stream = common.rate(lambda: potential.stream.step(inputs, potential.task), 1, min_seconds=seconds)
+    frames = n_envs * len(potential.cameras)
+    return {"n_envs": n_envs, "frames_per_step": frames, "image_size": size, "encoder_ms": 1e3 / encode,
+            "encoder_ms_per_frame": 1e3 / encode / frames, "stream_ms": 1e3 / stream}
+
+
 def speed(task: str, prep: dict, quick: bool) -> dict:
     seconds = 1.0 if quick else 8.0
     rates = {"state_only": env_rate(task, prep, None, False, seconds), "cameras": env_rate(task, prep, None, True, seconds)}
     for name in prep["models"]:
         rates[f"cameras+{name}"] = env_rate(task, prep, name, True, seconds)
+    # 8 envs: the encoder's batch doubles (a frame costs less in a bigger batch), rendering per env does not
+    rates8 = {"cameras": env_rate(task, prep, None, True, seconds, n_envs=8)}
+    for name in prep["models"]:
+        rates8[f"cameras+{name}"] = env_rate(task, prep, name, True, seconds, n_envs=8)
     return {"task": task, "env_steps_per_s": rates,
             "with_model_over_cameras": {n: rates[f"cameras+{n}"] / rates["cameras"] for n in prep["models"]},
+            "env_steps_per_s_8_envs": rates8,
+            "with_model_over_cameras_8_envs": {n: rates8[f"cameras+{n}"] / rates8["cameras"] for n in prep["models"]},
+            "ms_per_vector_step_4_envs": {
+                "cameras": 4e3 / rates["cameras"],
+                **{n: model_costs(task, prep, n, seconds / 4) for n in prep["models"]}},
             "sac_env_steps_per_s": learner_rates(2.0 if quick else 20.0)}
 
 
@@ -248,6 +288,14 @@ def print_tables(record: dict) -> None:
     if sp:
         r = sp["env_steps_per_s"]
         print(common.table([[k, v, v / r["cameras"]] for k, v in r.items()], ["env loop (4 envs)", "env steps/s", "vs cameras"]))
+        if sp.get("env_steps_per_s_8_envs"):
+            r8 = sp["env_steps_per_s_8_envs"]
+            print(common.table([[k, v, v / r8["cameras"]] for k, v in r8.items()], ["env loop (8 envs)", "env steps/s", "vs cameras"]))
+        if sp.get("ms_per_vector_step_4_envs"):
+            ms = sp["ms_per_vector_step_4_envs"]
+            print(common.table([[n, ms["cameras"], c["encoder_ms"], c["encoder_ms_per_frame"], c["stream_ms"]]
+                                for n, c in ms.items() if n != "cameras"],
+                               ["model (4 envs)", "cameras+physics ms", "encoder ms", "encoder ms/frame", "stream ms"]))
         ls = sp["sac_env_steps_per_s"]
         print(f"SAC on Pendulum-v1, one update per step: SB3 {ls['sb3']:.0f} steps/s"
               + (f", SBX {ls['sbx']:.0f} steps/s ({ls['sbx'] / ls['sb3']:.1f}x)" if ls.get("sbx") else ", SBX not installed"))
