@@ -391,9 +391,15 @@ def rl_table(d):
           f"{cfg.get('eval_every', '?')} steps, step 0 included; cells done: {d['cells_done']} of the planned 2 tasks x "
           f"5 schemes x 3 seeds. Goals: pbrs (learned) reaches 80% in <= 1/3 of sparse's steps (or sparse never does) and "
           f"does at least as well as naive.\n")
-    print("| task | scheme | seeds | success at step 0 | best eval | final true success | reached 80% | steps to 80% (median) "
-          "| furthest gt progress (final eval) | potential at the end of training episodes (last 50) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    preps = {tuple(sorted(c["fingerprints"].items())) for c in d["cells"].values() if c.get("fingerprints")}
+    older = sum(1 for c in d["cells"].values() if not c.get("fingerprints"))
+    if preps:
+        print(f"Cells from more than one preparation of stores and models: {older} from the first (models not "
+              f"fingerprinted), {len(d['cells']) - older} from {len(preps)} later one(s) (same recipes and configs, "
+              "fingerprints in each cell file); the gain columns compare each cell with its own step 0.\n")
+    print("| task | scheme | seeds | success at step 0 | best eval | final true success | final - step 0 | reached 80% "
+          "| steps to 80% (median) | furthest gt progress (final eval) | potential at the end of training episodes (last 50) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for task, schemes in d["summary"].items():
         for name in ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs"):
             s = schemes.get(name)
@@ -402,8 +408,11 @@ def rl_table(d):
             cells = [c for c in d["cells"].values() if c["task"] == task and c["scheme"] == name]
             start0 = [c["curve"][0]["eval_success"] for c in cells if c["curve"] and c["curve"][0]["step"] == 0]
             best = [max(r["eval_success"] for r in c["curve"]) for c in cells]
+            gain = [c["final_success"] - c["curve"][0]["eval_success"] for c in cells
+                    if c["curve"] and c["curve"][0]["step"] == 0]
             print(f"| {task} | {name} | {len(s['seeds'])} | {f'{np.mean(start0):.2f}' if start0 else '-'} | "
-                  f"{np.mean(best):.2f} | {s['final_success_mean']:.2f} | {s['reached_80']} | "
+                  f"{np.mean(best):.2f} | {s['final_success_mean']:.2f} | "
+                  f"{f'{np.mean(gain):+.2f} ({min(gain):+.2f} to {max(gain):+.2f})' if gain else '-'} | {s['reached_80']} | "
                   f"{fmt(s['steps_to_80_median']) if s['steps_to_80_median'] else 'not reached'} "
                   f"| {s['final_max_progress_mean']:.2f} | "
                   f"{'-' if name == 'sparse' or s.get('final_learned_progress_mean') is None else format(s['final_learned_progress_mean'], '.2f')} |")
@@ -418,6 +427,16 @@ def rl_table(d):
               + f". SAC learner on Pendulum-v1 (one update per env step, batch 256): SB3 {fmt(ls['sb3'])} steps/s"
               + (f", SBX {fmt(ls['sbx'])} steps/s ({ls['sbx'] / ls['sb3']:.1f}x)." if ls.get("sbx") else ", SBX not installed.")
               + "\n")
+        if sp.get("env_steps_per_s_8_envs"):
+            r8, q8 = sp["env_steps_per_s_8_envs"], sp["with_model_over_cameras_8_envs"]
+            print("With 8 envs (the encoder's batch doubles): cameras rendered " + fmt(r8["cameras"]) + ", "
+                  + ", ".join(f"cameras + {n} {fmt(r8['cameras+' + n])} (**{q8[n]:.2f}x**)" for n in q8) + ".\n")
+        if sp.get("ms_per_vector_step_4_envs"):
+            ms = sp["ms_per_vector_step_4_envs"]
+            print(f"One vector step of 4 envs: rendering and physics {ms['cameras']:.1f} ms; "
+                  + "; ".join(f"{n}: encoder {c['encoder_ms']:.1f} ms ({c['frames_per_step']} frames at {c['image_size']} px, "
+                              f"{c['encoder_ms_per_frame']:.2f} ms each), stream {c['stream_ms']:.1f} ms"
+                              for n, c in ms.items() if n != "cameras") + ".\n")
 
 
 def deploy_table(d):
