@@ -391,12 +391,14 @@ def rl_table(d):
           f"{cfg.get('eval_every', '?')} steps, step 0 included; cells done: {d['cells_done']} of the planned 2 tasks x "
           f"5 schemes x 3 seeds. Goals: pbrs (learned) reaches 80% in <= 1/3 of sparse's steps (or sparse never does) and "
           f"does at least as well as naive.\n")
-    preps = {tuple(sorted(c["fingerprints"].items())) for c in d["cells"].values() if c.get("fingerprints")}
+    preps = {(c["task"], tuple(sorted(c["fingerprints"].items()))) for c in d["cells"].values() if c.get("fingerprints")}
     older = sum(1 for c in d["cells"].values() if not c.get("fingerprints"))
     if preps:
-        print(f"Cells from more than one preparation of stores and models: {older} from the first (models not "
-              f"fingerprinted), {len(d['cells']) - older} from {len(preps)} later one(s) (same recipes and configs, "
-              "fingerprints in each cell file); the gain columns compare each cell with its own step 0.\n")
+        later = max(sum(1 for t, _ in preps if t == task) for task, _ in preps)
+        print(f"Cells from more than one preparation of each task's store, reward models and base policy (same recipes "
+              f"and configs, regenerated): {older} from the first (not fingerprinted), {len(d['cells']) - older} from "
+              f"{'a later one' if later == 1 else f'{later} later ones'} (fingerprints in each cell file); "
+              "`final - step 0` compares each cell with its own start.\n")
     print("| task | scheme | seeds | success at step 0 | best eval | final true success | final - step 0 | reached 80% "
           "| steps to 80% (median) | furthest gt progress (final eval) | potential at the end of training episodes (last 50) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
