@@ -116,6 +116,8 @@ QUALITY_LABELS = [
     ("+grm", "not SARM: GRM as `configs/reward/grm.yaml` trains and reads it (fused, conservative), on the same store and "
              "held-out sets."),
     ("+grm_aug", "GRM trained on the store and the same three photometric copies (`configs/reward/grm_aug.yaml`)."),
+    ("+grm_aug+gate", "the `+grm_aug` model read through the change gate SARM has (`readout_gate: 0.05`: still frames "
+                      "keep their progress; no retraining; `configs/reward/grm_aug.yaml` sets it since 2026-12-06)."),
     ("randomised_failures", "the randomised looks with 40% failed episodes instead of 20% "
                             "(`datasets/<task>_randomised_failures.yaml`)."),
     ("randomised_wide", "the randomised looks over a wider layout that surrounds the held-out layout band and leaves it "
