@@ -83,6 +83,8 @@ def prepare(task: str, work: Path, quick: bool) -> dict:
     """The task's store and its trained reward models (reused when present)."""
     import yaml
 
+    from roboreward.config import config_data
+
     recipe = ROOT / f"datasets/{task}_rl.yaml"
     store = work / f"{task}_rl.zarr"
     cli("data", "generate", "--recipe", recipe, "--out", store,
@@ -91,15 +93,16 @@ def prepare(task: str, work: Path, quick: bool) -> dict:
     for name, config in MODELS.items():
         run = work / f"{name}_{task}"
         if not (run / "model" / "config.json").is_file():
-            cfg = yaml.safe_load((ROOT / config).read_text())
+            cfg = config_data(ROOT / config)  # with any ``base:`` resolved, since the copy lives elsewhere
             for section, fields in PINNED.get(name, {}).items():
                 cfg[section].update(fields)
             if quick:
                 cfg["data"]["image_size"] = 32
                 cfg["data"]["val_fraction"] = 0.25
-            (work / f"{name}{'_quick' if quick else ''}.yaml").write_text(yaml.safe_dump(cfg))
-            cli("reward", "train", "--config", work / f"{name}{'_quick' if quick else ''}.yaml", "--dataset", store,
-                "--out", run, *(["--steps", 40] if quick else []))
+            written = work / f"{name}{'_quick' if quick else ''}.yaml"
+            written.write_text(yaml.safe_dump(cfg))
+            cli("reward", "train", "--config", written, "--dataset", store, "--out", run,
+                *(["--steps", 40] if quick else []))
         models[name] = run / "model"
     base = work / f"base_{task}"
     if not (base / "model" / "config.json").is_file():
@@ -229,20 +232,22 @@ def model_costs(task: str, prep: dict, model: str, seconds: float, n_envs: int =
 
 def speed(task: str, prep: dict, quick: bool) -> dict:
     seconds = 1.0 if quick else 8.0
-    rates = {"state_only": env_rate(task, prep, None, False, seconds), "cameras": env_rate(task, prep, None, True, seconds)}
-    for name in prep["models"]:
-        rates[f"cameras+{name}"] = env_rate(task, prep, name, True, seconds)
+
+    def loop(n_envs: int) -> tuple[dict, dict]:
+        """Env steps/s with cameras alone and with each model streaming, and each model's ratio."""
+        rates = {"cameras": env_rate(task, prep, None, True, seconds, n_envs)}
+        rates.update({f"cameras+{n}": env_rate(task, prep, n, True, seconds, n_envs) for n in prep["models"]})
+        return rates, {n: rates[f"cameras+{n}"] / rates["cameras"] for n in prep["models"]}
+
+    rates, ratios = loop(4)
+    rates = {"state_only": env_rate(task, prep, None, False, seconds), **rates}
     # 8 envs: the encoder's batch doubles (a frame costs less in a bigger batch), rendering per env does not
-    rates8 = {"cameras": env_rate(task, prep, None, True, seconds, n_envs=8)}
-    for name in prep["models"]:
-        rates8[f"cameras+{name}"] = env_rate(task, prep, name, True, seconds, n_envs=8)
-    return {"task": task, "env_steps_per_s": rates,
-            "with_model_over_cameras": {n: rates[f"cameras+{n}"] / rates["cameras"] for n in prep["models"]},
-            "env_steps_per_s_8_envs": rates8,
-            "with_model_over_cameras_8_envs": {n: rates8[f"cameras+{n}"] / rates8["cameras"] for n in prep["models"]},
+    rates8, ratios8 = loop(8)
+    return {"task": task, "env_steps_per_s": rates, "with_model_over_cameras": ratios,
+            "env_steps_per_s_8_envs": rates8, "with_model_over_cameras_8_envs": ratios8,
             "ms_per_vector_step_4_envs": {
                 "cameras": 4e3 / rates["cameras"],
-                **{n: model_costs(task, prep, n, seconds / 4) for n in prep["models"]}},
+                **{n: model_costs(task, prep, n, seconds / 4, n_envs=4) for n in prep["models"]}},
             "sac_env_steps_per_s": learner_rates(2.0 if quick else 20.0)}
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -396,7 +397,7 @@ def rl_table(d):
     preps = {(c["task"], tuple(sorted(c["fingerprints"].items()))) for c in d["cells"].values() if c.get("fingerprints")}
     older = sum(1 for c in d["cells"].values() if not c.get("fingerprints"))
     if preps:
-        later = max(sum(1 for t, _ in preps if t == task) for task, _ in preps)
+        later = max(Counter(task for task, _ in preps).values())  # later preparations of the task with most
         print(f"Cells from more than one preparation of each task's store, reward models and base policy (same recipes "
               f"and configs, regenerated): {older} from the first (not fingerprinted), {len(d['cells']) - older} from "
               f"{'a later one' if later == 1 else f'{later} later ones'} (fingerprints in each cell file); "
@@ -410,10 +411,10 @@ def rl_table(d):
             if s is None:
                 continue
             cells = [c for c in d["cells"].values() if c["task"] == task and c["scheme"] == name]
-            start0 = [c["curve"][0]["eval_success"] for c in cells if c["curve"] and c["curve"][0]["step"] == 0]
+            started = [c for c in cells if c["curve"] and c["curve"][0]["step"] == 0]  # evaluated at step 0
+            start0 = [c["curve"][0]["eval_success"] for c in started]
             best = [max(r["eval_success"] for r in c["curve"]) for c in cells]
-            gain = [c["final_success"] - c["curve"][0]["eval_success"] for c in cells
-                    if c["curve"] and c["curve"][0]["step"] == 0]
+            gain = [c["final_success"] - s0 for c, s0 in zip(started, start0)]
             print(f"| {task} | {name} | {len(s['seeds'])} | {f'{np.mean(start0):.2f}' if start0 else '-'} | "
                   f"{np.mean(best):.2f} | {s['final_success_mean']:.2f} | "
                   f"{f'{np.mean(gain):+.2f} ({min(gain):+.2f} to {max(gain):+.2f})' if gain else '-'} | {s['reached_80']} | "
