@@ -334,34 +334,37 @@ demo_episodes: 1
 """
 
 
-@pytest.mark.parametrize("point", ["rl.checkpoint_files", "rl.checkpoint_committed"])
-def test_rl_train(cached, reward_run, tmp_path, point):
-    """SAC with pbrs over the SARM trained above, its demos replayed from the store, killed while
-    writing (or right after renaming) a checkpoint. SB3's rollout state (the episodes in flight)
-    is not a checkpoint's business, so the resumed run is not bit-equal to an uninterrupted one;
-    what must hold is that it continues from the newest complete checkpoint (its weights, optimizers
-    and replay buffer) to the full budget, with the evaluations up to that checkpoint kept once."""
-    rng = np.random.default_rng([SEED, 7])
+def test_rl_train(cached, reward_run, tmp_path):
+    """SAC with pbrs over the SARM trained above, its demos replayed from the store, killed twice:
+    first while writing its second checkpoint (step 64: files written, folder not yet renamed), then,
+    resumed from step 32, right after renaming its next checkpoint (step 64 again) into place and
+    before the pointer to it moves. SB3's rollout state (the episodes in flight) is not a checkpoint's
+    business, so the resumed run is not bit-equal to an uninterrupted one; what must hold is that each
+    run continues from the newest complete checkpoint (its weights, optimizers and replay buffer) to
+    the full budget, with the evaluations up to that checkpoint kept once."""
     (tmp_path / "rl.yaml").write_text(RL_YAML)
     out = tmp_path / "rl"
     args = cli("rl", "train", "--config", tmp_path / "rl.yaml", "--task", "pick_place", "--reward", reward_run / "model",
                "--shaping", "pbrs", "--demos", cached, "--bc-steps", "10", "--steps", str(RL_STEPS), "--out", out)
-    k = int(rng.integers(2, 4))  # the checkpoint of step 32 * k
-    killed_at_point(start(args, tmp_path / "killed.log", kill_at=f"{point}:{k}"), tmp_path / "killed.log")
     ckpts = out / "checkpoints"
-    complete = sorted(int(p.name[5:]) for p in ckpts.iterdir() if p.name.startswith("step_") and (p / "state.json").is_file())
-    resumable = 32 * k if point == "rl.checkpoint_committed" else 32 * (k - 1)
-    assert complete[-1] == resumable
-    if point == "rl.checkpoint_files":
-        assert list(ckpts.glob(".tmp_*")), "the kill should leave a half-written checkpoint behind"
-    killed_state = json.loads((ckpts / f"step_{resumable}" / "state.json").read_text())
+
+    def complete() -> list[int]:
+        return sorted(int(p.name[5:]) for p in ckpts.iterdir() if p.name.startswith("step_") and (p / "state.json").is_file())
+
+    killed_at_point(start(args, tmp_path / "killed1.log", kill_at="rl.checkpoint_files:2"), tmp_path / "killed1.log")
+    assert complete() == [32]
+    assert list(ckpts.glob(".tmp_*")), "the kill should leave a half-written checkpoint behind"
+    killed_at_point(start(args, tmp_path / "killed2.log", kill_at="rl.checkpoint_committed:1"), tmp_path / "killed2.log")
+    assert complete() == [32, 64] and not list(ckpts.glob(".tmp_*"))
+    killed_state = json.loads((ckpts / "step_64" / "state.json").read_text())
+    assert killed_state["resumed_at"] == [32]
     text = run(args, tmp_path / "rerun.log")
     assert "true success" in text and "80% reached at" in text
     assert not list(ckpts.glob(".tmp_*"))
     state = json.loads((ckpts / f"step_{RL_STEPS}" / "state.json").read_text())
-    assert state["resumed_at"] == [resumable] and state["num_timesteps"] == RL_STEPS
+    assert state["resumed_at"] == [32, 64] and state["num_timesteps"] == RL_STEPS
     assert state["demo_transitions"] == killed_state["demo_transitions"] > 0  # demos were added once, before step 0
-    assert state["replay"]["transitions"] == killed_state["replay"]["transitions"] + (RL_STEPS - resumable)
+    assert state["replay"]["transitions"] == killed_state["replay"]["transitions"] + (RL_STEPS - 64)
     curve = json.loads((out / "curves.json").read_text())["curve"]
     assert [r["step"] for r in curve] == [0, 32, 64, 96]  # step 0: the warm-started policy, evaluated once
     assert all(r["train_return"] is not None for r in curve[2:])  # episodes of 12 steps ended and were logged

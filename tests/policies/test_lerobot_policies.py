@@ -83,7 +83,13 @@ def test_loss_falls(kind, store):
     policy, cfg = build(kind, store)
     policy.train()
     batch = batch_of(store, cfg, list(range(0, 40, 5)))
-    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    # The ResNet-18 image backbone is held fixed: its backward was 3/4 of each step's time on 2
+    # cores, and the weighted loss reaching the rest of the model is what this test is about.
+    backbone = [p for name, p in policy.named_parameters() if ".backbone." in name]
+    assert backbone and len(backbone) < len(list(policy.parameters()))
+    for p in backbone:
+        p.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for step in range(60):
         torch.manual_seed(step % 4)
