@@ -195,6 +195,20 @@ def _data_repair(args):
               f"--model <model> --dataset {r['out']}` again")
 
 
+@command("data", "merge", "join stores of one robot and schema into one (a multi-task training set), episodes in order")
+@arg("datasets", nargs="+", type=_existing_path, help="zarr stores to join, in order (only read)")
+@arg("--out", required=True, type=Path, help="zarr store to write")
+@arg("--overwrite", action="store_true")
+def _data_merge(args):
+    from .data.merge import merge_stores
+
+    r = merge_stores(args.datasets, args.out, overwrite=args.overwrite)
+    print(f"{r['out']}: {r['total']} episodes ("
+          + ", ".join(f"{n} from {path}" for path, n in r["episodes"].items()) + f"), tasks: {r['tasks']}")
+    for key in r["feature_caches"]:
+        print(f"features/{key}: carried over")
+
+
 @command("data", "import-lerobot", "convert a local LeRobotDataset v3 folder into a zarr store (resumes an interrupted run)")
 @arg("source", type=_existing_path, help="LeRobotDataset v3 root folder (meta/info.json inside)")
 @arg("--out", required=True, type=Path, help="zarr store to write")
