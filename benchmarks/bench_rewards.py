@@ -120,22 +120,44 @@ def speed(models: list[str], work: Path, task: str) -> dict:
     return out
 
 
+def standard_store(work: Path, task: str) -> Path:
+    """``<work>/<task>_mixed.zarr`` from ``datasets/<task>_mixed.yaml`` (generated, or resumed, if
+    not complete)."""
+    store = work / f"{task}_mixed.zarr"
+    cli("data", "generate", "--recipe", ROOT / f"datasets/{task}_mixed.yaml", "--out", store)
+    return store
+
+
+def base_model(work: Path, base_task: str, seed: int, quick: bool) -> Path | None:
+    """GRM trained on ``base_task``'s standard data: ``pick_place`` the cell's own run; a multi-task
+    base ``a+b`` is trained here (once per seed) on the stores of a and b joined by ``data merge``."""
+    if "+" not in base_task:
+        model = work / f"grm_{base_task}_mixed_s{seed}" / "model"
+        return model if model.is_dir() else None
+    stores = [standard_store(work, t) for t in base_task.split("+")]
+    merged = work / f"{base_task}_mixed.zarr"
+    if not merged.is_dir():
+        cli("data", "merge", *stores, "--out", merged)
+    run = work / f"grm_{base_task}_mixed_s{seed}"
+    train_once("grm", MODELS["grm"][0], merged, run, seed, quick)
+    return run / "model"
+
+
 def adaptation(work: Path, base_task: str, target: str, seeds: list[int], steps: int, quick: bool) -> dict:
-    """One-shot adaptation of GRM trained on ``base_task`` to ``target``: the first expert episode of
-    ``<target>_mixed`` is the demo; evaluated on every other episode of that store, before (the new
-    task's references and an embedding set to the mean of the known ones, no fine-tuning: --steps 0)
-    and after ``steps`` of fine-tuning on the demo's pairs. The same figures for GRM trained on the
-    target's own data (its held-out split) give the ceiling."""
+    """One-shot adaptation of GRM trained on ``base_task`` (one task, or several joined with ``+``)
+    to ``target``: the first expert episode of ``<target>_mixed`` is the demo; evaluated on every
+    other episode of that store, before (the new task's references and an embedding set to the mean
+    of the known ones, no fine-tuning: --steps 0) and after ``steps`` of fine-tuning on the demo's pairs."""
     from roboreward.data.store import EpisodeStore
 
-    store = work / f"{target}_mixed.zarr"
+    store = standard_store(work, target)
     st = EpisodeStore(store)
     demo = next(e for e in range(st.n_episodes) if st.episodes[e].quality == "expert" and st.episodes[e].success)
     others = ",".join(str(e) for e in range(st.n_episodes) if e != demo)
     out = {"base_task": base_task, "target": target, "demo_episode": demo, "steps": steps, "seeds": {}}
     for seed in seeds:
-        base = work / f"grm_{base_task}_mixed_s{seed}" / "model"
-        if not base.is_dir():
+        base = base_model(work, base_task, seed, quick)
+        if base is None:
             continue
         row = {}
         for label, n in (("before", 0), ("after", steps)):
@@ -160,8 +182,12 @@ def main():
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--speed", action="store_true", help="also measure streaming and training speed (run alone)")
-    p.add_argument("--adapt", default="pick_place:drawer", help="BASE:TARGET of the one-shot GRM adaptation ('' = skip)")
+    p.add_argument("--adapt", default="pick_place:drawer,pick_place+stack:drawer",
+                   help="BASE:TARGET pairs of the one-shot GRM adaptation, comma-separated; BASE may join tasks with + "
+                        "(GRM trained on their merged stores) ('' = skip)")
     p.add_argument("--adapt-steps", type=int, default=300)
+    p.add_argument("--adapt-only", action="store_true",
+                   help="only the adaptation section (its stores and base models made as needed); no per-task cells")
     args = p.parse_args()
     models = args.models.split(",")
     unknown = sorted(set(models) - set(MODELS))
@@ -177,8 +203,12 @@ def main():
     if path.is_file():
         old = json.loads(path.read_text())
         record["cells"].update(old.get("cells", {}))
-        record["speed"], record["adaptation"] = old.get("speed"), old.get("adaptation")
-    for seed in seeds:
+        record["speed"] = old.get("speed")
+        record["adaptations"] = old.get("adaptations", {})
+        if old.get("adaptation"):  # results written before several bases were measured
+            ad = old["adaptation"]
+            record["adaptations"].setdefault(f"{ad['base_task']}:{ad['target']}", ad)
+    for seed in [] if args.adapt_only else seeds:
         for task in tasks:
             if not (ROOT / f"datasets/{task}_{args.train}.yaml").is_file():
                 continue
@@ -206,9 +236,12 @@ def main():
                     record["cells"][f"{task}/{label}/s{seed}/{set_name}"] = f
                     summarise(record, path, quiet=True)
     if args.adapt and "grm" in models and not args.quick:
-        base_task, target = args.adapt.split(":")
-        if (work / f"{target}_mixed.zarr").is_dir():
-            record["adaptation"] = adaptation(work, base_task, target, seeds, args.adapt_steps, args.quick)
+        for pair in args.adapt.split(","):
+            base_task, target = pair.split(":")
+            if args.adapt_only or (work / f"{target}_mixed.zarr").is_dir():
+                ad = adaptation(work, base_task, target, seeds, args.adapt_steps, args.quick)
+                if ad["seeds"]:
+                    record.setdefault("adaptations", {})[pair] = ad
     if args.speed or args.quick:
         record["speed"] = speed(models, work, tasks[0])
     summarise(record, path)

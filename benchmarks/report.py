@@ -222,19 +222,24 @@ def rewards_table(d):
                       f"{'' if steps is None else f'{r['vs_lerobot_sarm_train']:.0f}x'} |")
         if lr:
             print(f"\nLeRobot's SARM: {lr:.3f} training steps/s at batch 8 (`bench_sarm.py`, the same machine).")
-    ad = d.get("adaptation")
-    if ad and ad.get("seeds"):
-        def mean(label, key):
+    adaptations = d.get("adaptations") or ({"": d["adaptation"]} if d.get("adaptation") else {})
+    rows = [ad for ad in adaptations.values() if ad.get("seeds")]
+    if rows:
+        def mean(ad, label, key):
             vals = [row[label][key] for row in ad["seeds"].values() if row[label].get(key) is not None]
             return f"{np.mean(vals):.3f}" if vals else "n/a"
-        print(f"\n**One-shot adaptation** (GRM trained on {ad['base_task']}, adapted to {ad['target']} from its expert episode "
-              f"{ad['demo_episode']} with `reward adapt`, {ad['steps']} steps; evaluated on the store's other episodes; "
-              f"{len(ad['seeds'])} seed(s)). Before: the new task's references and an embedding at the mean of the known ones, "
-              "no fine-tuning.\n")
-        print("| | VOC | AUROC | finish > hover | lowest final (success) | MAE |\n|---|---|---|---|---|---|")
-        for label in ("before", "after"):
-            print(f"| {label} | {mean(label, 'voc')} | {mean(label, 'auroc')} | {mean(label, 'finish_over_hover')} | "
-                  f"{mean(label, 'min_final_success')} | {mean(label, 'mae')} |")
+        first = rows[0]
+        print(f"\n**One-shot adaptation** (GRM adapted to {first['target']} from its expert episode {first['demo_episode']} "
+              f"with `reward adapt`, {first['steps']} steps; evaluated on the store's other episodes). Before: the new "
+              "task's references and an embedding at the mean of the known ones, no fine-tuning. A base of several "
+              "tasks is trained on their stores joined by `data merge`.\n")
+        print("| base trained on | seeds | | VOC | AUROC | finish > hover | lowest final (success) | MAE |\n"
+              "|---|---|---|---|---|---|---|---|")
+        for ad in rows:
+            for label in ("before", "after"):
+                print(f"| {ad['base_task'].replace('+', ' + ')} | {len(ad['seeds'])} | {label} | {mean(ad, label, 'voc')} | "
+                      f"{mean(ad, label, 'auroc')} | {mean(ad, label, 'finish_over_hover')} | "
+                      f"{mean(ad, label, 'min_final_success')} | {mean(ad, label, 'mae')} |")
     print("\n![rewards](benchmarks/results/bench_rewards.png)\n")
 
 
