@@ -45,3 +45,15 @@ def test_fit_needs_expert_demos(tmp_path):
     report = Perceptual(PerceptualConfig.from_store(labelled, FEATURE_KEY, n_steps=2, n_features=4)).fit(labelled, range(8))
     # The toy episodes are annotated reach / grasp (2 subtasks): the boundary error is measured.
     assert report["boundaries_compared"] == 8 and report["boundary_error_frames"] is not None
+
+
+def test_training_seed_draws_which_demos_the_fit_uses(tmp_path):
+    """Without a seed the fit takes the first `demos` experts; `reward train` passes its seed, which
+    draws `demos` of them (in store order): seeds measure the spread over the choice of demos."""
+    store = build_toy_store(tmp_path / "toy.zarr", success=[1] * 8)
+    pick = lambda seed: Perceptual.demo_episodes(store, range(8), 3, seed)  # noqa: E731
+    assert pick(None) == [0, 1, 2]
+    draws = [pick(seed) for seed in range(4)]
+    assert all(len(d) == 3 and d == sorted(d) and set(d) <= set(range(8)) for d in draws)
+    assert pick(1) == draws[1] and len({tuple(d) for d in draws}) > 1  # reproducible, and the seed matters
+    assert Perceptual.demo_episodes(store, range(8), 8, 5) == list(range(8))  # fewer experts than asked: all of them

@@ -48,7 +48,7 @@ class PerceptualConfig(FeatureRewardConfig):
     """Most discriminative features kept per step, >= 1 (at most the feature size)."""
     demos: int = 10
     """Most expert demonstrations of the training split the fit uses (quality ``expert`` first, else
-    successful ones), >= 1."""
+    successful ones), >= 1; ``reward train`` draws them with its training seed (``--seed``)."""
     min_std: float = 0.05
     """Floor of a step Gaussian's std (in standardised units), so a feature that is constant over a
     step in the few demos cannot make the score infinitely sharp."""
@@ -149,7 +149,9 @@ class Perceptual(RewardModel):
 
     # ------------------------------------------------------------------ the fit
     @classmethod
-    def demo_episodes(cls, store: EpisodeStore, episodes: Sequence[int], most: int) -> list[int]:
+    def demo_episodes(cls, store: EpisodeStore, episodes: Sequence[int], most: int, seed: int | None = None) -> list[int]:
+        """The demos of the fit: the first ``most`` experts among ``episodes``, or with ``seed`` a
+        random ``most`` of them (in store order), so training seeds measure the spread over demos."""
         experts = [e for e in episodes if store.episodes[e].quality == "expert" and store.episodes[e].success is not False]
         chosen = experts or [e for e in episodes if store.episodes[e].success]
         if not chosen:
@@ -157,13 +159,17 @@ class Perceptual(RewardModel):
                 f"{store.path}: no expert or successful episode among the {len(episodes)} training episodes; the perceptual "
                 "reward fits from expert demonstrations (Episode(quality='expert') or success=True)"
             )
-        return chosen[:most]
+        if seed is None or len(chosen) <= most:
+            return chosen[:most]
+        picked = np.random.default_rng(seed).choice(len(chosen), most, replace=False)
+        return [chosen[i] for i in sorted(picked)]
 
-    def fit(self, store: EpisodeStore, episodes: Sequence[int]) -> dict[str, Any]:
-        """Fit the statistics from the demos among ``episodes``; returns the fit report (demos, steps
-        found per demo, boundary error vs the sparse annotations where the step counts match)."""
+    def fit(self, store: EpisodeStore, episodes: Sequence[int], seed: int | None = None) -> dict[str, Any]:
+        """Fit the statistics from the demos among ``episodes`` (``seed``: which ones, see
+        ``demo_episodes``); returns the fit report (demos, steps found per demo, boundary error vs
+        the sparse annotations where the step counts match)."""
         cfg = self.config
-        demos = self.demo_episodes(store, episodes, cfg.demos)
+        demos = self.demo_episodes(store, episodes, cfg.demos, seed)
         feats = cached_features(store, cfg.feature_key)
         xs = []
         for e in demos:
@@ -192,7 +198,7 @@ class Perceptual(RewardModel):
         from ...training import save_dir_atomic, write_atomic_text
 
         model = cls(config)
-        report = model.fit(store, train_episodes)
+        report = model.fit(store, train_episodes, seed=train.seed)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         save_dir_atomic(out / "model", model.save_pretrained)
