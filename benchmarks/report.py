@@ -186,8 +186,11 @@ def rewards_table(d):
           f"{', quick' if d['quick'] else ''}): trained (or fitted) on each task's standard mixed-quality data "
           "(`<task>_mixed`, 80 training episodes, one look), evaluated in domain (its 20 held-out episodes) and on the "
           "held-out variants (20 unseen episodes each). Mean over training seeds. SARM with the robust readout; GRM fused "
-          "(conservative); perceptual fitted from 10 expert demos on `blocks.5` features; the baselines per frame. "
-          "Rows `+randomised`: trained on `<task>_randomised` instead. Figures as in the table above; `train s`: training or fit time on 2 cores with another benchmark running (1 thread each; perceptual: mostly encoding its layer cache).\n")
+          "(conservative); perceptual fitted from 10 expert demos on `blocks.5` features (drawn by the seed); the "
+          "baselines per frame. Rows `+randomised`: trained on `<task>_randomised` instead. Figures as in the table "
+          "above; `train s`: training or fit time on 2 cores, in the SARM and GRM cells of 2026-12-02 with another "
+          "benchmark running (1 thread each), in the perceptual and baseline cells of 2026-12-06 alone; perceptual's "
+          "first seed includes encoding its layer cache, the later seeds find it built.\n")
     print("| task | model | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
           "| freeze rise (max) | MAE | train s | seeds |")
     print("|---" * 12 + "|")
