@@ -294,12 +294,13 @@ def chart(summary: dict, png: Path) -> None:
                          and a.get(fig_name)]
                 vals.append(np.mean(cells) if cells else np.nan)
             ax.bar(np.arange(len(sets)) + i * width, vals, width, label=m)
-        ax.set_xticks(np.arange(len(sets)) + 0.4 - width / 2, [s.replace("_", " ") for s in sets])
+        ax.set_xticks(np.arange(len(sets)) + 0.4 - width / 2, [s.replace("_", " ") for s in sets], rotation=25, ha="right")
         ax.set_title(f"{fig_name.upper()} (mean over tasks and seeds)")
         ax.set_ylim(0, 1.05)
         ax.axhline(0.95, color="grey", lw=0.8, ls="--")
-    axes[0].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(models))  # below the bars, not over them
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
     plt.close(fig)
