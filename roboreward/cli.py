@@ -207,6 +207,9 @@ def _data_merge(args):
           + ", ".join(f"{n} from {path}" for path, n in r["episodes"].items()) + f"), tasks: {r['tasks']}")
     for key in r["feature_caches"]:
         print(f"features/{key}: carried over")
+    if r["progress_not_copied"]:
+        print(f"progress annotations {r['progress_not_copied']} are not copied; run `roboreward reward annotate "
+              f"--model <model> --dataset {r['out']}` on the merged store")
 
 
 @command("data", "import-lerobot", "convert a local LeRobotDataset v3 folder into a zarr store (resumes an interrupted run)")

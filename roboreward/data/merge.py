@@ -106,5 +106,6 @@ def merge_stores(sources, dst, overwrite: bool = False, progress: bool = True) -
     if dst.exists():  # --overwrite
         shutil.rmtree(dst)
     tmp.rename(dst)
+    progress = sorted({k for s in stores if "progress" in s.root for k in s.root["progress"].group_keys()})
     return {"out": str(dst), "episodes": {str(s.path): s.n_episodes for s in stores}, "total": total,
-            "tasks": EpisodeStore(dst).tasks, "feature_caches": caches}
+            "tasks": EpisodeStore(dst).tasks, "feature_caches": caches, "progress_not_copied": progress}

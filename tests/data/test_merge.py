@@ -53,6 +53,17 @@ def test_merge_keeps_every_episode_in_order_with_its_metadata_and_caches(two, tm
         np.testing.assert_array_equal(feats[:], want)
     origin = merged.root.attrs["extra"]["merged_from"]
     assert [o["episodes"] for o in origin] == [2, 3]
+    assert "progress" not in merged.root
+
+
+def test_merge_says_progress_annotations_are_not_copied(two, tmp_path, capsys):
+    a, b, _ = two
+    EpisodeStore(a, mode="a").root.require_group("progress").require_group("sarm")
+    from roboreward.cli import main
+
+    assert main(["data", "merge", str(a), str(b), "--out", str(tmp_path / "m.zarr")]) == 0
+    out = capsys.readouterr().out
+    assert "progress annotations ['sarm'] are not copied" in out and "reward annotate" in out
 
 
 def test_merge_refuses_in_one_line(two, tmp_path, make_store):
