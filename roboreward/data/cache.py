@@ -75,6 +75,23 @@ def cached_features(store: EpisodeStore, key: str) -> dict[str, CheckedArray]:
     return {cam: store.checked(f"{FEATURES}/{key}/{cam}") for cam in store.cameras}
 
 
+def write_cache_rows(store: EpisodeStore, key: str, attrs: dict, rows: dict[str, np.ndarray]) -> int:
+    """Create cache ``key`` in ``store`` (a store being written, e.g. by ``data repair`` or ``data
+    merge``) holding ``rows[camera]`` (the same count for each) as its first frames, with the source's
+    ``attrs`` and ``done`` = that count; returns it."""
+    dim = int(attrs["dim"])
+    group = store.root.require_group(FEATURES).require_group(key)
+    done = 0
+    for cam in store.cameras:
+        arr = group.create_array(cam, shape=(store.n_frames, dim), chunks=(LOWDIM_CHUNK_FRAMES, dim), dtype=FEATURE_DTYPE,
+                                 compressors=lowdim_codec(), config=ARRAY_CONFIG)
+        done = len(rows[cam])
+        if done:
+            arr.with_config(ARRAY_CONFIG)[:done] = rows[cam]
+    group.attrs.update({**attrs, "done": done})
+    return done
+
+
 def cache_embeddings(
     store_path,
     encoder: Callable[[np.ndarray], torch.Tensor],

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cache import FEATURES, cache_status
+from .cache import FEATURES, cache_status, write_cache_rows
 from .schema import StoreError
-from .store import ARRAY_CONFIG, LOWDIM_CHUNK_FRAMES, EpisodeStore, lowdim_codec
+from .store import EpisodeStore
 
 
 def _schema(store: EpisodeStore) -> dict:
@@ -87,25 +87,22 @@ def merge_stores(sources, dst, overwrite: bool = False, progress: bool = True) -
             for i in range(store.n_episodes):
                 new.add_episode(store.read_episode(i))
                 bar.update(1)
-    new.root.attrs["extra"] = {"merged_from": [
-        {"path": str(s.path.resolve()), "episodes": s.n_episodes, "tasks": s.tasks,
-         **({"recipe": s.root.attrs["extra"]["recipe"]} if "recipe" in dict(s.root.attrs.get("extra", {})) else {})}
-        for s in stores]}
+    origins = []
+    for s in stores:
+        origin = {"path": str(s.path.resolve()), "episodes": s.n_episodes, "tasks": s.tasks}
+        recipe = dict(s.root.attrs.get("extra", {})).get("recipe")
+        if recipe is not None:
+            origin["recipe"] = recipe
+        origins.append(origin)
+    new.root.attrs["extra"] = {"merged_from": origins}
     caches = _shared_caches(stores)
     for key in caches:
-        dim = int(first.root[FEATURES][key].attrs["dim"])
-        group = new.root.require_group(FEATURES).require_group(key)
-        for cam in first.cameras:
-            arr = group.create_array(cam, shape=(new.n_frames, dim), chunks=(LOWDIM_CHUNK_FRAMES, dim), dtype="float16",
-                                     compressors=lowdim_codec(), config=ARRAY_CONFIG)
-            arr.with_config(ARRAY_CONFIG)[:] = np.concatenate([s.checked(f"{FEATURES}/{key}/{cam}")[: s.n_frames]
-                                                               for s in stores])
-        attrs = dict(first.root[FEATURES][key].attrs)
-        attrs["done"] = int(new.n_frames)
-        group.attrs.update(attrs)
+        rows = {cam: np.concatenate([s.checked(f"{FEATURES}/{key}/{cam}")[: s.n_frames] for s in stores])
+                for cam in first.cameras}
+        write_cache_rows(new, key, dict(first.root[FEATURES][key].attrs), rows)
     if dst.exists():  # --overwrite
         shutil.rmtree(dst)
     tmp.rename(dst)
     progress = sorted({k for s in stores if "progress" in s.root for k in s.root["progress"].group_keys()})
     return {"out": str(dst), "episodes": {str(s.path): s.n_episodes for s in stores}, "total": total,
-            "tasks": EpisodeStore(dst).tasks, "feature_caches": caches, "progress_not_copied": progress}
+            "tasks": sorted({t for s in stores for t in s.tasks}), "feature_caches": caches, "progress_not_copied": progress}

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cache import FEATURES, cache_status
+from .cache import FEATURES, cache_status, write_cache_rows
 from .schema import StoreError, check_info
-from .store import ARRAY_CONFIG, LOWDIM_CHUNK_FRAMES, EpisodeStore, lowdim_codec
+from .store import EpisodeStore
 from .validate import damaged_chunks, damaged_episodes
 
 
@@ -113,15 +113,6 @@ def _copy_caches(store: EpisodeStore, new: EpisodeStore, rows: np.ndarray, bad: 
         if any(name in bad for name in arrays.values()):
             continue  # rebuilt from scratch by cache-embeddings rather than copied around a hole
         take = rows[rows < status["done"]]  # rows increase, so this is a prefix of the new store's frames
-        group = new.root.require_group(FEATURES).require_group(key)
-        dim = int(status["dim"])
-        for cam, name in arrays.items():
-            group.create_array(cam, shape=(new.n_frames, dim), chunks=(LOWDIM_CHUNK_FRAMES, dim), dtype="float16",
-                               compressors=lowdim_codec(), config=ARRAY_CONFIG)
-            if len(take):
-                group[cam].with_config(ARRAY_CONFIG)[: len(take)] = store.checked(name)[: status["done"]][take]
-        attrs = dict(store.root[FEATURES][key].attrs)
-        attrs["done"] = int(len(take))
-        group.attrs.update(attrs)
-        out[key] = int(len(take))
+        copied = {cam: store.checked(name)[: status["done"]][take] for cam, name in arrays.items()}
+        out[key] = write_cache_rows(new, key, dict(store.root[FEATURES][key].attrs), copied)
     return out
