@@ -29,12 +29,16 @@ def ok(proc: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="session")
 def hw(tmp_path_factory) -> dict[str, Path]:
+    # Built through the CLI's main in this process: the subprocess path of each command has its own tests.
+    from roboreward.cli import main
+
     base = tmp_path_factory.mktemp("hw")
     store = base / "pp.zarr"
-    ok(cli("data", "generate", "--task", "pick_place", "--episodes", 3, "--mix", "expert=1.0", "--image-size", 32,
-           "--workers", 1, "--out", store))
+    assert main(["data", "generate", "--task", "pick_place", "--episodes", "3", "--mix", "expert=1.0", "--image-size",
+                 "32", "--workers", "1", "--out", str(store)]) == 0
     (base / "bc.yaml").write_text(BC_YAML.format(extra=""))
-    ok(cli("bc", "train", "--config", base / "bc.yaml", "--dataset", store, "--out", base / "bc"))
+    assert main(["bc", "train", "--config", str(base / "bc.yaml"), "--dataset", str(store), "--out", str(base / "bc")]) == 0
     (base / "bc_env.yaml").write_text(BC_YAML.format(extra=", env_state_key: observation.environment_state"))
-    ok(cli("bc", "train", "--config", base / "bc_env.yaml", "--dataset", store, "--out", base / "bc_env"))
+    assert main(["bc", "train", "--config", str(base / "bc_env.yaml"), "--dataset", str(store), "--out",
+                 str(base / "bc_env")]) == 0
     return {"store": store, "policy": base / "bc" / "model", "env_policy": base / "bc_env" / "model", "base": base}

@@ -27,6 +27,23 @@ def store(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def plain(store, tmp_path_factory):
+    """One plain `bc train` through the real CLI subprocess, shared by the tests that need a trained policy."""
+    out = tmp_path_factory.mktemp("plain")
+    (out / "bc.yaml").write_text(CONFIG)
+    proc = run("--dataset", store, "--out", out / "run", "--config", out / "bc.yaml")
+    assert proc.returncode == 0, proc.stderr
+    return out / "run"
+
+
+def train_here(*args) -> int:
+    """`bc train` through the CLI's main in this process (saves a subprocess's imports)."""
+    from roboreward.cli import main
+
+    return main(["bc", "train", *map(str, args)])
+
+
 def run(*args):
     return subprocess.run([sys.executable, "-m", "roboreward.cli", "bc", "train", *map(str, args)],
                           capture_output=True, text=True, env=ENV, timeout=300)
@@ -49,22 +66,18 @@ def refused(capsys, *args) -> str:
     return lines[0]
 
 
-def test_bc_train_plain_and_rabc(store, tmp_path):
-    (tmp_path / "bc.yaml").write_text(CONFIG)
-    plain = run("--dataset", store, "--out", tmp_path / "plain", "--config", tmp_path / "bc.yaml")
-    assert plain.returncode == 0, plain.stderr
-    policy = Policy.from_pretrained(tmp_path / "plain" / "model")
+def test_bc_train_plain_and_rabc(store, plain, tmp_path):
+    policy = Policy.from_pretrained(plain / "model")
     assert policy.config.horizon == 4
-    weighted = run("--dataset", store, "--out", tmp_path / "rabc", "--config", tmp_path / "bc.yaml",
-                   "--weights", "rabc", "--progress", "gt.progress")
-    assert weighted.returncode == 0, weighted.stderr
+    (tmp_path / "bc.yaml").write_text(CONFIG)
+    assert train_here("--dataset", store, "--out", tmp_path / "rabc", "--config", tmp_path / "bc.yaml",
+                      "--weights", "rabc", "--progress", "gt.progress") == 0
     info = json.loads((tmp_path / "rabc" / "weights.json").read_text())
     assert info["mode"] == "soft"  # --weights rabc is LeRobot's soft weighting
     # 2 expert + 2 failure episodes, 1 held out: the training split has both.
     assert info["mean_weight"]["failure"] < info["mean_weight"]["expert"]
-    gated = run("--dataset", store, "--out", tmp_path / "gated", "--config", tmp_path / "bc.yaml",
-                "--progress", "gt.progress", "--min-final-progress", "0.99")  # sim progress is 1 only on success
-    assert gated.returncode == 0, gated.stderr
+    assert train_here("--dataset", store, "--out", tmp_path / "gated", "--config", tmp_path / "bc.yaml",
+                      "--progress", "gt.progress", "--min-final-progress", "0.99") == 0  # sim progress is 1 only on success
     info = json.loads((tmp_path / "gated" / "weights.json").read_text())
     assert info["mode"] == "none" and info["mean_weight"]["failure"] == 0.0 and info["mean_weight"]["expert"] == 1.0
     assert info["kept_episodes"]["failure"].startswith("0/") and info["kept_episodes"]["expert"].split("/")[0] != "0"
@@ -79,11 +92,9 @@ def test_bc_train_bad_progress_source_is_one_line(tmp_path, capsys):
     assert "features" not in EpisodeStore(fresh).root and not (tmp_path / "x").exists()
 
 
-def test_sim_eval_rolls_out_a_trained_policy(store, tmp_path):
-    (tmp_path / "bc.yaml").write_text(CONFIG)
-    assert run("--dataset", store, "--out", tmp_path / "run", "--config", tmp_path / "bc.yaml").returncode == 0
+def test_sim_eval_rolls_out_a_trained_policy(plain, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "roboreward.cli", "sim", "eval", "--policy", str(tmp_path / "run" / "model"), "--task",
+        [sys.executable, "-m", "roboreward.cli", "sim", "eval", "--policy", str(plain / "model"), "--task",
          "pick_place", "--episodes", "3", "--envs", "2", "--image-size", "32", "--max-steps", "12", "--videos", "1",
          "--out", str(tmp_path / "eval")], capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -119,8 +130,8 @@ def test_env_state_policy_expert_filter_and_recipe_rollout(store, tmp_path):
     from roboreward.errors import RoborewardError
 
     (tmp_path / "bc.yaml").write_text(STATE_CONFIG)
-    proc = run("--dataset", store, "--out", tmp_path / "run", "--config", tmp_path / "bc.yaml", "--qualities", "expert")
-    assert proc.returncode == 0, proc.stderr
+    assert train_here("--dataset", store, "--out", tmp_path / "run", "--config", tmp_path / "bc.yaml", "--qualities",
+                      "expert") == 0
     episodes = EpisodeStore(store).episodes
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert split["train"] and all(episodes[e].quality == "expert" for e in split["train"])
