@@ -18,8 +18,14 @@ learner's gradient steps/s in SB3 (and in SBX, SB3's JAX twin, where it is insta
 Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed) and bench_rl.png
 (learning curves: true success vs env steps; learned return vs true success).
 
-    python benchmarks/bench_rl.py [--quick] [--tasks pick_place,stack] [--schemes ...] [--seeds 0,1,2]
-                                  [--steps 20000] [--max-minutes 170]
+``--setting shift`` (SETTINGS): the same base policy (cloned on the narrow layout) put to work where
+the objects stand 0-1.5 cm further forward (``datasets/<task>_shift.yaml``), where it mostly fails;
+the reward models, the replayed demos and the RL env come from that recipe, and the residual may
+correct by up to 4 deg per step (SHIFT_RL). Cells in ``benchmarks/results/bench_rl_shift/``, results
+in ``bench_rl_shift.json`` / ``.png``; no speed section (the narrow setting's measures the loop).
+
+    python benchmarks/bench_rl.py [--quick] [--setting narrow|shift] [--tasks pick_place,stack] [--schemes ...]
+                                  [--seeds 0,1,2] [--steps 20000] [--max-minutes 170]
 """
 from __future__ import annotations
 
@@ -36,7 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CELLS = common.RESULTS / "bench_rl"
 SCHEMES = {  # name -> (reward, shaping)
     "sparse": ("sparse", "sparse"),
     "naive_sarm": ("sarm", "naive"),
@@ -61,6 +66,17 @@ residual near zero until the critic knows better: with SAC's defaults (learned e
 lr 3e-4, 2 deg) the deterministic success fell from 50% to 20% in 10k steps even with the oracle's
 potential, and with joint-delta actions from a behaviour-cloned SB3 actor (the first version of this
 grid, cells in results/bench_rl_joint_delta/) no cell ever succeeded."""
+SHIFT_RL = {**BENCH_RL, "max_step_deg": 4.0, "max_step_gripper": 10.0, "learning_rate": 3e-4, "shaping_scale": 0.1}
+"""What the shift setting changes (measured with the oracle's potential and sparse, seed 0, before the
+grid): a correction of 1 deg cannot move the arm the 1-1.5 cm the shift asks, so the residual goes
+up to 4 deg at SAC's default learning rate. The shaping term is scaled by 0.1: at scale 1, the
+oracle's potential is near 0.95 on the step before a success, so a success nets only 1 - 0.95 of
+reward on that step (Phi = 0 after a true termination) and the oracle cell ended at 0.20 with its
+furthest progress at 0.6-0.9; at 0.1 it ended at 0.30 (sparse: 0.25)."""
+SETTINGS = {  # name -> (RL recipe of the env, demos and reward models; recipe of the base policy's store; overrides)
+    "narrow": ("{task}_rl", "{task}_rl", BENCH_RL),
+    "shift": ("{task}_shift", "{task}_rl", SHIFT_RL),
+}
 BASE_POLICY = "configs/bc/bc_state.yaml"
 QUICK_RL = {"n_envs": 2, "max_episode_steps": 60, "learning_starts": 32, "batch_size": 32, "net_arch": [64, 64],
             "eval_every": 150, "eval_episodes": 2, "checkpoint_every": 150, "demo_episodes": 2}
@@ -79,22 +95,29 @@ def cli(*args, log: Path | None = None) -> None:
         subprocess.run(cmd, check=True, env=env(), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
 
 
-def prepare(task: str, work: Path, quick: bool) -> dict:
-    """The task's store and its trained reward models (reused when present)."""
+def prepare(task: str, work: Path, quick: bool, setting: str = "narrow") -> dict:
+    """The task's store and its trained reward models (reused when present), and the base policy,
+    cloned on the experts of the setting's base store (the RL store itself in the narrow setting)."""
     import yaml
 
     from roboreward.config import config_data
 
-    recipe = ROOT / f"datasets/{task}_rl.yaml"
-    store = work / f"{task}_rl.zarr"
-    cli("data", "generate", "--recipe", recipe, "--out", store,
-        *(["--episodes", 4, "--image-size", 32, "--mix", "expert=0.75,failure=0.25"] if quick else []))
+    rl_recipe, base_recipe, _ = SETTINGS[setting]
+
+    def store_of(name: str) -> Path:
+        store = work / f"{name}.zarr"
+        cli("data", "generate", "--recipe", ROOT / f"datasets/{name}.yaml", "--out", store,
+            *(["--episodes", 4, "--image-size", 32, "--mix", "expert=0.75,failure=0.25"] if quick else []))
+        return store
+
+    recipe = ROOT / f"datasets/{rl_recipe.format(task=task)}.yaml"
+    store = store_of(rl_recipe.format(task=task))
     models = {}
     for name, config in MODELS.items():
         run = work / f"{name}_{task}"
         if not (run / "model" / "config.json").is_file():
             cfg = config_data(ROOT / config)  # with any ``base:`` resolved, since the copy lives elsewhere
-            for section, fields in PINNED.get(name, {}).items():
+            for section, fields in (PINNED.get(name, {}) if setting == "narrow" else {}).items():
                 cfg[section].update(fields)
             if quick:
                 cfg["data"]["image_size"] = 32
@@ -106,9 +129,10 @@ def prepare(task: str, work: Path, quick: bool) -> dict:
         models[name] = run / "model"
     base = work / f"base_{task}"
     if not (base / "model" / "config.json").is_file():
-        cli("bc", "train", "--config", ROOT / BASE_POLICY, "--dataset", store, "--out", base, "--qualities", "expert",
+        base_store = store if base_recipe == rl_recipe else store_of(base_recipe.format(task=task))
+        cli("bc", "train", "--config", ROOT / BASE_POLICY, "--dataset", base_store, "--out", base, "--qualities", "expert",
             *(["--steps", 40] if quick else []))
-    return {"store": store, "models": models, "base_policy": base / "model",
+    return {"store": store, "models": models, "base_policy": base / "model", "setting": setting,
             "task_config": yaml.safe_load(recipe.read_text()).get("task_config", {})}
 
 
@@ -118,7 +142,7 @@ def run_cell(task: str, scheme: str, seed: int, prep: dict, work: Path, steps: i
     reward, shaping = SCHEMES[scheme]
     reward = str(prep["models"][reward]) if reward in prep["models"] else reward
     cfg = yaml.safe_load((ROOT / "configs/rl/sac.yaml").read_text())
-    cfg.update(BENCH_RL)
+    cfg.update(SETTINGS[prep["setting"]][2])
     cfg.update(task=task, reward=reward, shaping=shaping, seed=seed, steps=steps, demos=str(prep["store"]),
                base_policy=str(prep["base_policy"]),
                task_config=prep["task_config"], progress=False)
@@ -346,7 +370,9 @@ def chart(record: dict, png: Path) -> None:
 
 def main():
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--tasks", default=None, help="default pick_place,stack (--quick: pick_place)")
+    p.add_argument("--setting", default="narrow", choices=list(SETTINGS),
+                   help="narrow: the RL recipes' own layout; shift: a narrow-layout base policy where the objects stand further forward")
+    p.add_argument("--tasks", default=None, help="default: the tasks with a recipe for the setting (--quick: pick_place)")
     p.add_argument("--schemes", default=",".join(SCHEMES))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=None, help="env steps per cell (default 20000; --quick 300)")
@@ -359,22 +385,24 @@ def main():
     unknown = sorted(set(schemes) - set(SCHEMES))
     if unknown:
         p.error(f"unknown scheme {unknown[0]!r}; choose from {list(SCHEMES)}")
-    tasks = (args.tasks or ("pick_place" if args.quick else "pick_place,stack")).split(",")
+    tasks = (args.tasks or ("pick_place" if args.quick else ",".join(
+        t for t in ("pick_place", "stack") if (ROOT / f"datasets/{SETTINGS[args.setting][0].format(task=t)}.yaml").is_file()))).split(",")
+    name = "bench_rl" if args.setting == "narrow" else f"bench_rl_{args.setting}"
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     steps = args.steps or (300 if args.quick else 20000)
-    work = Path(args.workdir or ROOT / "outputs" / ("bench_rl_quick" if args.quick else "bench_rl"))
+    work = Path(args.workdir or ROOT / "outputs" / (f"{name}_quick" if args.quick else name))
     work.mkdir(parents=True, exist_ok=True)
-    cells_dir = work / "cells" if args.quick else CELLS
+    cells_dir = work / "cells" if args.quick else common.RESULTS / name
     cells_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out or common.RESULTS / f"bench_rl{'_quick' if args.quick else ''}.json"
-    record = {"quick": args.quick, "goals": GOALS, "steps_per_cell": steps, "schemes": {k: list(v) for k, v in SCHEMES.items()},
+    path = args.out or common.RESULTS / f"{name}{'_quick' if args.quick else ''}.json"
+    record = {"quick": args.quick, "setting": args.setting, "goals": GOALS, "steps_per_cell": steps, "schemes": {k: list(v) for k, v in SCHEMES.items()},
               "machine": common.machine()}
     old = json.loads(path.read_text()) if path.is_file() else {}
     t_start = time.perf_counter()
     preps = {}
     for task in tasks if not args.aggregate else []:
-        preps[task] = prepare(task, work, args.quick)
-    if args.aggregate:
+        preps[task] = prepare(task, work, args.quick, args.setting)
+    if args.aggregate or args.setting != "narrow":
         record["speed"] = old.get("speed")
         if old.get("machine"):
             record["machine"] = old["machine"]
@@ -401,10 +429,10 @@ def main():
         if c["steps"] == steps:
             cells[f.stem] = c
     record["cells"] = cells
-    record["cells_done"] = f"{len(cells)}/{len(SCHEMES) * 2 * 3}" if not args.quick else f"{len(cells)}"
+    record["cells_done"] = f"{len(cells)}/{len(SCHEMES) * len(tasks) * 3}" if not args.quick else f"{len(cells)}"
     record["stopped_early"] = stopped
     record["summary"] = summarise(cells, record)
-    common.write("bench_rl", record, args.out)
+    common.write(name, record, args.out)
     chart(record, path.with_suffix(".png"))
     print_tables(record)
     print(f"{record['cells_done']} cells; {path}")

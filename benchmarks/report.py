@@ -393,13 +393,20 @@ def rl_table(d):
     else:
         how = "joint-delta actions"
         start = f"the same behaviour-cloned warm start ({cfg.get('bc_steps', '?')} steps)"
-    print(f"**Online RL with learned rewards** (`bench_rl.py`, {d['date']}, {d['machine']['cpu_count']} CPU cores"
-          f"{', quick' if d['quick'] else ''}): SB3 SAC (`configs/rl/sac.yaml` + `bench_rl.BENCH_RL`, {cfg.get('n_envs', '?')} "
-          f"envs, {how}) on each task's narrow-layout RL recipe (`datasets/<task>_rl.yaml`), {d['steps_per_cell']} env "
+    shift = d.get("setting") == "shift"
+    where = ("in a layout shifted 0-1.5 cm forward of the one the base policy was cloned on (`datasets/<task>_shift.yaml`; "
+             "reward models, replayed demos and RL env from that recipe, base policy from `datasets/<task>_rl.yaml`; "
+             f"shaping term x{cfg.get('shaping_scale')})" if shift else "on each task's narrow-layout RL recipe (`datasets/<task>_rl.yaml`)")
+    tasks = sorted({c["task"] for c in d["cells"].values()}) or ["?"]
+    print(f"**Online RL with learned rewards{', shifted layout' if shift else ''}** (`bench_rl.py{' --setting shift' if shift else ''}`, "
+          f"{d['date']}, {d['machine']['cpu_count']} CPU cores"
+          f"{', quick' if d['quick'] else ''}): SB3 SAC (`configs/rl/sac.yaml` + `bench_rl.{'SHIFT_RL' if shift else 'BENCH_RL'}`, "
+          f"{cfg.get('n_envs', '?')} envs, {how}) {where}, {d['steps_per_cell']} env "
           f"steps per cell, horizon {cfg.get('max_episode_steps', '?')}; every scheme gets {start} and the same "
           f"{cfg.get('demo_episodes', '?')} replayed demos in its replay buffer. True success from "
           f"{cfg.get('eval_episodes', '?')} deterministic rollouts (the same initial states each time) every "
-          f"{cfg.get('eval_every', '?')} steps, step 0 included; cells done: {d['cells_done']} of the planned 2 tasks x "
+          f"{cfg.get('eval_every', '?')} steps, step 0 included; cells done: {d['cells_done']} of the planned {len(tasks)} "
+          f"task{'s' if len(tasks) > 1 else ''} ({', '.join(tasks)}) x "
           f"5 schemes x 3 seeds. Goals: pbrs (learned) reaches 80% in <= 1/3 of sparse's steps (or sparse never does) and "
           f"does at least as well as naive.\n")
     preps = {(c["task"], tuple(sorted(c["fingerprints"].items()))) for c in d["cells"].values() if c.get("fingerprints")}
@@ -500,7 +507,7 @@ def vision_layout_table(d):
 
 
 def _print_tables():
-    for name, fn in (("bench_rl", rl_table), ("bench_deploy", deploy_table),
+    for name, fn in (("bench_rl", rl_table), ("bench_rl_shift", rl_table), ("bench_deploy", deploy_table),
                      ("bench_rabc_vision", lambda d: rabc_table(d, "bench_rabc_vision")),
                      ("bench_vision_layout", vision_layout_table),
                      ("bench_policies", policies_table), ("bench_rabc", rabc_table),
