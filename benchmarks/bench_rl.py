@@ -402,9 +402,9 @@ def main():
     preps = {}
     for task in tasks if not args.aggregate else []:
         preps[task] = prepare(task, work, args.quick, args.setting)
-    if args.aggregate or args.setting != "narrow":
+    if args.aggregate or args.setting != "narrow":  # the narrow setting's speed section measures the loop
         record["speed"] = old.get("speed")
-        if old.get("machine"):
+        if args.aggregate and old.get("machine"):
             record["machine"] = old["machine"]
     elif not args.no_speed:
         record["speed"] = speed(tasks[0], preps[tasks[0]], args.quick)
