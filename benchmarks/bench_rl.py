@@ -244,10 +244,10 @@ def model_costs(task: str, prep: dict, model: str, seconds: float, n_envs: int =
     obs = {c: rng.integers(0, 256, (n_envs, size, size, 3), dtype=np.uint8) for c in potential.cameras}
     if potential.state_key:
         obs[potential.state_key] = np.zeros((n_envs, reward.config.state_dim), np.float32)
-    inputs = potential._inputs(obs)
+    inputs = potential.inputs(obs)
     potential.stream.reset(list(range(n_envs)))
     with torch.inference_mode():
-        encode = common.rate(lambda: potential._inputs(obs), 1, min_seconds=seconds)
+        encode = common.rate(lambda: potential.inputs(obs), 1, min_seconds=seconds)
         stream = common.rate(lambda: potential.stream.step(inputs, potential.task), 1, min_seconds=seconds)
     frames = n_envs * len(potential.cameras)
     return {"n_envs": n_envs, "frames_per_step": frames, "image_size": size, "encoder_ms": 1e3 / encode,

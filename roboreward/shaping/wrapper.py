@@ -75,7 +75,9 @@ class ModelPotential(Potential):
         self.state_key = getattr(cfg, "state_key", None)
         self.needs = tuple(self.cameras) + ((self.state_key,) if self.state_key else ())
 
-    def _inputs(self, observation):
+    def inputs(self, observation) -> dict:
+        """The stream's inputs from an observation: state as observed and every camera's new frames
+        encoded in one call (or its features, where the loop already put ``features.<camera>`` in)."""
         inputs = {k: observation[k] for k in self.needs if k not in self.cameras}
         if self.encoder is None:  # a model that reads pixels itself
             return {**inputs, **{c: observation[c] for c in self.cameras}}
@@ -91,10 +93,10 @@ class ModelPotential(Potential):
 
     def start(self, observation, progress, ids):
         self.stream.reset(list(ids))
-        return self.stream.step(self._inputs(observation), self.task, envs=list(ids)).double().cpu().numpy()
+        return self.stream.step(self.inputs(observation), self.task, envs=list(ids)).double().cpu().numpy()
 
     def step(self, observation, progress):
-        return self.stream.step(self._inputs(observation), self.task).double().cpu().numpy()
+        return self.stream.step(self.inputs(observation), self.task).double().cpu().numpy()
 
 
 def encoder_of(model) -> Any:
