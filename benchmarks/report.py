@@ -411,8 +411,8 @@ def rl_table(d):
           f"does at least as well as naive.\n")
     preps = {(c["task"], tuple(sorted(c["fingerprints"].items()))) for c in d["cells"].values() if c.get("fingerprints")}
     older = sum(1 for c in d["cells"].values() if not c.get("fingerprints"))
-    if preps:
-        later = max(Counter(task for task, _ in preps).values())  # later preparations of the task with most
+    later = max(Counter(task for task, _ in preps).values()) if preps else 0  # later preparations of the task with most
+    if preps and (older or later > 1):
         print(f"Cells from more than one preparation of each task's store, reward models and base policy (same recipes "
               f"and configs, regenerated): {older} from the first (not fingerprinted), {len(d['cells']) - older} from "
               f"{'a later one' if later == 1 else f'{later} later ones'} (fingerprints in each cell file); "
