@@ -385,7 +385,8 @@ def main():
 def rl_table(d):
     cfg = next(iter(d["cells"].values()))["config"] if d.get("cells") else {}
     if cfg.get("base_policy"):
-        how = (f"residual actions over a base policy behaviour-cloned on the store's expert episodes "
+        how = (f"residual actions over a base policy behaviour-cloned on "
+               f"{'the narrow-layout store' if d.get('setting') == 'shift' else 'the store'}'s expert episodes "
                f"(`configs/bc/bc_state.yaml`; corrections up to {cfg.get('max_step_deg')} deg and "
                f"{cfg.get('max_step_gripper')} gripper units per step), `ent_coef` {cfg.get('ent_coef')}, "
                f"lr {cfg.get('learning_rate')}")
