@@ -117,6 +117,7 @@ def prepare(task: str, work: Path, quick: bool, setting: str = "narrow") -> dict
         run = work / f"{name}_{task}"
         if not (run / "model" / "config.json").is_file():
             cfg = config_data(ROOT / config)  # with any ``base:`` resolved, since the copy lives elsewhere
+            # The narrow grid keeps its first cells' SARM recipe (PINNED); the shift grid, new, trains today's defaults.
             for section, fields in (PINNED.get(name, {}) if setting == "narrow" else {}).items():
                 cfg[section].update(fields)
             if quick:
