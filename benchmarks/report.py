@@ -394,12 +394,12 @@ def rl_table(d):
     else:
         how = "joint-delta actions"
         start = f"the same behaviour-cloned warm start ({cfg.get('bc_steps', '?')} steps)"
-    shift = d.get("setting") == "shift"
+    shift = str(d.get("setting", "narrow")).startswith("shift")
     where = ("in a layout shifted 0-1.5 cm forward of the one the base policy was cloned on (`datasets/<task>_shift.yaml`; "
              "reward models, replayed demos and RL env from that recipe, base policy from `datasets/<task>_rl.yaml`; "
-             f"shaping term x{cfg.get('shaping_scale')})" if shift else "on each task's narrow-layout RL recipe (`datasets/<task>_rl.yaml`)")
+             f"shaping term x{cfg.get('shaping_scale')}, {cfg.get('updates_per_step')} gradient updates per env step)" if shift else "on each task's narrow-layout RL recipe (`datasets/<task>_rl.yaml`)")
     tasks = sorted({c["task"] for c in d["cells"].values()}) or ["?"]
-    print(f"**Online RL with learned rewards{', shifted layout' if shift else ''}** (`bench_rl.py{' --setting shift' if shift else ''}`, "
+    print(f"**Online RL with learned rewards{', shifted layout' if shift else ''}** (`bench_rl.py{' --setting ' + d['setting'] if shift else ''}`, "
           f"{d['date']}, {d['machine']['cpu_count']} CPU cores"
           f"{', quick' if d['quick'] else ''}): SB3 SAC (`configs/rl/sac.yaml` + `bench_rl.{'SHIFT_RL' if shift else 'BENCH_RL'}`, "
           f"{cfg.get('n_envs', '?')} envs, {how}) {where}, {d['steps_per_cell']} env "
@@ -508,7 +508,7 @@ def vision_layout_table(d):
 
 
 def _print_tables():
-    for name, fn in (("bench_rl", rl_table), ("bench_rl_shift", rl_table), ("bench_deploy", deploy_table),
+    for name, fn in (("bench_rl", rl_table), ("bench_rl_shift", rl_table), ("bench_rl_shift_utd3", rl_table), ("bench_deploy", deploy_table),
                      ("bench_rabc_vision", lambda d: rabc_table(d, "bench_rabc_vision")),
                      ("bench_vision_layout", vision_layout_table),
                      ("bench_policies", policies_table), ("bench_rabc", rabc_table),
@@ -521,7 +521,9 @@ def _print_tables():
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
         if d is None:
-            print(f"({name}: no results yet; run python benchmarks/{name}.py)\n")
+            run = (f"bench_rl.py --setting {name.removeprefix('bench_rl_')}" if name.startswith("bench_rl_shift")
+                   else f"{name}.py")
+            print(f"({name}: no results yet; run python benchmarks/{run})\n")
         else:
             fn(d)
 
