@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -73,11 +74,17 @@ up to 4 deg at SAC's default learning rate. The shaping term is scaled by 0.1: a
 oracle's potential is near 0.95 on the step before a success, so a success nets only 1 - 0.95 of
 reward on that step (Phi = 0 after a true termination) and the oracle cell ended at 0.20 with its
 furthest progress at 0.6-0.9; at 0.1 it ended at 0.30 (sparse: 0.25)."""
-SETTINGS = {  # name -> (RL recipe of the env, demos and reward models; recipe of the base policy's store; overrides)
-    "narrow": ("{task}_rl", "{task}_rl", BENCH_RL),
-    "shift": ("{task}_shift", "{task}_rl", SHIFT_RL),
+class Setting(NamedTuple):
+    rl_recipe: str    # datasets/<rl_recipe>.yaml: the RL env, the replayed demos and the reward models' store
+    base_recipe: str  # datasets/<base_recipe>.yaml: the store whose experts the base policy is cloned on
+    rl: dict          # what every cell adds to configs/rl/sac.yaml
+
+
+SETTINGS = {
+    "narrow": Setting("{task}_rl", "{task}_rl", BENCH_RL),
+    "shift": Setting("{task}_shift", "{task}_rl", SHIFT_RL),
     # Three gradient updates per env step: in a seed-0 trial the oracle's potential ended at 0.68 success, sparse at 0.08.
-    "shift_utd3": ("{task}_shift", "{task}_rl", {**SHIFT_RL, "updates_per_step": 3.0}),
+    "shift_utd3": Setting("{task}_shift", "{task}_rl", {**SHIFT_RL, "updates_per_step": 3.0}),
 }
 BASE_POLICY = "configs/bc/bc_state.yaml"
 QUICK_RL = {"n_envs": 2, "max_episode_steps": 60, "learning_starts": 32, "batch_size": 32, "net_arch": [64, 64],
@@ -145,7 +152,7 @@ def run_cell(task: str, scheme: str, seed: int, prep: dict, work: Path, steps: i
     reward, shaping = SCHEMES[scheme]
     reward = str(prep["models"][reward]) if reward in prep["models"] else reward
     cfg = yaml.safe_load((ROOT / "configs/rl/sac.yaml").read_text())
-    cfg.update(SETTINGS[prep["setting"]][2])
+    cfg.update(SETTINGS[prep["setting"]].rl)
     cfg.update(task=task, reward=reward, shaping=shaping, seed=seed, steps=steps, demos=str(prep["store"]),
                base_policy=str(prep["base_policy"]),
                task_config=prep["task_config"], progress=False)
@@ -389,7 +396,7 @@ def main():
     if unknown:
         p.error(f"unknown scheme {unknown[0]!r}; choose from {list(SCHEMES)}")
     tasks = (args.tasks or ("pick_place" if args.quick else ",".join(
-        t for t in ("pick_place", "stack") if (ROOT / f"datasets/{SETTINGS[args.setting][0].format(task=t)}.yaml").is_file()))).split(",")
+        t for t in ("pick_place", "stack") if (ROOT / f"datasets/{SETTINGS[args.setting].rl_recipe.format(task=t)}.yaml").is_file()))).split(",")
     name = "bench_rl" if args.setting == "narrow" else f"bench_rl_{args.setting}"
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     steps = args.steps or (300 if args.quick else 20000)

@@ -79,13 +79,11 @@ def write_cache_rows(store: EpisodeStore, key: str, attrs: dict, rows: dict[str,
     """Create cache ``key`` in ``store`` (a store being written, e.g. by ``data repair`` or ``data
     merge``) holding ``rows[camera]`` (the same count for each) as its first frames, with the source's
     ``attrs`` and ``done`` = that count; returns it."""
-    dim = int(attrs["dim"])
+    dim, done = int(attrs["dim"]), len(rows[store.cameras[0]])
     group = store.root.require_group(FEATURES).require_group(key)
-    done = 0
     for cam in store.cameras:
         arr = group.create_array(cam, shape=(store.n_frames, dim), chunks=(LOWDIM_CHUNK_FRAMES, dim), dtype=FEATURE_DTYPE,
                                  compressors=lowdim_codec(), config=ARRAY_CONFIG)
-        done = len(rows[cam])
         if done:
             arr.with_config(ARRAY_CONFIG)[:done] = rows[cam]
     group.attrs.update({**attrs, "done": done})
