@@ -9,11 +9,14 @@ SAC over that base policy, the same budget and the same demos (the store's first
 episodes replayed into the replay buffer) for every scheme. A cell writes
 ``benchmarks/results/bench_rl/<task>_<scheme>_s<seed>.json`` when it finishes and is skipped when
 that file exists, so the grid fills over several runs (``--max-minutes`` stops starting new cells);
-an interrupted cell resumes from its checkpoint in the work folder.
+an interrupted cell resumes from its checkpoint in the work folder. A running cell holds a lock file
+(``runs/<cell>.lock`` in the work folder), so two processes may share the grid on two cores
+(``OMP_NUM_THREADS=1``, e.g. ``--seeds 0,1,2`` twice): each cell runs once.
 
-Speed (always measured, run it alone): env steps/s of 4 envs under random actions, state only, with
-the cameras rendered and no model, and with each reward model streaming in the loop; and the SAC
-learner's gradient steps/s in SB3 (and in SBX, SB3's JAX twin, where it is installed).
+Speed (measured by the narrow setting unless ``--no-speed``; run it alone): env steps/s of 4 and 8
+envs under random actions, state only, with the cameras rendered and no model, and with each reward
+model streaming in the loop (also with the encoder's eager backbone), timed in interleaved rounds;
+and the SAC learner's gradient steps/s in SB3 (and in SBX, SB3's JAX twin, where it is installed).
 
 Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed) and bench_rl.png
 (learning curves: true success vs env steps; learned return vs true success).
@@ -144,6 +147,39 @@ def prepare(task: str, work: Path, quick: bool, setting: str = "narrow") -> dict
             *(["--steps", 40] if quick else []))
     return {"store": store, "models": models, "base_policy": base / "model", "setting": setting,
             "task_config": yaml.safe_load(recipe.read_text()).get("task_config", {})}
+
+
+def claim_cell(lock: Path) -> Path | None:
+    """Take the cell's lock file (its holder's pid), or None while a live process holds it: several
+    ``bench_rl.py`` processes can then be given overlapping seeds and each cell runs once. A lock
+    left by a process that died (kill -9, a reboot) is taken over; the cell's ``rl train`` resumes
+    from its last checkpoint."""
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder, age = lock.read_text().strip(), time.time() - lock.stat().st_mtime
+            except FileNotFoundError:  # released meanwhile: try again
+                continue
+            if not holder and age < 10:  # its holder is writing its pid now
+                return None
+            try:
+                if holder:
+                    os.kill(int(holder), 0)
+                    return None  # alive
+            except PermissionError:  # alive, another user's
+                return None
+            except (ProcessLookupError, ValueError):
+                pass
+            lock.unlink(missing_ok=True)  # its holder is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+    return None
 
 
 def run_cell(task: str, scheme: str, seed: int, prep: dict, work: Path, steps: int, quick: bool) -> dict:
@@ -452,9 +488,17 @@ def main():
                 if args.max_minutes is not None and (time.perf_counter() - t_start) / 60 > args.max_minutes:
                     stopped = True
                     break
-                print(f"cell {task} {scheme} seed {seed} ({steps} env steps)", flush=True)
-                result = run_cell(task, scheme, seed, preps[task], work, steps, args.quick)
-                cell.write_text(json.dumps(common.portable(result), indent=1))
+                lock = claim_cell(work / "runs" / f"{task}_{scheme}_s{seed}.lock")
+                if lock is None:
+                    print(f"cell {task} {scheme} seed {seed}: skipped, another process holds it "
+                          f"({work / 'runs' / f'{task}_{scheme}_s{seed}.lock'}; delete that file if none does)", flush=True)
+                    continue
+                try:
+                    print(f"cell {task} {scheme} seed {seed} ({steps} env steps)", flush=True)
+                    result = run_cell(task, scheme, seed, preps[task], work, steps, args.quick)
+                    cell.write_text(json.dumps(common.portable(result), indent=1))
+                finally:
+                    lock.unlink(missing_ok=True)
     cells = {}
     for f in sorted(cells_dir.glob("*.json")):
         c = json.loads(f.read_text())

@@ -382,11 +382,26 @@ def main():
         print(text)
 
 
+def _layout_shift(cfg: dict) -> str:
+    """Where a shift cell's objects stand against the narrow RL recipe the base policy was cloned on
+    (its x range read from ``datasets/<task>_rl.yaml``), from the cell's own task config."""
+    import yaml
+
+    rl_x = (cfg.get("task_config") or {}).get("x_range")
+    recipe = RESULTS.parent.parent / "datasets" / f"{cfg.get('task')}_rl.yaml"
+    base_x = (yaml.safe_load(recipe.read_text()).get("task_config") or {}).get("x_range") if recipe.is_file() else None
+    if not rl_x or not base_x:
+        return "shifted from the one the base policy was cloned on"
+    return (f"with the objects at x {rl_x[0]:.3f}-{rl_x[1]:.3f} m, {100 * (rl_x[0] - base_x[1]):.1f} to "
+            f"{100 * (rl_x[1] - base_x[1]):.1f} cm beyond the far edge of the {base_x[0]:.2f}-{base_x[1]:.2f} m the base "
+            "policy was cloned on")
+
+
 def rl_table(d):
     cfg = next(iter(d["cells"].values()))["config"] if d.get("cells") else {}
     if cfg.get("base_policy"):
         how = (f"residual actions over a base policy behaviour-cloned on "
-               f"{'the narrow-layout store' if d.get('setting') == 'shift' else 'the store'}'s expert episodes "
+               f"{'the narrow-layout store' if str(d.get('setting', 'narrow')).startswith('shift') else 'the store'}'s expert episodes "
                f"(`configs/bc/bc_state.yaml`; corrections up to {cfg.get('max_step_deg')} deg and "
                f"{cfg.get('max_step_gripper')} gripper units per step), `ent_coef` {cfg.get('ent_coef')}, "
                f"lr {cfg.get('learning_rate')}")
@@ -395,9 +410,12 @@ def rl_table(d):
         how = "joint-delta actions"
         start = f"the same behaviour-cloned warm start ({cfg.get('bc_steps', '?')} steps)"
     shift = str(d.get("setting", "narrow")).startswith("shift")
-    where = ("in a layout shifted 0-1.5 cm forward of the one the base policy was cloned on (`datasets/<task>_shift.yaml`; "
-             "reward models, replayed demos and RL env from that recipe, base policy from `datasets/<task>_rl.yaml`; "
-             f"shaping term x{cfg.get('shaping_scale')}, {cfg.get('updates_per_step')} gradient updates per env step)" if shift else "on each task's narrow-layout RL recipe (`datasets/<task>_rl.yaml`)")
+    where = "on each task's narrow-layout RL recipe (`datasets/<task>_rl.yaml`)"
+    if shift:
+        layout = _layout_shift(cfg)
+        where = (f"in a layout {layout} (`datasets/<task>_shift.yaml`; "
+                 "reward models, replayed demos and RL env from that recipe, base policy from `datasets/<task>_rl.yaml`; "
+                 f"shaping term x{cfg.get('shaping_scale')}, {cfg.get('updates_per_step')} gradient updates per env step)")
     tasks = sorted({c["task"] for c in d["cells"].values()}) or ["?"]
     print(f"**Online RL with learned rewards{', shifted layout' if shift else ''}** (`bench_rl.py{' --setting ' + d['setting'] if shift else ''}`, "
           f"{d['date']}, {d['machine']['cpu_count']} CPU cores"
@@ -512,8 +530,13 @@ def vision_layout_table(d):
     print()
 
 
+RUN_COMMANDS = {"bench_rl_shift": "bench_rl.py --setting shift", "bench_rl_shift_utd3": "bench_rl.py --setting shift_utd3"}
+"""Tables whose results come from another script than ``<name>.py``: the command that makes them."""
+
+
 def _print_tables():
-    for name, fn in (("bench_rl", rl_table), ("bench_rl_shift", rl_table), ("bench_rl_shift_utd3", rl_table), ("bench_deploy", deploy_table),
+    for name, fn in (("bench_rl", rl_table), ("bench_rl_shift", rl_table), ("bench_rl_shift_utd3", rl_table),
+                     ("bench_deploy", deploy_table),
                      ("bench_rabc_vision", lambda d: rabc_table(d, "bench_rabc_vision")),
                      ("bench_vision_layout", vision_layout_table),
                      ("bench_policies", policies_table), ("bench_rabc", rabc_table),
@@ -526,8 +549,7 @@ def _print_tables():
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
         if d is None:
-            run = (f"bench_rl.py --setting {name.removeprefix('bench_rl_')}" if name.startswith("bench_rl_shift")
-                   else f"{name}.py")
+            run = RUN_COMMANDS.get(name, f"{name}.py")
             print(f"({name}: no results yet; run python benchmarks/{run})\n")
         else:
             fn(d)
