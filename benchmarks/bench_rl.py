@@ -254,9 +254,11 @@ def loop_rates(task: str, prep: dict, loops: dict[str, dict], seconds: float, ro
     take every loop in turn, ``seconds / rounds`` each, and the median of its rounds: this machine's
     speed drifts by 10-30% over minutes, and one loop timed after another would carry the drift
     into their ratio."""
-    built = {name: env_loop(task, prep, **kw) for name, kw in loops.items()}
+    built: dict = {}
     samples: dict[str, list[float]] = {name: [] for name in loops}
     try:
+        for name, kw in loops.items():
+            built[name] = env_loop(task, prep, **kw)
         for _ in range(rounds):
             for name, (step, _close) in built.items():
                 samples[name].append(common.rate(step, loops[name].get("n_envs", 4), min_seconds=seconds / rounds))

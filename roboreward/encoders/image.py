@@ -207,9 +207,10 @@ def fold_batchnorm(backbone: nn.Module, image_size: int) -> tuple[nn.Module, int
 
 def frozen_graph(backbone: nn.Module, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """``backbone`` traced and frozen for CPU inference (weights as constants, convolutions prepacked
-    for oneDNN, conv + activation fused), or None where that is not possible here. On 2 cores the
-    folded efficientnet_lite0 encodes a batch of 8 frames of 96 px in 16 ms this way against 22 ms
-    eager (1 thread), and the RL loop encodes every camera frame of every env step. The graph is
+    for oneDNN, conv + activation fused), or None where that is not possible here. On one thread of
+    the development machine the folded efficientnet_lite0 encodes a batch of 8 frames of 96 px in
+    16 ms this way against 22 ms eager, and the RL loop encodes every camera frame of every env step
+    (1.12x faster end to end, ``benchmarks/bench_rl.py``). The graph is
     checked against the eager backbone on a batch of 2 and on a batch of 8 (batch size is not
     baked in); a mismatch, or a torch without TorchScript (it is deprecated since torch 2.10 but
     still shipped), keeps the eager path. Features agree to float rounding (about 1e-5 of their
