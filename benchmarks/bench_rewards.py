@@ -37,10 +37,11 @@ MODELS = {
     "sarm": ("configs/reward/sarm.yaml", ["readout_filter=stage", "readout_gate=0.05"], "+robust"),
     "grm": ("configs/reward/grm.yaml", [], ""),
     "perceptual": ("configs/reward/perceptual.yaml", [], ""),
+    "perceptual+steps8": ("configs/reward/perceptual_steps8.yaml", [], ""),  # 8 steps, temperature 2
     "time_regression": ("configs/reward/time_regression.yaml", [], ""),
     "success_classifier": ("configs/reward/success_classifier.yaml", [], ""),
 }
-GOALS = {"grm": {"voc": 0.95, "auroc": 0.95}, "perceptual": {"voc": 0.8}}
+GOALS = {"grm": {"voc": 0.95, "auroc": 0.95}, "perceptual": {"voc": 0.8}, "perceptual+steps8": {"voc": 0.8}}
 
 
 def train_once(model: str, config: str, store: Path, run: Path, seed: int, quick: bool) -> float | None:

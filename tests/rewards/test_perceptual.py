@@ -57,3 +57,38 @@ def test_training_seed_draws_which_demos_the_fit_uses(tmp_path):
     assert all(len(d) == 3 and d == sorted(d) and set(d) <= set(range(8)) for d in draws)
     assert pick(1) == draws[1] and len({tuple(d) for d in draws}) > 1  # reproducible, and the seed matters
     assert Perceptual.demo_episodes(store, range(8), 8, 5) == list(range(8))  # fewer experts than asked: all of them
+
+
+def test_boundary_error_one_to_one_or_nearest():
+    from types import SimpleNamespace as NS
+
+    from roboreward.rewards.perceptual.modeling_perceptual import boundary_error
+
+    subs = [NS(start=0), NS(start=10), NS(start=30)]
+    store = NS(episodes={0: NS(annotations={"sparse": subs})})
+    # As many steps as subtasks: step k against subtask k (|12 - 10| and |27 - 30|).
+    assert boundary_error(store, [0], [[0, 12, 27]]) == {"boundary_error_frames": 2.5, "boundaries_compared": 2,
+                                                         "boundary_match": "one-to-one"}
+    # More steps: every annotated start against the nearest step start (10 -> 9, 30 -> 33).
+    assert boundary_error(store, [0], [[0, 5, 9, 20, 33]]) == {"boundary_error_frames": 2.0, "boundaries_compared": 2,
+                                                               "boundary_match": "nearest"}
+
+
+def test_temperature_blends_steps_and_is_a_readout_field(tmp_path):
+    import torch
+
+    from roboreward.config import ConfigError
+    from roboreward.rewards.features import episode_batch
+
+    store = build_toy_store(tmp_path / "toy.zarr", success=[1] * 8)
+    model = Perceptual(PerceptualConfig.from_store(store, FEATURE_KEY, n_steps=2, n_features=4))
+    model.fit(store, range(8))
+    batch = episode_batch(store, model.config, [0, 1])
+    sharp = model.progress(batch)
+    model.config.temperature = 4.0
+    soft = model.progress(batch)
+    # A softer assignment pulls every reading towards the middle of the step values, never past it.
+    assert torch.all((soft - 0.5).abs() <= (sharp - 0.5).abs() + 1e-6) and not torch.allclose(soft, sharp)
+    assert "temperature" in PerceptualConfig.readout_fields
+    with pytest.raises(ConfigError, match="temperature must be a number in"):
+        PerceptualConfig.from_store(store, FEATURE_KEY, temperature=0)
