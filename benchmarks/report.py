@@ -189,8 +189,9 @@ def rewards_table(d):
           "(conservative); perceptual fitted from 10 expert demos on `blocks.5` features (drawn by the seed); the "
           "baselines per frame. Rows `+randomised`: trained on `<task>_randomised` instead. Figures as in the table "
           "above; `train s`: training or fit time on 2 cores, in the SARM and GRM cells of 2026-12-02 with another "
-          "benchmark running (1 thread each), in the perceptual and baseline cells of 2026-12-06 alone; perceptual's "
-          "first seed includes encoding its layer cache, the later seeds find it built.\n")
+          "benchmark running (1 thread each), in the perceptual and baseline cells of 2026-12-06 alone for seeds 0-1 and "
+          "beside an RL benchmark (1 thread each) for seed 2; a seed that found its store's cache missing includes "
+          "encoding it (perceptual's layer cache: seeds 0 and 2, its stores regenerated for seed 2).\n")
     print("| task | model | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
           "| freeze rise (max) | MAE | train s | seeds |")
     print("|---" * 12 + "|")
