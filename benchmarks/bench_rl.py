@@ -149,6 +149,11 @@ def prepare(task: str, work: Path, quick: bool, setting: str = "narrow") -> dict
             "task_config": yaml.safe_load(recipe.read_text()).get("task_config", {})}
 
 
+def cell_name(task: str, scheme: str, seed: int) -> str:
+    """A cell's name: its result file, run folder, config, log and lock are named after it."""
+    return f"{task}_{scheme}_s{seed}"
+
+
 def claim_cell(lock: Path) -> Path | None:
     """Take the cell's lock file (its holder's pid), or None while a live process holds it: several
     ``bench_rl.py`` processes can then be given overlapping seeds and each cell runs once. A lock
@@ -194,7 +199,7 @@ def run_cell(task: str, scheme: str, seed: int, prep: dict, work: Path, steps: i
                task_config=prep["task_config"], progress=False)
     if quick:
         cfg.update(QUICK_RL)
-    run = work / "runs" / f"{task}_{scheme}_s{seed}"
+    run = work / "runs" / cell_name(task, scheme, seed)
     run.mkdir(parents=True, exist_ok=True)
     (run.parent / f"{run.name}.yaml").write_text(yaml.safe_dump(cfg))
     t0 = time.perf_counter()
@@ -469,7 +474,7 @@ def main():
     preps = {}
     measure_speed = args.setting == "narrow" and not (args.aggregate or args.no_speed)
     for i, task in enumerate(tasks if not args.aggregate else []):
-        todo = [s for s in seeds for c in schemes if not (cells_dir / f"{task}_{c}_s{s}.json").is_file()]
+        todo = any(not (cells_dir / f"{cell_name(task, c, s)}.json").is_file() for s in seeds for c in schemes)
         if todo or (i == 0 and measure_speed):  # a finished task needs no models (the speed section reads the first)
             preps[task] = prepare(task, work, args.quick, args.setting)
     if args.aggregate or args.setting != "narrow":  # the narrow setting's speed section measures the loop
@@ -484,16 +489,17 @@ def main():
     for seed in seeds if not args.aggregate else []:
         for task in tasks:
             for scheme in schemes:
-                cell = cells_dir / f"{task}_{scheme}_s{seed}.json"
+                cell = cells_dir / f"{cell_name(task, scheme, seed)}.json"
                 if cell.is_file():
                     continue
                 if args.max_minutes is not None and (time.perf_counter() - t_start) / 60 > args.max_minutes:
                     stopped = True
                     break
-                lock = claim_cell(work / "runs" / f"{task}_{scheme}_s{seed}.lock")
+                lock_file = work / "runs" / f"{cell_name(task, scheme, seed)}.lock"
+                lock = claim_cell(lock_file)
                 if lock is None:
                     print(f"cell {task} {scheme} seed {seed}: skipped, another process holds it "
-                          f"({work / 'runs' / f'{task}_{scheme}_s{seed}.lock'}; delete that file if none does)", flush=True)
+                          f"({lock_file}; delete that file if none does)", flush=True)
                     continue
                 try:
                     print(f"cell {task} {scheme} seed {seed} ({steps} env steps)", flush=True)

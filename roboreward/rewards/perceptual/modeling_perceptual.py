@@ -233,7 +233,7 @@ def boundary_error(store: EpisodeStore, demos: list[int], bounds: list[list[int]
             errors += [abs(int(x) - int(s.start)) for x, s in zip(b[1:], subs[1:])]
             matches.add("one-to-one")
         else:
-            starts = np.asarray(b[1:] or [0])
+            starts = np.asarray(b[1:])  # n_steps >= 2: at least one
             errors += [int(np.abs(starts - int(s.start)).min()) for s in subs[1:]]
             matches.add("nearest")
     return {"boundary_error_frames": float(np.mean(errors)) if errors else None, "boundaries_compared": len(errors),
