@@ -123,7 +123,8 @@ QUALITY_LABELS = [
                             "(`datasets/<task>_randomised_failures.yaml`)."),
     ("randomised_wide", "the randomised looks over a wider layout that surrounds the held-out layout band and leaves it "
                         "out (cubes at x 0.07-0.25 m except 0.11-0.15, |y| <= 0.17; failed expert and suboptimal takes "
-                        "re-recorded, so the mix stays 50/30/20; `datasets/stack_randomised_wide.yaml`)."),
+                        "re-recorded, so the mix stays 50/30/20; `datasets/stack_randomised_wide.yaml`); "
+                        "`randomised_wide+aug+stay`: the default `configs/reward/sarm.yaml` trained on it, as configured."),
     ("randomised_wide_failures", "the same layout with the failed takes kept (36% failures)."),
     ("+long", "the `+done` SARM trained twice as long, 6000 steps (`configs/reward/sarm_long.yaml`)."),
     ("+done+minstay", "the `+done` models read with `filter_min_stay: 30` (a stage entered going forward is held 30 "
