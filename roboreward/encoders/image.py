@@ -265,9 +265,10 @@ class ImageEncoder(nn.Module):
         self.backbone.eval().requires_grad_(False)
         self.backbone, self.folded = fold_batchnorm(self.backbone, config.image_size)
         self.backbone.to(memory_format=torch.channels_last)  # the frames arrive (B, H, W, 3): NHWC already
-        # CPU inference of the final features goes through a frozen graph where one can be built; a
-        # tuple keeps it out of the module tree (it holds copies of the weights as constants, on the CPU).
-        self._graph = (frozen_graph(self.backbone, config.image_size),) if config.layer is None else (None,)
+        # CPU inference of the final features goes through a frozen graph where one can be built, made
+        # at the first CPU call (an encoder moved to a GPU never pays for it); a tuple keeps it out of
+        # the module tree (it holds copies of the weights as constants, on the CPU). () = not built yet.
+        self._graph: tuple = () if config.layer is None else (None,)
         self._tapped: torch.Tensor | None = None
         if config.layer is not None:
             modules = dict(self.backbone.named_modules())
@@ -286,7 +287,9 @@ class ImageEncoder(nn.Module):
 
     @property
     def graph(self):
-        """The frozen graph CPU inference runs (None: the eager backbone)."""
+        """The frozen graph CPU inference runs (None: the eager backbone); built on first use."""
+        if not self._graph:
+            self._graph = (frozen_graph(self.backbone, self.config.image_size),)
         return self._graph[0]
 
     def eager(self) -> "ImageEncoder":
@@ -324,8 +327,8 @@ class ImageEncoder(nn.Module):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = (x - self.mean) / self.std
         if self.config.layer is None:
-            graph = self._graph[0]
-            return graph(x) if graph is not None and x.device.type == "cpu" else self.backbone(x)
+            graph = self.graph if x.device.type == "cpu" else None
+            return graph(x) if graph is not None else self.backbone(x)
         self.backbone.forward_features(x)
         tapped, self._tapped = self._tapped, None
         return tapped.mean(dim=(-2, -1)) if tapped.ndim == 4 else tapped.reshape(tapped.shape[0], -1)
