@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from roboreward.data.schema import Episode, FeatureSpec, Subtask
+from roboreward.errors import RoborewardError
 
 from .env import CAMERAS, EnvConfig, SO101Env
 from .ik import ArmIK, slerp_rotation, topdown_rotation
@@ -58,6 +59,14 @@ class DemoConfig:
     False: always the face pair with the least wrist roll from the arm's natural yaw, so the roll
     stays within +-45 deg and varies smoothly with the cube's yaw, with one 90 deg flip where the
     two faces look alike (200 of 200 pick_place experts in the full layout still succeed)."""
+    rest_s: float = 0.0
+    """Seconds the arm holds still after its last move, gripper as it was, so the episode also
+    records the scene at rest once the demonstration is over (how an operator who waits a moment
+    before stopping the recording leaves it). Every quality rests the same. In [0, 5]; 0 = none."""
+
+    def __post_init__(self):
+        if not 0.0 <= self.rest_s <= 5.0:
+            raise RoborewardError(f"rest_s={self.rest_s} must be in [0, 5] seconds")
 
 
 @dataclass
@@ -457,6 +466,8 @@ def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, 
             if mode not in FAILURE_MODES[task]:
                 raise ValueError(f"failure_mode {mode!r} is not one of {FAILURE_MODES[task]}")
             phases = _failure(phases, mode, env, rng, obj)
+        if demo.rest_s > 0:
+            phases = phases + [Phase("rest", phases[-1].stage, None, phases[-1].gripper, duration=demo.rest_s)]
         frames, labels, final_info = _execute(env, ik, phases, rng, jitter, render)
     finally:
         env.close()

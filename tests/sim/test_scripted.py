@@ -105,3 +105,20 @@ def test_generate_episode_rejects_bad_arguments():
         generate_episode("pick_place", "great", 0, render=False)
     with pytest.raises(ValueError, match="failure_mode"):
         generate_episode("pick_place", "failure", 0, failure_mode="explode", render=False)
+
+
+def test_rest_records_the_finished_scene_still_and_leaves_the_rest_of_the_episode_as_it_was():
+    plain = generate_episode("stack", "expert", 3, render=False)
+    rested = generate_episode("stack", "expert", 3, render=False, demonstrator={"rest_s": 0.5})
+    n = plain.length
+    assert rested.length == n + 15 and rested.success == plain.success
+    for key in ("observation.state", "action", "gt.progress"):
+        np.testing.assert_array_equal(rested.data[key][:n], plain.data[key][:n])
+    tail = rested.data["observation.state"][n:]
+    assert np.abs(tail - tail[0]).max() < 1.0  # the arm holds its last pose (servo settling only)
+    assert rested.annotations["dense"][-1].name == "rest" and rested.annotations["dense"][-1].end == n + 15
+    from roboreward.config import ConfigError
+    from roboreward.sim.scripted import demo_config
+
+    with pytest.raises(ConfigError, match="rest_s"):
+        demo_config({"rest_s": -1})
