@@ -126,6 +126,8 @@ QUALITY_LABELS = [
                         "re-recorded, so the mix stays 50/30/20; `datasets/stack_randomised_wide.yaml`); "
                         "`randomised_wide+aug+stay`: the default `configs/reward/sarm.yaml` trained on it, as configured."),
     ("randomised_wide_failures", "the same layout with the failed takes kept (36% failures)."),
+    ("randomised_wide_rest", "the wide layout with every demonstration ending in 1 s with the arm at rest "
+                             "(`demonstrator: {rest_s: 1.0}`, `datasets/stack_randomised_wide_rest.yaml`)."),
     ("+long", "the `+done` SARM trained twice as long, 6000 steps (`configs/reward/sarm_long.yaml`)."),
     ("+done+minstay", "the `+done` models read with `filter_min_stay: 30` (a stage entered going forward is held 30 "
                       "frames, 1 s, before the filter moves on from it; done follows only the last annotated stage, so a "
