@@ -262,20 +262,30 @@ def _seed_counts(d) -> str:
     return "training seeds: " + ", ".join(f"{k} ({', '.join(v)})" for k, v in sorted(groups.items(), reverse=True))
 
 
-def rabc_rerun_note(task: str, d: dict) -> str:
+def _extra_seeds_flag(d: dict) -> str:
     extra = ";".join(f"{c}={','.join(map(str, s))}" for c, s in (d.get("extra_seeds") or {}).items())
-    extra = f' --extra-seeds "{extra}"' if extra else ""
+    return f' --extra-seeds "{extra}"' if extra else ""
+
+
+def rabc_rerun_note(task: str, d: dict) -> str:
+    extra = _extra_seeds_flag(d)
     return (f" This rerun (`--tasks {task} --conditions {','.join(d['conditions'])}{extra} "
             f"--out benchmarks/results/bench_rabc_{task}.json`) is {task} only, with "
             "SARM as configs/reward/sarm.yaml now trains and reads it: the terminal done stage and the stage hold; "
             "the first RA-BC table is from the SARM of 2026-12-02 (robust readout, no hold, no done stage).")
 
 
-def rabc_label_note(d: dict, what: str) -> str:
-    """The note of a ``bench_rabc.py --label`` rerun; ``what``: how that SARM differs."""
-    return (f" This rerun (`--label {d['label']} --conditions {','.join(d['conditions'])}`, written to "
-            f"`bench_rabc_{d['label']}.json`) weights the demos with SARM as `{d['reward_config']}` {what}; the plain "
-            "BC, sim-progress and oracle policies are the same runs as in the tables above.")
+def rabc_label_note(d: dict, what: str, name: str | None = None) -> str:
+    """The note of a ``bench_rabc.py --label`` rerun; ``what``: how that SARM differs; ``name``: the
+    results file when the run named one (``--out``), with the tasks it ran."""
+    tasks = sorted({t for m in d["mixes"].values() for t in m["tasks"]})
+    flags = (f" --tasks {','.join(tasks)}" if name else "") + f" --conditions {','.join(d['conditions'])}" + \
+        _extra_seeds_flag(d) + (f" --out benchmarks/results/{name}.json" if name else "")
+    return (f" This rerun (`--label {d['label']}{flags}`, written to "
+            f"`{name or 'bench_rabc_' + d['label']}.json`) weights the demos with SARM as `{d['reward_config']}` {what}; "
+            + ("every policy, SARM and store was made again in this run from the same recipes, configs and seeds (the "
+               "work folder of the tables above was gone)." if name else
+               "the plain BC, sim-progress and oracle policies are the same runs as in the tables above."))
 
 
 def train_time_table(d):
@@ -534,7 +544,10 @@ def vision_layout_table(d):
     print()
 
 
-RUN_COMMANDS = {"bench_rl_shift": "bench_rl.py --setting shift", "bench_rl_shift_utd3": "bench_rl.py --setting shift_utd3"}
+RUN_COMMANDS = {"bench_rl_shift": "bench_rl.py --setting shift", "bench_rl_shift_utd3": "bench_rl.py --setting shift_utd3",
+                "bench_rabc_aug_stay_stack": "bench_rabc.py --tasks stack --label aug_stay --conditions "
+                                             "plain,rabc_sarm,rabc_gt,expert_only --extra-seeds \"rabc_sarm=3,4,5;rabc_gt=3,4,5\" "
+                                             "--out benchmarks/results/bench_rabc_aug_stay_stack.json"}
 """Tables whose results come from another script than ``<name>.py``: the command that makes them."""
 
 
@@ -549,6 +562,9 @@ def _print_tables():
                      ("bench_rabc_aug_stay", lambda d: rabc_table(d, "bench_rabc_aug_stay", rabc_label_note(
                          d, "trains and reads it since 2026-12-06 (terminal done stage, three photometric copies, "
                             "per-stage minimum stay)"))),
+                     ("bench_rabc_aug_stay_stack", lambda d: rabc_table(d, "bench_rabc_aug_stay_stack", rabc_label_note(
+                         d, "trains and reads it since 2026-12-06, with six training seeds for RA-BC (SARM) and RA-BC (sim "
+                            "progress) (the stack rows of the table above, rerun)", "bench_rabc_aug_stay_stack"))),
                      ("bench_reward_quality", quality_table), ("bench_train_time", train_time_table), ("bench_demo", demo_table), ("bench_rewards", rewards_table), ("bench_sarm", sarm_table), ("bench_data", data_table),
                      ("bench_codecs", codecs_table), ("bench_sim", sim_table)):
         d = load(name)
