@@ -262,15 +262,19 @@ def _seed_counts(d) -> str:
     return "training seeds: " + ", ".join(f"{k} ({', '.join(v)})" for k, v in sorted(groups.items(), reverse=True))
 
 
-def _extra_seeds_flag(d: dict) -> str:
+def _rabc_flags(d: dict, name: str | None = None) -> str:
+    """The ``bench_rabc.py`` flags of a rerun from its results: label, conditions, extra seeds, and where
+    ``name`` (the results file it was written to with ``--out``) is given, its tasks and that ``--out``."""
+    tasks = sorted({t for m in d["mixes"].values() for t in m["tasks"]})
     extra = ";".join(f"{c}={','.join(map(str, s))}" for c, s in (d.get("extra_seeds") or {}).items())
-    return f' --extra-seeds "{extra}"' if extra else ""
+    flags = ([f"--label {d['label']}"] if d.get("label") else []) + ([f"--tasks {','.join(tasks)}"] if name else []) \
+        + [f"--conditions {','.join(d['conditions'])}"] + ([f'--extra-seeds "{extra}"'] if extra else []) \
+        + ([f"--out benchmarks/results/{name}.json"] if name else [])
+    return " ".join(flags)
 
 
 def rabc_rerun_note(task: str, d: dict) -> str:
-    extra = _extra_seeds_flag(d)
-    return (f" This rerun (`--tasks {task} --conditions {','.join(d['conditions'])}{extra} "
-            f"--out benchmarks/results/bench_rabc_{task}.json`) is {task} only, with "
+    return (f" This rerun (`{_rabc_flags(d, f'bench_rabc_{task}')}`) is {task} only, with "
             "SARM as configs/reward/sarm.yaml now trains and reads it: the terminal done stage and the stage hold; "
             "the first RA-BC table is from the SARM of 2026-12-02 (robust readout, no hold, no done stage).")
 
@@ -278,10 +282,7 @@ def rabc_rerun_note(task: str, d: dict) -> str:
 def rabc_label_note(d: dict, what: str, name: str | None = None) -> str:
     """The note of a ``bench_rabc.py --label`` rerun; ``what``: how that SARM differs; ``name``: the
     results file when the run named one (``--out``), with the tasks it ran."""
-    tasks = sorted({t for m in d["mixes"].values() for t in m["tasks"]})
-    flags = (f" --tasks {','.join(tasks)}" if name else "") + f" --conditions {','.join(d['conditions'])}" + \
-        _extra_seeds_flag(d) + (f" --out benchmarks/results/{name}.json" if name else "")
-    return (f" This rerun (`--label {d['label']}{flags}`, written to "
+    return (f" This rerun (`{_rabc_flags(d, name)}`, written to "
             f"`{name or 'bench_rabc_' + d['label']}.json`) weights the demos with SARM as `{d['reward_config']}` {what}; "
             + ("every policy, SARM and store was made again in this run from the same recipes, configs and seeds (the "
                "work folder of the tables above was gone)." if name else
