@@ -38,6 +38,9 @@ MODELS = {
     "grm": ("configs/reward/grm.yaml", [], ""),
     "perceptual": ("configs/reward/perceptual.yaml", [], ""),
     "perceptual+steps8": ("configs/reward/perceptual_steps8.yaml", [], ""),  # 8 steps, temperature 2
+    # The same fits read through the smoothing readout (a moving average over 10 frames).
+    "perceptual+smooth": ("configs/reward/perceptual.yaml", ["smooth_frames=10"], "+smooth"),
+    "perceptual+steps8+smooth": ("configs/reward/perceptual_steps8.yaml", ["smooth_frames=10"], "+smooth"),
     "time_regression": ("configs/reward/time_regression.yaml", [], ""),
     "success_classifier": ("configs/reward/success_classifier.yaml", [], ""),
 }

@@ -201,6 +201,24 @@ def gate_sequence(reading: torch.Tensor, feats: torch.Tensor, scale: float, floo
     return torch.stack(out, 1)
 
 
+def smooth_step(previous: torch.Tensor, reading: torch.Tensor, frames: float) -> torch.Tensor:
+    """One step of the causal smoothing readout: an exponential moving average of progress with a
+    time constant of ``frames`` frames, ``previous + (reading - previous) / frames`` (1 = none)."""
+    return previous + (reading - previous) / frames
+
+
+def smooth_sequence(reading: torch.Tensor, frames: float) -> torch.Tensor:
+    """(B, T) progress of whole episodes after the smoothing readout: frame 0 keeps its reading,
+    frame t moves from t-1's value by 1 / ``frames`` of the way to its reading (``smooth_step``);
+    ``frames`` 1: the reading unchanged. Streams apply ``smooth_step`` frame by frame."""
+    if frames == 1:
+        return reading
+    out = [reading[:, 0]]
+    for t in range(1, reading.shape[1]):
+        out.append(smooth_step(out[-1], reading[:, t], frames))
+    return torch.stack(out, 1)
+
+
 def check_gate(config: Any) -> None:
     """The change-gate readout fields (``readout_gate``, ``gate_floor``) of a config, in one line if bad."""
     for name in ("readout_gate", "gate_floor"):
@@ -209,16 +227,21 @@ def check_gate(config: Any) -> None:
 
 
 class FrameStream(RewardStream):
-    """Online progress of a model without history (the baselines, perceptual rewards): each step
-    reads (or encodes once) the new frame of each env as a one-frame ``progress`` batch and returns
-    its value; ``reset`` has nothing to forget."""
+    """Online progress of a model that reads one frame at a time (the baselines, perceptual
+    rewards): each step reads (or encodes once) the new frame of each env as a one-frame
+    ``progress`` batch. With ``smooth_frames`` > 1 (the model's smoothing readout) each env keeps
+    its last value and moves from it by ``smooth_step``, as ``smooth_sequence`` does over whole
+    episodes; ``reset`` starts an env afresh (its next frame keeps its own reading). With 1 there
+    is nothing to remember."""
 
-    def __init__(self, model: Any, n_envs: int, encoder: Any = None):
+    def __init__(self, model: Any, n_envs: int, encoder: Any = None, smooth_frames: float = 1.0):
         super().__init__(n_envs)
-        self.model, self.encoder = model, encoder
+        self.model, self.encoder, self.smooth_frames = model, encoder, smooth_frames
+        self.value = torch.zeros(n_envs)
+        self.fresh = torch.ones(n_envs, dtype=torch.bool)
 
     def reset(self, i: int | Sequence[int] | None = None) -> None:
-        self._env_ids(i)  # checks the ids
+        self.fresh[self._env_ids(i)] = True
 
     @torch.no_grad()
     def step(self, observation: dict[str, Any], task: str | Sequence[str],
@@ -234,4 +257,10 @@ class FrameStream(RewardStream):
                 raise RoborewardError(f"observation has no {cfg.state_key!r}; the model was trained with state")
             batch[cfg.state_key] = torch.as_tensor(observation[cfg.state_key]).float().reshape(n, 1, -1)
         batch["task"] = self._tasks(task, n)
-        return self.model.progress(batch)[:, 0]
+        reading = self.model.progress(batch)[:, 0]  # one frame: the smoothing has no past to use
+        if self.smooth_frames == 1:
+            return reading
+        ids = torch.tensor(self._env_ids(envs))
+        value = torch.where(self.fresh[ids], reading.cpu(), smooth_step(self.value[ids], reading.cpu(), self.smooth_frames))
+        self.value[ids], self.fresh[ids] = value, False
+        return value.to(reading.device)

@@ -20,7 +20,7 @@ SMALL = {
                  state_key="observation.state"),
     "time_regression": dict(hidden=32, layers=1, dropout=0.0, state_key="observation.state"),
     "success_classifier": dict(hidden=32, layers=1, dropout=0.0),
-    "perceptual": dict(n_steps=3, n_features=8, demos=4),
+    "perceptual": dict(n_steps=3, n_features=8, demos=4, smooth_frames=3.0),  # the stream keeps the smoothing state
     "grm": dict(d_model=32, n_heads=2, n_layers=1, dropout=0.0, hop_bins=11, pairs_per_episode=100, incremental_gap=3,
                 state_key="observation.state"),
 }

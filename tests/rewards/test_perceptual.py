@@ -92,3 +92,37 @@ def test_temperature_blends_steps_and_is_a_readout_field(tmp_path):
     assert "temperature" in PerceptualConfig.readout_fields
     with pytest.raises(ConfigError, match="temperature must be a number in"):
         PerceptualConfig.from_store(store, FEATURE_KEY, temperature=0)
+
+
+def test_smoothing_is_a_causal_moving_average_offline_and_streamed(tmp_path):
+    from roboreward.config import ConfigError
+    from roboreward.rewards.features import episode_batch
+
+    store = build_toy_store(tmp_path / "toy.zarr", success=[1] * 8)
+    model = Perceptual(PerceptualConfig.from_store(store, FEATURE_KEY, n_steps=3, n_features=4))
+    model.fit(store, range(8))
+    batch = episode_batch(store, model.config, [0, 1])
+    raw = model.progress(batch).numpy()
+    model.config.smooth_frames = 4.0
+    smooth = model.progress(batch).numpy()
+    # By hand: frame 0 keeps its reading, then a quarter of the way to each new reading.
+    expect = raw.copy()
+    for t in range(1, raw.shape[1]):
+        expect[:, t] = expect[:, t - 1] + (raw[:, t] - expect[:, t - 1]) / 4
+    np.testing.assert_allclose(smooth, expect, atol=1e-6)
+    assert np.abs(np.diff(smooth, axis=1)).mean() < np.abs(np.diff(raw, axis=1)).mean()
+
+    # The stream keeps each env's last value; a reset starts that env afresh on its next frame.
+    n0 = int(batch["lengths"][0])
+    stream = model.stream(2)
+    feats = {k: v for k, v in batch.items() if k.startswith("features.")}
+    got = []
+    for t in range(n0):
+        got.append(stream.step({k: v[:, t] for k, v in feats.items()}, batch["task"]).numpy())
+    np.testing.assert_allclose(np.stack(got, 1), smooth[:, :n0], atol=1e-5)
+    stream.reset(1)
+    first = stream.step({k: v[1:, 0] for k, v in feats.items()}, batch["task"][1:], envs=[1])
+    np.testing.assert_allclose(first.numpy(), raw[1:, 0], atol=1e-5)
+    assert "smooth_frames" in PerceptualConfig.readout_fields
+    with pytest.raises(ConfigError, match="smooth_frames must be a number in"):
+        PerceptualConfig.from_store(store, FEATURE_KEY, smooth_frames=0.5)

@@ -12,8 +12,9 @@ demonstrations of the training split:
 4. per step, a diagonal Gaussian over those features (mean, std of the step's frames).
 Reading a frame: step score s_k = exp(-mean_j z_kj^2 / 2) with z the frame's standardised distance to
 step k's Gaussian; progress = sum_k w_k * k / (n - 1) with w = softmax(log s / temperature) (the
-steps' soft assignment), so the first step reads 0 and the last 1. One frame at a time: ``stream`` needs no
-history. The fit also reports how the discovered steps line up with the annotated subtasks.
+steps' soft assignment), so the first step reads 0 and the last 1. With ``smooth_frames`` > 1 (a readout
+field) progress is then a causal moving average of those readings (``features.smooth_sequence``); streams
+keep each env's last value. ``smooth_frames: 1`` (the default) reads each frame alone, as published. The fit also reports how the discovered steps line up with the annotated subtasks.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from ...data.cache import cached_features
 from ...data.store import EpisodeStore
 from ...errors import RoborewardError
 from ..base import RewardModel, register_reward_model
-from ..features import FeatureRewardConfig, FrameStream, batch_views
+from ..features import FeatureRewardConfig, FrameStream, batch_views, smooth_sequence
 
 FIT_REPORT = "fit_report.json"
 
@@ -57,7 +58,14 @@ class PerceptualConfig(FeatureRewardConfig):
     scores; higher blends neighbouring steps more (a smoother progress curve that leans less on any
     one step's features). A readout field: ``reward eval --readout temperature=2`` re-reads a fit."""
 
-    readout_fields: ClassVar[tuple[str, ...]] = ("temperature",)
+    smooth_frames: float = 1.0
+    """Time constant, in frames, of a causal exponential moving average of the readings (each frame
+    moves progress 1 / smooth_frames of the way to its own reading), in [1, 1000]; 1 = none (each
+    frame read alone, as published). A frame's step scores are noisy (features of one frame, a few
+    demos), so an average over a few frames orders a success's progress better, at the cost of
+    lagging that many frames behind the scene. A readout field (``--readout smooth_frames=10``)."""
+
+    readout_fields: ClassVar[tuple[str, ...]] = ("temperature", "smooth_frames")
 
     def __post_init__(self):
         super().__post_init__()
@@ -68,6 +76,8 @@ class PerceptualConfig(FeatureRewardConfig):
             raise ConfigError(f"min_std must be > 0, got {self.min_std}")
         if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature <= 100):
             raise ConfigError(f"temperature must be a number in (0, 100], got {self.temperature!r}")
+        if not (isinstance(self.smooth_frames, (int, float)) and 1 <= self.smooth_frames <= 1000):
+            raise ConfigError(f"smooth_frames must be a number in [1, 1000] (frames; 1 = no smoothing), got {self.smooth_frames!r}")
 
 
 def segment_demo(x: np.ndarray, n_steps: int) -> list[int]:
@@ -150,10 +160,10 @@ class Perceptual(RewardModel):
         s = self.step_scores(batch)
         # log-domain soft assignment: a frame far from every step still gets a defined weight.
         w = torch.softmax(torch.log(s.clamp_min(1e-30)) / self.config.temperature, dim=-1)
-        return (w * self.step_value).sum(-1).clamp(0.0, 1.0)
+        return smooth_sequence((w * self.step_value).sum(-1).clamp(0.0, 1.0), self.config.smooth_frames)
 
     def stream(self, n_envs: int, encoder: Any = None) -> FrameStream:
-        return FrameStream(self, n_envs, encoder)
+        return FrameStream(self, n_envs, encoder, smooth_frames=self.config.smooth_frames)
 
     # ------------------------------------------------------------------ the fit
     @classmethod
