@@ -38,9 +38,11 @@ MODELS = {
     "grm": ("configs/reward/grm.yaml", [], ""),
     "perceptual": ("configs/reward/perceptual.yaml", [], ""),
     "perceptual+steps8": ("configs/reward/perceptual_steps8.yaml", [], ""),  # 8 steps, temperature 2
-    # The same fits read through the smoothing readout (a moving average over 10 frames).
+    # 4 steps read through the smoothing readout (a moving average over 10 frames), and the
+    # recommended config: 8 steps, the smoothing and the change gate (readouts given explicitly, so
+    # a fit made by perceptual_steps8.yaml, the same fit, is read the same way).
     "perceptual+smooth": ("configs/reward/perceptual.yaml", ["smooth_frames=10"], "+smooth"),
-    "perceptual+steps8+smooth": ("configs/reward/perceptual_steps8.yaml", ["smooth_frames=10"], "+smooth"),
+    "perceptual+steps8+smooth": ("configs/reward/perceptual_smooth.yaml", ["smooth_frames=10", "readout_gate=0.025"], "+smooth_gate"),
     "time_regression": ("configs/reward/time_regression.yaml", [], ""),
     "success_classifier": ("configs/reward/success_classifier.yaml", [], ""),
 }

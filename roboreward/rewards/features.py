@@ -229,15 +229,21 @@ def check_gate(config: Any) -> None:
 class FrameStream(RewardStream):
     """Online progress of a model that reads one frame at a time (the baselines, perceptual
     rewards): each step reads (or encodes once) the new frame of each env as a one-frame
-    ``progress`` batch. With ``smooth_frames`` > 1 (the model's smoothing readout) each env keeps
-    its last value and moves from it by ``smooth_step``, as ``smooth_sequence`` does over whole
-    episodes; ``reset`` starts an env afresh (its next frame keeps its own reading). With 1 there
-    is nothing to remember."""
+    ``progress`` batch. The model's readout over time, as its ``progress`` applies it to whole
+    episodes, is applied frame by frame: with ``smooth_frames`` > 1 each env's value moves from its
+    last one by ``smooth_step``, and with ``gate`` > 0 the result then moves only as far as the
+    scene changed (``gate_step`` on ``scene_change`` of the env's last and new features).
+    ``reset`` starts an env afresh (its next frame keeps its own reading). With neither there is
+    nothing to remember."""
 
-    def __init__(self, model: Any, n_envs: int, encoder: Any = None, smooth_frames: float = 1.0):
+    def __init__(self, model: Any, n_envs: int, encoder: Any = None, smooth_frames: float = 1.0,
+                 gate: float = 0.0, gate_floor: float = 0.0):
         super().__init__(n_envs)
-        self.model, self.encoder, self.smooth_frames = model, encoder, smooth_frames
-        self.value = torch.zeros(n_envs)
+        self.model, self.encoder = model, encoder
+        self.smooth_frames, self.gate, self.gate_floor = smooth_frames, gate, gate_floor
+        self.value = torch.zeros(n_envs)  # the smoothed reading
+        self.gated = torch.zeros(n_envs)  # what the gate lets through (the output with a gate)
+        self.last: torch.Tensor | None = None  # (n_envs, V, D) features of each env's last frame
         self.fresh = torch.ones(n_envs, dtype=torch.bool)
 
     def reset(self, i: int | Sequence[int] | None = None) -> None:
@@ -257,10 +263,19 @@ class FrameStream(RewardStream):
                 raise RoborewardError(f"observation has no {cfg.state_key!r}; the model was trained with state")
             batch[cfg.state_key] = torch.as_tensor(observation[cfg.state_key]).float().reshape(n, 1, -1)
         batch["task"] = self._tasks(task, n)
-        reading = self.model.progress(batch)[:, 0]  # one frame: the smoothing has no past to use
-        if self.smooth_frames == 1:
+        reading = self.model.progress(batch)[:, 0]  # one frame: the readout over time has no past to use
+        if self.smooth_frames == 1 and not self.gate:
             return reading
         ids = torch.tensor(self._env_ids(envs))
-        value = torch.where(self.fresh[ids], reading.cpu(), smooth_step(self.value[ids], reading.cpu(), self.smooth_frames))
+        fresh, device, reading = self.fresh[ids], reading.device, reading.cpu()
+        value = torch.where(fresh, reading, smooth_step(self.value[ids], reading, self.smooth_frames))
         self.value[ids], self.fresh[ids] = value, False
-        return value.to(reading.device)
+        if not self.gate:
+            return value.to(device)
+        feats = batch_views(batch, cfg, "cpu")[:, 0]  # (n, V, D)
+        if self.last is None:
+            self.last = torch.zeros(self.n_envs, *feats.shape[1:])
+        change = scene_change(self.last[ids], feats)
+        out = torch.where(fresh, value, gate_step(self.gated[ids], value, change, self.gate, self.gate_floor))
+        self.gated[ids], self.last[ids] = out, feats
+        return out.to(device)

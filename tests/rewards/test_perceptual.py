@@ -126,3 +126,30 @@ def test_smoothing_is_a_causal_moving_average_offline_and_streamed(tmp_path):
     assert "smooth_frames" in PerceptualConfig.readout_fields
     with pytest.raises(ConfigError, match="smooth_frames must be a number in"):
         PerceptualConfig.from_store(store, FEATURE_KEY, smooth_frames=0.5)
+
+
+def test_change_gate_after_smoothing_holds_still_frames_offline_and_streamed(tmp_path):
+    import torch
+
+    from roboreward.config import ConfigError
+    from roboreward.rewards.features import episode_batch
+
+    store = build_toy_store(tmp_path / "toy.zarr", success=[1] * 8)
+    model = Perceptual(PerceptualConfig.from_store(store, FEATURE_KEY, n_steps=3, n_features=4, smooth_frames=4.0))
+    model.fit(store, range(8))
+    batch = episode_batch(store, model.config, [0, 1])
+    # Freeze both episodes from frame 5 on for 6 frames: the smoothed reading keeps moving, the gated one may not.
+    n = int(batch["lengths"].min())
+    idx = torch.cat([torch.arange(6), torch.full((6,), 5), torch.arange(6, n)])
+    frozen = {k: (v[:, idx] if torch.is_tensor(v) and v.dim() == 3 else v) for k, v in batch.items()}
+    smooth = model.progress(frozen)
+    model.config.readout_gate = 0.05
+    gated = model.progress(frozen)
+    assert torch.equal(gated[:, 5:12], gated[:, 5:6].expand(-1, 7))
+    assert (smooth[:, 6:12] - smooth[:, 5:6]).abs().max() > 1e-4  # without the gate the average moves on
+    stream = model.stream(2)
+    feats = {k: v for k, v in frozen.items() if k.startswith("features.")}
+    got = torch.stack([stream.step({k: v[:, t] for k, v in feats.items()}, frozen["task"]) for t in range(len(idx))], 1)
+    torch.testing.assert_close(got, gated[:, : len(idx)], atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="readout_gate must be in"):
+        PerceptualConfig.from_store(store, FEATURE_KEY, readout_gate=-1)

@@ -14,7 +14,9 @@ Reading a frame: step score s_k = exp(-mean_j z_kj^2 / 2) with z the frame's sta
 step k's Gaussian; progress = sum_k w_k * k / (n - 1) with w = softmax(log s / temperature) (the
 steps' soft assignment), so the first step reads 0 and the last 1. With ``smooth_frames`` > 1 (a readout
 field) progress is then a causal moving average of those readings (``features.smooth_sequence``); streams
-keep each env's last value. ``smooth_frames: 1`` (the default) reads each frame alone, as published. The fit also reports how the discovered steps line up with the annotated subtasks.
+keep each env's last value. ``smooth_frames: 1`` (the default) reads each frame alone, as published. With
+``readout_gate`` > 0 the result goes through the change gate SARM and GRM have (still frames keep their
+progress). The fit also reports how the discovered steps line up with the annotated subtasks.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from ...data.cache import cached_features
 from ...data.store import EpisodeStore
 from ...errors import RoborewardError
 from ..base import RewardModel, register_reward_model
-from ..features import FeatureRewardConfig, FrameStream, batch_views, smooth_sequence
+from ..features import FeatureRewardConfig, FrameStream, batch_views, check_gate, gate_sequence, smooth_sequence
 
 FIT_REPORT = "fit_report.json"
 
@@ -65,7 +67,14 @@ class PerceptualConfig(FeatureRewardConfig):
     demos), so an average over a few frames orders a success's progress better, at the cost of
     lagging that many frames behind the scene. A readout field (``--readout smooth_frames=10``)."""
 
-    readout_fields: ClassVar[tuple[str, ...]] = ("temperature", "smooth_frames")
+    readout_gate: float = 0.0
+    """The change gate SARM and GRM have (``features.gate_sequence``), after the smoothing: progress
+    moves towards the (smoothed) reading only as far as the scene changed since the previous frame,
+    so a still scene keeps its progress however the average would have moved on; 0 = off."""
+    gate_floor: float = 0.0
+    """The change a still scene shows on your camera (counts as none); 0 in the sim."""
+
+    readout_fields: ClassVar[tuple[str, ...]] = ("temperature", "smooth_frames", "readout_gate", "gate_floor")
 
     def __post_init__(self):
         super().__post_init__()
@@ -78,6 +87,7 @@ class PerceptualConfig(FeatureRewardConfig):
             raise ConfigError(f"temperature must be a number in (0, 100], got {self.temperature!r}")
         if not (isinstance(self.smooth_frames, (int, float)) and 1 <= self.smooth_frames <= 1000):
             raise ConfigError(f"smooth_frames must be a number in [1, 1000] (frames; 1 = no smoothing), got {self.smooth_frames!r}")
+        check_gate(self)
 
 
 def segment_demo(x: np.ndarray, n_steps: int) -> list[int]:
@@ -160,10 +170,15 @@ class Perceptual(RewardModel):
         s = self.step_scores(batch)
         # log-domain soft assignment: a frame far from every step still gets a defined weight.
         w = torch.softmax(torch.log(s.clamp_min(1e-30)) / self.config.temperature, dim=-1)
-        return smooth_sequence((w * self.step_value).sum(-1).clamp(0.0, 1.0), self.config.smooth_frames)
+        cfg = self.config
+        value = smooth_sequence((w * self.step_value).sum(-1).clamp(0.0, 1.0), cfg.smooth_frames)
+        if not cfg.readout_gate:
+            return value
+        return gate_sequence(value, batch_views(batch, cfg, self.device, who="perceptual"), cfg.readout_gate, cfg.gate_floor)
 
     def stream(self, n_envs: int, encoder: Any = None) -> FrameStream:
-        return FrameStream(self, n_envs, encoder, smooth_frames=self.config.smooth_frames)
+        cfg = self.config
+        return FrameStream(self, n_envs, encoder, smooth_frames=cfg.smooth_frames, gate=cfg.readout_gate, gate_floor=cfg.gate_floor)
 
     # ------------------------------------------------------------------ the fit
     @classmethod
