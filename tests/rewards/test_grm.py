@@ -77,6 +77,14 @@ def test_conservative_fusion_moves_little_where_the_anchored_readings_disagree(s
     assert agree[0] == pytest.approx(0.8) and 0.5 <= float(agree[1]) < 0.52
 
 
+def test_median_fusion_ignores_one_fooled_mode(store):
+    model = GRM(GRMConfig.from_store(store, FEATURE_KEY, episodes=range(6), fusion="median", **SMALL))
+    # Env 0: forward fooled low at the end; env 1: backward fooled high at the start.
+    forward, backward, incremental = torch.tensor([0.2, 0.1]), torch.tensor([1.0, 1.0]), torch.tensor([0.8, 0.15])
+    torch.testing.assert_close(model.combine(forward, backward, incremental, torch.tensor([0.5, 0.5])), torch.tensor([0.8, 0.15]))
+    assert model.combine(forward, backward, incremental, None).tolist() == pytest.approx([0.8, 0.15])
+
+
 def test_one_shot_adaptation_adds_the_task_and_refuses_what_cannot_adapt(store, tmp_path):
     cfg = GRMConfig.from_store(store, FEATURE_KEY, episodes=[0, 2, 4], **SMALL)
     base = GRM(cfg)

@@ -9,7 +9,7 @@ from ...config import ConfigError
 from ..features import FeatureRewardConfig, check_gate
 
 MODES = ("fused", "incremental", "forward", "backward")
-FUSIONS = ("conservative", "mean")
+FUSIONS = ("conservative", "mean", "median")
 
 
 @dataclass
@@ -52,8 +52,10 @@ class GRMConfig(FeatureRewardConfig):
     from the reference start; ``backward``: 1 + the hop from the reference goal; ``fused``: the three
     combined by ``fusion``."""
     fusion: str = "conservative"
-    """``mean`` of the three modes, or ``conservative``: progress moves from its last value towards
-    that mean by exp(-alpha * Delta^2), Delta = |backward - forward| / their mean, so it moves little
+    """``mean`` of the three modes; ``median`` of them (one mode fooled, say an anchored reading that
+    takes the arm's home pose at the end for the start, cannot move it); or ``conservative``:
+    progress moves from its last value towards that mean by exp(-alpha * Delta^2), Delta =
+    |backward - forward| / their mean, so it moves little
     where the anchored readings disagree."""
     incremental_gap: int = 5
     """Frames between the two states of an incremental hop, >= 1."""

@@ -153,6 +153,8 @@ class GRM(RewardModel):
             return backward
         if cfg.mode == "incremental":
             return incremental
+        if cfg.fusion == "median":
+            return torch.stack([forward, backward, incremental]).median(0).values
         mean = (forward + backward + incremental) / 3
         if cfg.fusion == "mean" or previous is None:
             return mean
