@@ -188,13 +188,17 @@ def rewards_table(d):
     print(f"**Every reward model on the same held-out episodes** (`bench_rewards.py`, {d['date']}"
           f"{', quick' if d['quick'] else ''}): trained (or fitted) on each task's standard mixed-quality data "
           "(`<task>_mixed`, 80 training episodes, one look), evaluated in domain (its 20 held-out episodes) and on the "
-          "held-out variants (20 unseen episodes each). Mean over training seeds. SARM with the robust readout; GRM fused "
-          "(conservative); perceptual fitted from 10 expert demos on `blocks.5` features (drawn by the seed); the "
-          "baselines per frame. Rows `+randomised`: trained on `<task>_randomised` instead. Figures as in the table "
-          "above; `train s`: training or fit time on 2 cores, in the SARM and GRM cells of 2026-12-02 with another "
-          "benchmark running (1 thread each), in the perceptual and baseline cells of 2026-12-06 alone for seeds 0-1 and "
-          "beside an RL benchmark (1 thread each) for seed 2; a seed that found its store's cache missing includes "
-          "encoding it (perceptual's layer cache: seeds 0 and 2, its stores regenerated for seed 2).\n")
+          "held-out variants (20 unseen episodes each). Mean over training seeds. SARM with the robust readout, the SARM "
+          "default of 2026-12-02 (before the photometric copies and the per-stage stay; not retrained, so its rows lack "
+          "textures and layout); GRM fused (conservative), rows `grm+median` the same models read through the median of "
+          "the three readings; perceptual fitted from 10 expert demos on `blocks.5` features (drawn by the seed), rows "
+          "`+smooth` read through a 10-frame moving average (`+steps8+smooth`: 8 steps and the change gate, "
+          "`configs/reward/perceptual_smooth.yaml`); the baselines per frame. Rows `+randomised`: trained on "
+          "`<task>_randomised` instead. Figures as in the table above; `train s`: training or fit time on 2 cores, in "
+          "the SARM cells of 2026-12-02 and the GRM cells of 2026-12-07 with another benchmark running (1 thread "
+          "each), in the perceptual and baseline cells of 2026-12-06 alone for seeds 0-1 and beside an RL benchmark (1 "
+          "thread each) for seed 2; a seed that found its store's cache missing includes encoding it (perceptual's "
+          "layer cache: seeds 0 and 2, its stores regenerated for seed 2).\n")
     print("| task | model | evaluated on | VOC | AUROC | finish > hover | lowest final (success) | drop after success "
           "| freeze rise (max) | MAE | train s | seeds |")
     print("|---" * 12 + "|")
