@@ -299,7 +299,7 @@ def chart(summary: dict, png: Path) -> None:
 
     models = sorted({k.split("/")[1] for k in summary}, key=lambda m: (list(MODELS).index(m.split("+")[0]), m))
     sets = ["in_domain", *[v for v in VARIANTS if any(k.endswith("/" + v) for k in summary)]]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     for ax, fig_name in zip(axes, ("voc", "auroc")):
         width = 0.8 / max(1, len(models))
         for i, m in enumerate(models):
@@ -308,14 +308,16 @@ def chart(summary: dict, png: Path) -> None:
                 cells = [a[fig_name]["mean"] for k, a in summary.items() if k.split("/")[1] == m and k.endswith("/" + s)
                          and a.get(fig_name)]
                 vals.append(np.mean(cells) if cells else np.nan)
-            ax.bar(np.arange(len(sets)) + i * width, vals, width, label=m)
+            ax.bar(np.arange(len(sets)) + i * width, vals, width, label=m, color=plt.cm.tab20(i % 20))
         ax.set_xticks(np.arange(len(sets)) + 0.4 - width / 2, [s.replace("_", " ") for s in sets], rotation=25, ha="right")
         ax.set_title(f"{fig_name.upper()} (mean over tasks and seeds)")
         ax.set_ylim(0, 1.05)
         ax.axhline(0.95, color="grey", lw=0.8, ls="--")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(models))  # below the bars, not over them
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    ncol = min(len(models), 6)
+    rows = -(-len(models) // ncol)
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=ncol)  # below the bars, not over them
+    fig.tight_layout(rect=(0, 0.045 * rows + 0.02, 1, 1))
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
     plt.close(fig)
