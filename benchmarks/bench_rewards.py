@@ -249,6 +249,7 @@ def main():
                     f = figures(json.loads((out / "metrics.json").read_text()))
                     f["train_seconds"] = seconds if set_name == "in_domain" else None
                     record["cells"][f"{task}/{label}/s{seed}/{set_name}"] = f
+                    record.setdefault("_fresh", set()).add(f"{task}/{label}/s{seed}/{set_name}")
                     summarise(record, path, quiet=True)
     if args.adapt and "grm" in models and not args.quick:
         for pair in args.adapt.split(","):
@@ -263,6 +264,15 @@ def main():
 
 
 def summarise(record: dict, path: Path, quiet: bool = False) -> None:
+    # Another run of this benchmark (other models, say) may have written cells to the file since this
+    # one loaded it: keep those, so runs side by side do not drop each other's results; this run's own
+    # cells win.
+    fresh = record.pop("_fresh", set())
+    if path.is_file():
+        for key, cell in json.loads(path.read_text()).get("cells", {}).items():
+            if key not in fresh:
+                record["cells"][key] = cell
+    record["_fresh"] = fresh
     groups: dict[str, list[dict]] = {}
     for key, f in record["cells"].items():
         task, model, _seed, set_name = key.split("/")
@@ -287,7 +297,7 @@ def summarise(record: dict, path: Path, quiet: bool = False) -> None:
         if record.get("speed"):
             print(json.dumps(record["speed"], indent=1))
         chart(summary, path.with_suffix(".png"))
-    common.write("bench_rewards", record, path)
+    common.write("bench_rewards", {k: v for k, v in record.items() if k != "_fresh"}, path)
 
 
 def chart(summary: dict, png: Path) -> None:
