@@ -211,6 +211,7 @@ def main():
     size = ["--image-size", 32] if args.quick else []
     path = args.out or common.RESULTS / f"bench_rewards{'_quick' if args.quick else ''}.json"
     record = {"quick": args.quick, "goals": GOALS, "cells": {}, "configs": {m: MODELS[m][0] for m in MODELS}}
+    fresh: set[str] = set()  # the cells this run computed
     if path.is_file():
         old = json.loads(path.read_text())
         record["cells"].update(old.get("cells", {}))
@@ -249,8 +250,8 @@ def main():
                     f = figures(json.loads((out / "metrics.json").read_text()))
                     f["train_seconds"] = seconds if set_name == "in_domain" else None
                     record["cells"][f"{task}/{label}/s{seed}/{set_name}"] = f
-                    record.setdefault("_fresh", set()).add(f"{task}/{label}/s{seed}/{set_name}")
-                    summarise(record, path, quiet=True)
+                    fresh.add(f"{task}/{label}/s{seed}/{set_name}")
+                    summarise(record, path, fresh, quiet=True)
     if args.adapt and "grm" in models and not args.quick:
         for pair in args.adapt.split(","):
             base_task, target = pair.split(":")
@@ -260,19 +261,18 @@ def main():
                     record.setdefault("adaptations", {})[pair] = ad
     if args.speed or args.quick:
         record["speed"] = speed(models, work, tasks[0])
-    summarise(record, path)
+    summarise(record, path, fresh)
 
 
-def summarise(record: dict, path: Path, quiet: bool = False) -> None:
-    # Another run of this benchmark (other models, say) may have written cells to the file since this
-    # one loaded it: keep those, so runs side by side do not drop each other's results; this run's own
-    # cells win.
-    fresh = record.pop("_fresh", set())
+def summarise(record: dict, path: Path, fresh: set[str], quiet: bool = False) -> None:
+    """Merge, summarise over seeds, write (and unless ``quiet`` print the table and draw the chart).
+    Another run of this benchmark (other models, say) may have written cells to the file since this
+    one loaded it: those are kept, so runs side by side do not drop each other's results; this run's
+    own cells (``fresh``) win."""
     if path.is_file():
         for key, cell in json.loads(path.read_text()).get("cells", {}).items():
             if key not in fresh:
                 record["cells"][key] = cell
-    record["_fresh"] = fresh
     groups: dict[str, list[dict]] = {}
     for key, f in record["cells"].items():
         task, model, _seed, set_name = key.split("/")
@@ -297,7 +297,7 @@ def summarise(record: dict, path: Path, quiet: bool = False) -> None:
         if record.get("speed"):
             print(json.dumps(record["speed"], indent=1))
         chart(summary, path.with_suffix(".png"))
-    common.write("bench_rewards", {k: v for k, v in record.items() if k != "_fresh"}, path)
+    common.write("bench_rewards", record, path)
 
 
 def chart(summary: dict, png: Path) -> None:

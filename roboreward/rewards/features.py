@@ -191,8 +191,9 @@ def gate_step(previous: torch.Tensor, reading: torch.Tensor, change: torch.Tenso
 def gate_sequence(reading: torch.Tensor, feats: torch.Tensor, scale: float, floor: float = 0.0) -> torch.Tensor:
     """(B, T) progress of whole episodes after the change gate: frame 0 keeps its reading, frame t
     moves from t-1's gated value as far as the scene changed (``scene_change`` of (B, T, V, D)
-    features); ``scale`` 0: the reading unchanged. Streams apply ``gate_step`` frame by frame."""
-    if scale == 0:
+    features); ``scale`` 0 (or one frame, nothing to gate): the reading unchanged. Streams apply
+    ``gate_step`` frame by frame."""
+    if scale == 0 or reading.shape[1] < 2:
         return reading
     change = scene_change(feats[:, :-1], feats[:, 1:])
     out = [reading[:, 0]]
@@ -211,7 +212,7 @@ def smooth_sequence(reading: torch.Tensor, frames: float) -> torch.Tensor:
     """(B, T) progress of whole episodes after the smoothing readout: frame 0 keeps its reading,
     frame t moves from t-1's value by 1 / ``frames`` of the way to its reading (``smooth_step``);
     ``frames`` 1: the reading unchanged. Streams apply ``smooth_step`` frame by frame."""
-    if frames == 1:
+    if frames == 1 or reading.shape[1] < 2:
         return reading
     out = [reading[:, 0]]
     for t in range(1, reading.shape[1]):

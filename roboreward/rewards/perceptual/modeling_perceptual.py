@@ -153,28 +153,28 @@ class Perceptual(RewardModel):
         self.register_buffer("step_value", torch.linspace(0.0, 1.0, n))
 
     # ------------------------------------------------------------------ reading frames
-    def _frames(self, batch: dict[str, Any]) -> torch.Tensor:
-        x = batch_views(batch, self.config, self.device, who="perceptual").flatten(-2)  # cameras concatenated
+    def _scores(self, views: torch.Tensor) -> torch.Tensor:
+        """(..., n_steps) step scores of features ``views`` (..., V, D), cameras concatenated."""
+        x = views.flatten(-2)
         if x.shape[-1] != self.feature_mean.shape[0]:
             raise RoborewardError(f"features have {x.shape[-1]} values per frame, the model was fitted on {self.feature_mean.shape[0]}")
-        return (x - self.feature_mean) / self.feature_std
-
-    def step_scores(self, batch: dict[str, Any]) -> torch.Tensor:
-        """(B, T, n_steps) score in (0, 1] of every frame under every step's Gaussian."""
-        z = self._frames(batch)[..., self.selected]  # (B, T, n, m)
+        z = ((x - self.feature_mean) / self.feature_std)[..., self.selected]  # (..., n, m)
         d = (z - self.step_mean) / self.step_std
         return torch.exp(-0.5 * d.pow(2).mean(-1))
 
+    def step_scores(self, batch: dict[str, Any]) -> torch.Tensor:
+        """(B, T, n_steps) score in (0, 1] of every frame under every step's Gaussian."""
+        return self._scores(batch_views(batch, self.config, self.device, who="perceptual"))
+
     @torch.no_grad()
     def progress(self, batch: dict[str, Any]) -> torch.Tensor:
-        s = self.step_scores(batch)
-        # log-domain soft assignment: a frame far from every step still gets a defined weight.
-        w = torch.softmax(torch.log(s.clamp_min(1e-30)) / self.config.temperature, dim=-1)
         cfg = self.config
+        views = batch_views(batch, cfg, self.device, who="perceptual")  # read once: the scores and the gate
+        s = self._scores(views)
+        # log-domain soft assignment: a frame far from every step still gets a defined weight.
+        w = torch.softmax(torch.log(s.clamp_min(1e-30)) / cfg.temperature, dim=-1)
         value = smooth_sequence((w * self.step_value).sum(-1).clamp(0.0, 1.0), cfg.smooth_frames)
-        if not cfg.readout_gate:
-            return value
-        return gate_sequence(value, batch_views(batch, cfg, self.device, who="perceptual"), cfg.readout_gate, cfg.gate_floor)
+        return gate_sequence(value, views, cfg.readout_gate, cfg.gate_floor)
 
     def stream(self, n_envs: int, encoder: Any = None) -> FrameStream:
         cfg = self.config
