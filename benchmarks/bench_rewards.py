@@ -158,7 +158,9 @@ def adaptation(work: Path, base_task: str, target: str, seeds: list[int], steps:
     """One-shot adaptation of GRM trained on ``base_task`` (one task, or several joined with ``+``)
     to ``target``: the first expert episode of ``<target>_mixed`` is the demo; evaluated on every
     other episode of that store, before (the new task's references and an embedding set to the mean
-    of the known ones, no fine-tuning: --steps 0) and after ``steps`` of fine-tuning on the demo's pairs."""
+    of the known ones, no fine-tuning: --steps 0, the base's inputs kept) and after ``steps`` of
+    fine-tuning on the demo's pairs, as ``reward adapt`` does by default (cameras only) and with the
+    joint state kept (``after_state``)."""
     from roboreward.data.store import EpisodeStore
 
     store = standard_store(work, target)
@@ -171,10 +173,11 @@ def adaptation(work: Path, base_task: str, target: str, seeds: list[int], steps:
         if base is None:
             continue
         row = {}
-        for label, n in (("before", 0), ("after", steps)):
+        for label, n, flags in (("before", 0, ["--keep-state"]), ("after", steps, []), ("after_state", steps, ["--keep-state"])):
             folder = work / f"grm_{base_task}_to_{target}_s{seed}_{label}"
             if not (folder / "config.json").is_file():
-                cli("reward", "adapt", "--model", base, "--dataset", store, "--episode", demo, "--out", folder, "--steps", n)
+                cli("reward", "adapt", "--model", base, "--dataset", store, "--episode", demo, "--out", folder, "--steps", n,
+                    *flags)
             ev = folder.parent / f"{folder.name}_eval"
             if not (ev / "metrics.json").is_file():
                 cli("reward", "eval", "--model", folder, "--dataset", store, "--out", ev, "--episodes", others,
@@ -196,7 +199,7 @@ def main():
     p.add_argument("--adapt", default="pick_place:drawer,pick_place+stack:drawer",
                    help="BASE:TARGET pairs of the one-shot GRM adaptation, comma-separated; BASE may join tasks with + "
                         "(GRM trained on their merged stores) ('' = skip)")
-    p.add_argument("--adapt-steps", type=int, default=300)
+    p.add_argument("--adapt-steps", type=int, default=150)
     p.add_argument("--adapt-only", action="store_true",
                    help="only the adaptation section (its stores and base models made as needed); no per-task cells")
     args = p.parse_args()

@@ -242,13 +242,16 @@ def rewards_table(d):
         first = rows[0]
         print(f"\n**One-shot adaptation** (GRM adapted to {first['target']} from its expert episode {first['demo_episode']} "
               f"with `reward adapt`, {first['steps']} steps; evaluated on the store's other episodes). Before: the new "
-              "task's references and an embedding at the mean of the known ones, no fine-tuning. A base of several "
-              "tasks is trained on their stores joined by `data merge`.\n")
+              "task's references and an embedding at the mean of the known ones, no fine-tuning. After: fine-tuned on "
+              "the demo, reading the cameras only (`reward adapt`'s default); with state: the same keeping the joint state "
+              "as an input (`--keep-state`). A base of several tasks is trained on their stores joined by `data merge`.\n")
         print("| base trained on | seeds | | VOC | AUROC | finish > hover | lowest final (success) | MAE |\n"
               "|---|---|---|---|---|---|---|---|")
         for ad in rows:
-            for label in ("before", "after"):
-                print(f"| {ad['base_task'].replace('+', ' + ')} | {len(ad['seeds'])} | {label} | {mean(ad, label, 'voc')} | "
+            for label in ("before", "after_state", "after"):
+                if not all(label in row for row in ad["seeds"].values()):
+                    continue  # results measured before that row existed
+                print(f"| {ad['base_task'].replace('+', ' + ')} | {len(ad['seeds'])} | {label.replace('_state', ', with state')} | {mean(ad, label, 'voc')} | "
                       f"{mean(ad, label, 'auroc')} | {mean(ad, label, 'finish_over_hover')} | "
                       f"{mean(ad, label, 'min_final_success')} | {mean(ad, label, 'mae')} |")
     print("\n![rewards](benchmarks/results/bench_rewards.png)\n")

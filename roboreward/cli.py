@@ -382,8 +382,10 @@ def _reward_eval(args):
 @arg("--dataset", required=True, type=_existing_path, help="zarr store holding the demonstration")
 @arg("--episode", required=True, type=_int_in(0), help="index of the expert demonstration in the store")
 @arg("--out", required=True, type=Path, help="folder for the adapted model (config.json + model.safetensors)")
-@arg("--steps", type=_int_in(0), default=300, help="fine-tuning steps (0: only the new task's references and embedding)")
-@arg("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
+@arg("--steps", type=_int_in(0), default=150, help="fine-tuning steps (0: only the new task's references and embedding)")
+@arg("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
+@arg("--keep-state", action="store_true",
+     help="keep the joint state as an input (default: cameras only; from one demo the state is learnt as progress)")
 def _reward_adapt(args):
     from .data.cache import ensure_features
     from .data.store import EpisodeStore
@@ -395,7 +397,8 @@ def _reward_adapt(args):
     if type(model).adapt is RewardModel.adapt:  # refused before any encoding
         model.adapt(store, args.episode, args.out)
     ensure_features(store, getattr(model.config, "feature_key", None), announce=True)
-    out = model.adapt(EpisodeStore(args.dataset), args.episode, args.out, steps=args.steps, lr=args.lr)
+    out = model.adapt(EpisodeStore(args.dataset), args.episode, args.out, steps=args.steps, lr=args.lr,
+                      keep_state=args.keep_state)
     print(f"adapted model: {out}\nnext:  roboreward reward eval --model {out} --dataset {args.dataset} --episodes all")
 
 

@@ -142,9 +142,11 @@ class RewardModel(Pretrained, abstract=True):
         levels = getattr(self.config, "levels", None)
         return list(levels) if levels else [None]
 
-    def adapt(self, store, episode: int, out, steps: int = 300, lr: float = 1e-3, progress: bool = True):
+    def adapt(self, store, episode: int, out, steps: int = 150, lr: float = 1e-4, progress: bool = True,
+              keep_state: bool = False):
         """Fine-tune to the task of one expert demonstration ``episode`` of ``store`` and write the
-        adapted model to ``out`` (returned). Models that cannot adapt from one demo say so."""
+        adapted model to ``out`` (returned); ``keep_state`` keeps the joint state as an input (a
+        model may drop it by default, GRM does). Models that cannot adapt from one demo say so."""
         raise RoborewardError(f"reward model {self.name!r} cannot adapt from one demonstration (models that can: grm)")
 
     @classmethod

@@ -101,6 +101,24 @@ def test_one_shot_adaptation_adds_the_task_and_refuses_what_cannot_adapt(store, 
         base.adapt(store, 99, tmp_path / "x", steps=1, progress=False)
     from roboreward.rewards.baselines import TimeRegression, TimeRegressionConfig
 
+    # With state: the adapted model reads the cameras only unless told to keep the state; the base's
+    # shared weights carry over either way (here unchanged: no fine-tuning steps).
+    cfg = GRMConfig.from_store(store, FEATURE_KEY, episodes=[0, 2, 4], state_key="observation.state", **SMALL)
+    cfg.tasks = [TASKS[0]]
+    stated = GRM(cfg)
+    stated.set_references(store, [0, 2, 4])
+    cameras_only = RewardModel.from_pretrained(stated.adapt(store, 1, tmp_path / "cams", steps=0, progress=False))
+    kept = RewardModel.from_pretrained(stated.adapt(store, 1, tmp_path / "kept", steps=0, progress=False, keep_state=True))
+    assert cameras_only.config.state_key is None and cameras_only.state_proj is None
+    assert kept.config.state_key == "observation.state"
+    torch.testing.assert_close(kept.state_proj.weight, stated.state_proj.weight)
+    torch.testing.assert_close(kept.ref_state[0], stated.ref_state[0])
+    for m in (cameras_only, kept):
+        torch.testing.assert_close(m.view_proj, stated.view_proj)
+        torch.testing.assert_close(m.head.weight, stated.head.weight)
+    batch = episode_batch(store, cameras_only.config, [3])
+    assert "observation.state" not in batch and cameras_only.progress(batch).shape == (1, store.episodes[3].length)
+
     other = TimeRegression(TimeRegressionConfig.from_store(store, FEATURE_KEY))
     with pytest.raises(RoborewardError, match="cannot adapt from one demonstration"):
         other.adapt(store, 1, tmp_path / "y")

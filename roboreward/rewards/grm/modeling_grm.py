@@ -181,8 +181,9 @@ class GRM(RewardModel):
     def stream(self, n_envs: int, encoder: Any = None) -> "GRMStream":
         return GRMStream(self, n_envs, encoder)
 
-    def adapt(self, store, episode: int, out, steps: int = 300, lr: float = 1e-3, progress: bool = True) -> Path:
-        return adapt_grm(self, store, episode, out, steps=steps, lr=lr, progress=progress)
+    def adapt(self, store, episode: int, out, steps: int = 150, lr: float = 1e-4, progress: bool = True,
+              keep_state: bool = False) -> Path:
+        return adapt_grm(self, store, episode, out, steps=steps, lr=lr, progress=progress, keep_state=keep_state)
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -206,17 +207,26 @@ class GRM(RewardModel):
                    run_config=run_config, resume_free=resume_free, progress=progress)
 
 
-def _adapted_config(config: GRMConfig, task: str) -> GRMConfig:
+def _adapted_config(config: GRMConfig, task: str, keep_state: bool) -> GRMConfig:
     from dataclasses import replace
 
-    return config if task in config.tasks else replace(config, tasks=[*config.tasks, task])
+    tasks = config.tasks if task in config.tasks else [*config.tasks, task]
+    state = {} if keep_state else {"state_key": None, "state_dim": 0}
+    return replace(config, tasks=tasks, **state)
 
 
-def adapt_grm(model: GRM, store, episode: int, out, steps: int = 300, lr: float = 1e-3, batch_size: int = 64,
-              progress: bool = True) -> Path:
+def adapt_grm(model: GRM, store, episode: int, out, steps: int = 150, lr: float = 1e-4, batch_size: int = 64,
+              progress: bool = True, keep_state: bool = False) -> Path:
     """One-shot adaptation: the model, with the demo's task added to its vocabulary (its embedding
     starts as the mean of the known ones) and its references taken from the demo, fine-tuned on
-    balanced pairs of that one episode; written to ``out`` (atomically). Returns ``out``."""
+    balanced pairs of that one episode; written to ``out`` (atomically). Returns ``out``.
+
+    The adapted model reads the cameras only, unless ``keep_state``: from one demonstration the
+    hop head learns the arm's joint state as progress, since it is the cue that changes most
+    steadily along the demo, and then a failed take whose arm ends where the demo's did reads as
+    done (drawer from a pick_place base, seed 0: AUROC 0.51 with the state, 1.00 without). Without
+    the state the objects in the frames must carry the reading. The base's other weights carry
+    over; its state projection is left out."""
     from dataclasses import replace
 
     from torch.utils.data import DataLoader
@@ -226,14 +236,18 @@ def adapt_grm(model: GRM, store, episode: int, out, steps: int = 300, lr: float 
 
     store.episode_range(episode)  # one-line error for an episode the store does not have
     task = store.episodes[episode].task
-    config = _adapted_config(model.config, task)
+    config = _adapted_config(model.config, task, keep_state)
     adapted = GRM(config).to(model.device)
-    state = {k: v for k, v in model.state_dict().items() if k not in ("task_embed.weight", "ref_features", "ref_state")}
-    adapted.load_state_dict(state, strict=False)
+    own = ("task_embed.weight", "ref_features", "ref_state")
+    state = {k: v for k, v in model.state_dict().items() if k not in own and (keep_state or not k.startswith("state_proj."))}
+    missing = set(adapted.load_state_dict(state, strict=False).missing_keys) - set(own)
+    assert not missing, f"adapted GRM lacks base weights {sorted(missing)}"
     with torch.no_grad():
         n = len(model.config.tasks)
         adapted.task_embed.weight[:n] = model.task_embed.weight
-        adapted.ref_features[:n], adapted.ref_state[:n] = model.ref_features, model.ref_state
+        adapted.ref_features[:n] = model.ref_features
+        if keep_state:
+            adapted.ref_state[:n] = model.ref_state
         if n < len(config.tasks):
             adapted.task_embed.weight[n:] = model.task_embed.weight.mean(0)
     adapted.set_references(store, [episode])
