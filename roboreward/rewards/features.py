@@ -220,6 +220,13 @@ def smooth_sequence(reading: torch.Tensor, frames: float) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
+def check_smooth(config: Any) -> None:
+    """The smoothing readout field (``smooth_frames``) of a config, in one line if bad."""
+    value = config.smooth_frames
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 1 <= value <= 1000):
+        raise ConfigError(f"smooth_frames must be a number in [1, 1000] (frames; 1 = no smoothing), got {value!r}")
+
+
 def check_gate(config: Any) -> None:
     """The change-gate readout fields (``readout_gate``, ``gate_floor``) of a config, in one line if bad."""
     for name in ("readout_gate", "gate_floor"):

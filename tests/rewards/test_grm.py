@@ -7,6 +7,7 @@ import pytest
 import torch
 from sarm_toy import FEATURE_KEY, TASKS, build_toy_store
 
+from roboreward.config import ConfigError
 from roboreward.errors import RoborewardError
 from roboreward.rewards import RewardModel
 from roboreward.rewards.features import episode_batch
@@ -138,3 +139,30 @@ def test_change_gate_stream_equals_offline_and_holds_still_frames(store):
     online = [stream.step({k: v[:, t] for k, v in held.items() if torch.is_tensor(v) and k != "lengths"}, held["task"])[0]
               for t in range(len(index))]
     torch.testing.assert_close(torch.stack(online), offline, rtol=0, atol=1e-5)
+
+
+def test_smoothing_readout_is_the_moving_average_of_progress_offline_and_streamed(store):
+    torch.manual_seed(0)
+    cfg = GRMConfig.from_store(store, FEATURE_KEY, episodes=range(6), state_key="observation.state", **SMALL)
+    model = GRM(cfg).eval()
+    model.set_references(store, range(6))
+    batch = episode_batch(store, cfg, [2])
+    raw = model.progress(batch)[0]
+    model.config.smooth_frames = 4.0
+    smoothed = model.progress(batch)[0]
+    expected = [raw[0]]
+    for value in raw[1:]:
+        expected.append(expected[-1] + (value - expected[-1]) / 4)
+    torch.testing.assert_close(smoothed, torch.stack(expected), rtol=0, atol=1e-6)
+    assert (smoothed.diff().abs().max() < raw.diff().abs().max()) or raw.diff().abs().max() == 0
+    model.config.readout_gate = 0.05  # the gate after the smoothing, streamed over two episodes with a reset
+    stream = model.stream(1)
+    for e in (2, 4):
+        one = episode_batch(store, cfg, [e])
+        offline = model.progress(one)[0]
+        stream.reset(0)
+        online = [stream.step({k: v[:, t] for k, v in one.items() if torch.is_tensor(v) and k != "lengths"}, one["task"])[0]
+                  for t in range(store.episodes[e].length)]
+        torch.testing.assert_close(torch.stack(online), offline, rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="smooth_frames must be a number in \\[1, 1000\\]"):
+        GRMConfig.from_store(store, FEATURE_KEY, episodes=range(6), smooth_frames=0.5, **SMALL)

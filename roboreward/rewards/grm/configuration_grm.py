@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ...config import ConfigError
-from ..features import FeatureRewardConfig, check_gate
+from ..features import FeatureRewardConfig, check_gate, check_smooth
 
 MODES = ("fused", "incremental", "forward", "backward")
 FUSIONS = ("conservative", "mean", "median")
@@ -16,8 +16,8 @@ FUSIONS = ("conservative", "mean", "median")
 class GRMConfig(FeatureRewardConfig):
     """Inputs: ``FeatureRewardConfig``."""
 
-    readout_fields: ClassVar[tuple[str, ...]] = ("mode", "fusion", "incremental_gap", "consistency_alpha", "readout_gate",
-                                                 "gate_floor")
+    readout_fields: ClassVar[tuple[str, ...]] = ("mode", "fusion", "incremental_gap", "consistency_alpha", "smooth_frames",
+                                                 "readout_gate", "gate_floor")
 
     type: str = "grm"
     """Registered name; always ``grm``."""
@@ -61,9 +61,14 @@ class GRMConfig(FeatureRewardConfig):
     """Frames between the two states of an incremental hop, >= 1."""
     consistency_alpha: float = 1.0
     """alpha of the conservative update, >= 0 (0 = the plain mean)."""
+    smooth_frames: float = 1.0
+    """Time constant, in frames, of a causal exponential moving average of the fused progress
+    (``features.smooth_sequence``, as perceptual rewards have), in [1, 1000]; 1 = none. Hop readings
+    of single frames jump, so a short average orders a success's progress better, at the cost of
+    lagging about that many frames behind the scene."""
     readout_gate: float = 0.0
-    """The change gate SARM has (``features.gate_sequence``): progress moves towards the reading only
-    as far as the scene changed since the previous frame; 0 = off."""
+    """The change gate SARM has (``features.gate_sequence``), after the smoothing: progress moves
+    towards the reading only as far as the scene changed since the previous frame; 0 = off."""
     gate_floor: float = 0.0
     """The change a still scene shows on your camera (counts as none); 0 in the sim."""
 
@@ -87,6 +92,7 @@ class GRMConfig(FeatureRewardConfig):
             raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
         if self.fusion not in FUSIONS:
             raise ConfigError(f"fusion {self.fusion!r} is not one of {FUSIONS}")
+        check_smooth(self)
         check_gate(self)
         if not self.consistency_alpha >= 0:
             raise ConfigError(f"consistency_alpha must be >= 0, got {self.consistency_alpha}")

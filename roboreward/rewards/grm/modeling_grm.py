@@ -16,7 +16,8 @@ Progress of an episode (offline ``progress`` and ``stream`` alike), per frame t:
 - fused: their mean m_t, or the conservative update P_t = P_{t-1} + w_t (m_t - P_{t-1}),
   w_t = exp(-alpha Delta_t^2), Delta_t = |B_t - F_t| / mean(B_t, F_t), P_0 = m_0.
 The stream encodes each new frame once and keeps the last g states and readings per env. With
-``readout_gate`` > 0 the result goes through the change gate SARM has (still frames keep their
+``smooth_frames`` > 1 the fused progress is averaged over time (a causal moving average), and with
+``readout_gate`` > 0 the result then goes through the change gate SARM has (still frames keep their
 progress).
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ from torch import nn
 
 from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream, register_reward_model
-from ..features import batch_state, batch_views, gate_sequence, gate_step, observation_features, scene_change, task_ids
+from ..features import (batch_state, batch_views, gate_sequence, gate_step, observation_features, scene_change,
+                        smooth_sequence, smooth_step, task_ids)
 from .configuration_grm import GRMConfig
 from ...data.cache import cached_features
 from .data_grm import ROLES, GRMPairs, bin_centres, chain, two_hot
@@ -175,7 +177,7 @@ class GRM(RewardModel):
         for i in range(t):
             inc.append(r["forward"][:, i] if i < g else chain(inc[i - g], r["step"][:, i]))
             out.append(self.combine(r["forward"][:, i], r["backward"][:, i], inc[i], out[-1] if out else None))
-        value = torch.stack(out, 1).clamp(0.0, 1.0)
+        value = smooth_sequence(torch.stack(out, 1).clamp(0.0, 1.0), self.config.smooth_frames)
         return gate_sequence(value, feats, self.config.readout_gate, self.config.gate_floor)
 
     def stream(self, n_envs: int, encoder: Any = None) -> "GRMStream":
@@ -284,7 +286,8 @@ class GRMStream(RewardStream):
         g, d, dev = model.config.incremental_gap, model.config.d_model, model.device
         self.tokens = torch.zeros(n_envs, g, d, device=dev)
         self.incremental = torch.zeros(n_envs, g, device=dev)
-        self.value = torch.zeros(n_envs, device=dev)  # fused progress (before the change gate)
+        self.value = torch.zeros(n_envs, device=dev)  # fused progress (before the smoothing and the gate)
+        self.smoothed = torch.zeros(n_envs, device=dev)  # after the smoothing
         self.gated = torch.zeros(n_envs, device=dev)  # what the stream returned
         self.last = torch.zeros(n_envs, len(model.config.cameras), model.config.feature_dim, device=dev)
         self.count = torch.zeros(n_envs, dtype=torch.long, device=dev)
@@ -323,6 +326,9 @@ class GRMStream(RewardStream):
         self.incremental[envs, slot] = incremental
         self.value[envs] = value
         out = value
+        if cfg.smooth_frames != 1:
+            out = torch.where(first, out, smooth_step(self.smoothed[envs], out, cfg.smooth_frames))
+            self.smoothed[envs] = out
         if cfg.readout_gate:
             out = torch.where(first, out, gate_step(self.gated[envs], out, scene_change(self.last[envs], feats),
                                                     cfg.readout_gate, cfg.gate_floor))

@@ -34,7 +34,7 @@ from ...data.cache import cached_features
 from ...data.store import EpisodeStore
 from ...errors import RoborewardError
 from ..base import RewardModel, register_reward_model
-from ..features import FeatureRewardConfig, FrameStream, batch_views, check_gate, gate_sequence, smooth_sequence
+from ..features import FeatureRewardConfig, FrameStream, batch_views, check_gate, check_smooth, gate_sequence, smooth_sequence
 
 FIT_REPORT = "fit_report.json"
 
@@ -85,8 +85,7 @@ class PerceptualConfig(FeatureRewardConfig):
             raise ConfigError(f"min_std must be > 0, got {self.min_std}")
         if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature <= 100):
             raise ConfigError(f"temperature must be a number in (0, 100], got {self.temperature!r}")
-        if not (isinstance(self.smooth_frames, (int, float)) and 1 <= self.smooth_frames <= 1000):
-            raise ConfigError(f"smooth_frames must be a number in [1, 1000] (frames; 1 = no smoothing), got {self.smooth_frames!r}")
+        check_smooth(self)
         check_gate(self)
 
 
