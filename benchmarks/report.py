@@ -119,6 +119,10 @@ QUALITY_LABELS = [
     ("+grm_aug", "GRM trained on the store and the same three photometric copies (`configs/reward/grm_aug.yaml`)."),
     ("+grm_aug+gate", "the `+grm_aug` model read through the change gate SARM has (`readout_gate: 0.05`: still frames "
                       "keep their progress; no retraining; `configs/reward/grm_aug.yaml` sets it since 2026-12-06)."),
+    ("+grm_aug+median", "the `+grm_aug` models read through the median of GRM's three readings instead of the conservative "
+                        "update (`fusion: median`; `configs/reward/grm_robust.yaml`)."),
+    ("+grm_nostate", "GRM as `configs/reward/grm_robust.yaml` without the joint state, cameras only "
+                     "(`configs/reward/grm_nostate.yaml`, trained and read as configured)."),
     ("randomised_failures", "the randomised looks with 40% failed episodes instead of 20% "
                             "(`datasets/<task>_randomised_failures.yaml`)."),
     ("randomised_wide", "the randomised looks over a wider layout that surrounds the held-out layout band and leaves it "

@@ -223,12 +223,14 @@ def adapt_grm(model: GRM, store, episode: int, out, steps: int = 150, lr: float 
     starts as the mean of the known ones) and its references taken from the demo, fine-tuned on
     balanced pairs of that one episode; written to ``out`` (atomically). Returns ``out``.
 
-    The adapted model reads the cameras only, unless ``keep_state``: from one demonstration the
-    hop head learns the arm's joint state as progress, since it is the cue that changes most
-    steadily along the demo, and then a failed take whose arm ends where the demo's did reads as
-    done (drawer from a pick_place base, seed 0: AUROC 0.51 with the state, 1.00 without). Without
-    the state the objects in the frames must carry the reading. The base's other weights carry
-    over; its state projection is left out."""
+    The fine-tuning is gentle (150 steps at 1e-4): 300 steps at 1e-3 fitted the one demo and read
+    drawer's failures as high as its successes (AUROC 0.62-0.67, 3 seeds). The adapted model reads
+    the cameras only, unless ``keep_state``: from one demonstration the hop head learns the arm's
+    joint state as progress, the cue that changes most steadily along the demo, and a failed take
+    whose arm ends where the demo's did then reads as done (drawer, 3 seeds: AUROC 0.94 with the
+    state, 0.99 without from a pick_place base; 0.84 and 0.97 from pick_place + stack). Without the
+    state the objects in the frames must carry the reading. The base's other weights carry over;
+    its state projection is left out."""
     from dataclasses import replace
 
     from torch.utils.data import DataLoader
