@@ -120,7 +120,9 @@ QUALITY_LABELS = [
     ("+grm_aug+gate", "the `+grm_aug` model read through the change gate SARM has (`readout_gate: 0.05`: still frames "
                       "keep their progress; no retraining; `configs/reward/grm_aug.yaml` sets it since 2026-12-06)."),
     ("+grm_aug+median", "the `+grm_aug` models read through the median of GRM's three readings instead of the conservative "
-                        "update (`fusion: median`; `configs/reward/grm_robust.yaml`)."),
+                        "update (`fusion: median`; `configs/reward/grm_robust.yaml` until 2026-12-07)."),
+    ("+grm_aug+median_smooth8", "the same read through the median and a causal average over 8 frames (`smooth_frames: 8`; "
+                                "`configs/reward/grm_robust.yaml` since 2026-12-07)."),
     ("+grm_nostate", "GRM as `configs/reward/grm_robust.yaml` without the joint state, cameras only "
                      "(`configs/reward/grm_nostate.yaml`, trained and read as configured)."),
     ("randomised_failures", "the randomised looks with 40% failed episodes instead of 20% "
