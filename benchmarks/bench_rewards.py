@@ -154,13 +154,22 @@ def base_model(work: Path, base_task: str, seed: int, quick: bool) -> Path | Non
     return run / "model"
 
 
+# Rows of the adaptation table: (label, adapted model, fine-tuned?, `reward adapt` flags, `reward eval --readout`).
+ADAPT_ROWS = (
+    ("before", "before", False, ["--keep-state"], None),
+    ("after", "after", True, [], None),
+    ("after_state", "after_state", True, ["--keep-state"], None),
+    ("after_smooth8", "after", True, [], "smooth_frames=8"),  # the "after" model read through an 8-frame average
+)
+
+
 def adaptation(work: Path, base_task: str, target: str, seeds: list[int], steps: int, quick: bool) -> dict:
     """One-shot adaptation of GRM trained on ``base_task`` (one task, or several joined with ``+``)
     to ``target``: the first expert episode of ``<target>_mixed`` is the demo; evaluated on every
     other episode of that store, before (the new task's references and an embedding set to the mean
     of the known ones, no fine-tuning: --steps 0, the base's inputs kept) and after ``steps`` of
-    fine-tuning on the demo's pairs, as ``reward adapt`` does by default (cameras only) and with the
-    joint state kept (``after_state``)."""
+    fine-tuning on the demo's pairs, as ``reward adapt`` does by default (cameras only), with the
+    joint state kept (``after_state``), and the default read through an 8-frame average (``after_smooth8``)."""
     from roboreward.data.store import EpisodeStore
 
     store = standard_store(work, target)
@@ -173,15 +182,15 @@ def adaptation(work: Path, base_task: str, target: str, seeds: list[int], steps:
         if base is None:
             continue
         row = {}
-        for label, n, flags in (("before", 0, ["--keep-state"]), ("after", steps, []), ("after_state", steps, ["--keep-state"])):
-            folder = work / f"grm_{base_task}_to_{target}_s{seed}_{label}"
+        for label, model, n, flags, readout in ADAPT_ROWS:
+            folder = work / f"grm_{base_task}_to_{target}_s{seed}_{model}"
             if not (folder / "config.json").is_file():
-                cli("reward", "adapt", "--model", base, "--dataset", store, "--episode", demo, "--out", folder, "--steps", n,
-                    *flags)
-            ev = folder.parent / f"{folder.name}_eval"
+                cli("reward", "adapt", "--model", base, "--dataset", store, "--episode", demo, "--out", folder,
+                    "--steps", steps if n else 0, *flags)
+            ev = work / f"grm_{base_task}_to_{target}_s{seed}_{label}_eval"
             if not (ev / "metrics.json").is_file():
                 cli("reward", "eval", "--model", folder, "--dataset", store, "--out", ev, "--episodes", others,
-                    "--videos", 0, "--plots", 2)
+                    "--videos", 0, "--plots", 2, *(["--readout", readout] if readout else []))
             row[label] = figures(json.loads((ev / "metrics.json").read_text()))
         out["seeds"][str(seed)] = row
     return out

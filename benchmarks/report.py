@@ -142,6 +142,10 @@ QUALITY_LABELS = [
 ]
 
 
+ADAPT_LABELS = {"before": "before", "after_state": "after, with state", "after": "after",
+                "after_smooth8": "after, 8-frame average"}
+
+
 def quality_table(d):
     if "summary" not in d:  # the in-domain-only format of 2026-11-26
         print(f"**Reward quality** (`bench_reward_quality.py`, {d['date']}): in domain only; rerun the benchmark.\n")
@@ -250,14 +254,15 @@ def rewards_table(d):
               f"with `reward adapt`, {first['steps']} steps; evaluated on the store's other episodes). Before: the new "
               "task's references and an embedding at the mean of the known ones, no fine-tuning. After: fine-tuned on "
               "the demo, reading the cameras only (`reward adapt`'s default); with state: the same keeping the joint state "
-              "as an input (`--keep-state`). A base of several tasks is trained on their stores joined by `data merge`.\n")
+              "as an input (`--keep-state`); 8-frame average: the after model read with `--readout smooth_frames=8`. A base "
+              "of several tasks is trained on their stores joined by `data merge`.\n")
         print("| base trained on | seeds | | VOC | AUROC | finish > hover | lowest final (success) | MAE |\n"
               "|---|---|---|---|---|---|---|---|")
         for ad in rows:
-            for label in ("before", "after_state", "after"):
+            for label in ("before", "after_state", "after", "after_smooth8"):
                 if not all(label in row for row in ad["seeds"].values()):
                     continue  # results measured before that row existed
-                print(f"| {ad['base_task'].replace('+', ' + ')} | {len(ad['seeds'])} | {label.replace('_state', ', with state')} | {mean(ad, label, 'voc')} | "
+                print(f"| {ad['base_task'].replace('+', ' + ')} | {len(ad['seeds'])} | {ADAPT_LABELS[label]} | {mean(ad, label, 'voc')} | "
                       f"{mean(ad, label, 'auroc')} | {mean(ad, label, 'finish_over_hover')} | "
                       f"{mean(ad, label, 'min_final_success')} | {mean(ad, label, 'mae')} |")
     print("\n![rewards](benchmarks/results/bench_rewards.png)\n")
