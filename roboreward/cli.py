@@ -386,12 +386,14 @@ def _reward_eval(args):
 @arg("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
 @arg("--keep-state", action="store_true",
      help="keep the joint state as an input (default: cameras only; from one demo the state is learnt as progress)")
+@arg("--readout", type=_key_value, action="append", default=None,
+     help="KEY=VALUE: a readout field saved with the adapted model (repeatable; e.g. smooth_frames=8)")
 def _reward_adapt(args):
     from .data.cache import ensure_features
     from .data.store import EpisodeStore
     from .rewards.base import RewardModel
 
-    model = _load_reward(args.model, None)
+    model = _load_reward(args.model, args.readout)  # the adapted model's config starts from the base's
     store = EpisodeStore(args.dataset)
     store.episode_range(args.episode)
     if type(model).adapt is RewardModel.adapt:  # refused before any encoding

@@ -166,3 +166,26 @@ def test_smoothing_readout_is_the_moving_average_of_progress_offline_and_streame
         torch.testing.assert_close(torch.stack(online), offline, rtol=0, atol=1e-5)
     with pytest.raises(ConfigError, match="smooth_frames must be a number in \\[1, 1000\\]"):
         GRMConfig.from_store(store, FEATURE_KEY, episodes=range(6), smooth_frames=0.5, **SMALL)
+
+
+def test_reward_adapt_command_saves_its_readout_and_inputs(store, tmp_path):
+    """``reward adapt`` as a user runs it: the adapted model keeps the readout fields passed to it
+    (so online use reads it that way) and drops the joint state unless told to keep it."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = GRMConfig.from_store(store, FEATURE_KEY, episodes=[0, 2, 4], state_key="observation.state", **SMALL)
+    cfg.tasks = [TASKS[0]]
+    base = GRM(cfg)
+    base.set_references(store, [0, 2, 4])
+    base.save_pretrained(tmp_path / "base")
+    out = tmp_path / "adapted"
+    proc = subprocess.run([sys.executable, "-m", "roboreward.cli", "reward", "adapt", "--model", str(tmp_path / "base"),
+                           "--dataset", str(store.path), "--episode", "1", "--out", str(out), "--steps", "2",
+                           "--readout", "smooth_frames=8"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    adapted = RewardModel.from_pretrained(out)
+    assert adapted.config.smooth_frames == 8 and adapted.config.state_key is None
+    assert adapted.config.tasks == [TASKS[0], TASKS[1]]
