@@ -35,6 +35,9 @@ from bench_reward_quality import FIGURES, VARIANTS, cli, figures  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
     "sarm": ("configs/reward/sarm.yaml", ["readout_filter=stage", "readout_gate=0.05"], "+robust"),
+    # SARM as configs/reward/sarm.yaml trains and reads it today (done stage, photometric copies, per-stage
+    # minimum stay; since 2026-12-06), in runs of its own: the `sarm` row's runs came from the 2026-12-02 default.
+    "sarm+aug+stay": ("configs/reward/sarm.yaml", [], ""),
     "grm": ("configs/reward/grm.yaml", [], ""),
     "perceptual": ("configs/reward/perceptual.yaml", [], ""),
     "perceptual+steps8": ("configs/reward/perceptual_steps8.yaml", [], ""),  # 8 steps, temperature 2
