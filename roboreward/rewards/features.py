@@ -220,6 +220,50 @@ def smooth_sequence(reading: torch.Tensor, frames: float) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
+def readout_sequence(reading: torch.Tensor, feats: torch.Tensor, config: Any) -> torch.Tensor:
+    """(B, T) progress of whole episodes after the readouts over time a config sets: the moving
+    average (``smooth_frames``), then the change gate (``readout_gate``, ``gate_floor``) on
+    (B, T, V, D) features. Streams apply the same frame by frame with ``ReadoutOverTime``."""
+    value = smooth_sequence(reading, config.smooth_frames)
+    return gate_sequence(value, feats, config.readout_gate, config.gate_floor)
+
+
+class ReadoutOverTime:
+    """Per-env state of the readouts over time, applied one frame at a time as ``readout_sequence``
+    applies them to whole episodes: each env's value moves from its last one by ``smooth_step``
+    (``smooth_frames`` > 1), then, with ``gate`` > 0, only as far as the scene changed since its last
+    frame (``gate_step`` on ``scene_change``). An env at its episode's first frame keeps its reading."""
+
+    def __init__(self, n_envs: int, smooth_frames: float = 1.0, gate: float = 0.0, gate_floor: float = 0.0,
+                 device: Any = "cpu"):
+        self.smooth_frames, self.gate, self.gate_floor = smooth_frames, gate, gate_floor
+        self.value = torch.zeros(n_envs, device=device)  # the smoothed reading
+        self.gated = torch.zeros(n_envs, device=device)  # what the gate lets through
+        self.last: torch.Tensor | None = None  # (n_envs, V, D) features of each env's last frame
+
+    @property
+    def active(self) -> bool:
+        """Whether there is anything to apply (else ``step`` returns the reading as it is)."""
+        return self.smooth_frames != 1 or bool(self.gate)
+
+    def step(self, ids: torch.Tensor, reading: torch.Tensor, first: torch.Tensor,
+             feats: torch.Tensor | None = None) -> torch.Tensor:
+        """(n,) output for envs ``ids`` from their (n,) ``reading``; ``first`` (n,) marks envs at
+        their episode's first frame; ``feats`` (n, V, D), needed only with the gate."""
+        value = reading
+        if self.smooth_frames != 1:
+            value = torch.where(first, reading, smooth_step(self.value[ids], reading, self.smooth_frames))
+            self.value[ids] = value
+        if not self.gate:
+            return value
+        if self.last is None:
+            self.last = torch.zeros(len(self.value), *feats.shape[1:], device=self.value.device)
+        change = scene_change(self.last[ids], feats)
+        out = torch.where(first, value, gate_step(self.gated[ids], value, change, self.gate, self.gate_floor))
+        self.gated[ids], self.last[ids] = out, feats
+        return out
+
+
 def check_smooth(config: Any) -> None:
     """The smoothing readout field (``smooth_frames``) of a config, in one line if bad."""
     value = config.smooth_frames
@@ -238,20 +282,15 @@ class FrameStream(RewardStream):
     """Online progress of a model that reads one frame at a time (the baselines, perceptual
     rewards): each step reads (or encodes once) the new frame of each env as a one-frame
     ``progress`` batch. The model's readout over time, as its ``progress`` applies it to whole
-    episodes, is applied frame by frame: with ``smooth_frames`` > 1 each env's value moves from its
-    last one by ``smooth_step``, and with ``gate`` > 0 the result then moves only as far as the
-    scene changed (``gate_step`` on ``scene_change`` of the env's last and new features).
-    ``reset`` starts an env afresh (its next frame keeps its own reading). With neither there is
-    nothing to remember."""
+    episodes, is applied frame by frame (``ReadoutOverTime``: the moving average, then the change
+    gate). ``reset`` starts an env afresh (its next frame keeps its own reading). With neither there
+    is nothing to remember."""
 
     def __init__(self, model: Any, n_envs: int, encoder: Any = None, smooth_frames: float = 1.0,
                  gate: float = 0.0, gate_floor: float = 0.0):
         super().__init__(n_envs)
         self.model, self.encoder = model, encoder
-        self.smooth_frames, self.gate, self.gate_floor = smooth_frames, gate, gate_floor
-        self.value = torch.zeros(n_envs)  # the smoothed reading
-        self.gated = torch.zeros(n_envs)  # what the gate lets through (the output with a gate)
-        self.last: torch.Tensor | None = None  # (n_envs, V, D) features of each env's last frame
+        self.readout = ReadoutOverTime(n_envs, smooth_frames, gate, gate_floor)
         self.fresh = torch.ones(n_envs, dtype=torch.bool)
 
     def reset(self, i: int | Sequence[int] | None = None) -> None:
@@ -272,18 +311,10 @@ class FrameStream(RewardStream):
             batch[cfg.state_key] = torch.as_tensor(observation[cfg.state_key]).float().reshape(n, 1, -1)
         batch["task"] = self._tasks(task, n)
         reading = self.model.progress(batch)[:, 0]  # one frame: the readout over time has no past to use
-        if self.smooth_frames == 1 and not self.gate:
+        if not self.readout.active:
             return reading
         ids = torch.tensor(self._env_ids(envs))
-        fresh, device, reading = self.fresh[ids], reading.device, reading.cpu()
-        value = torch.where(fresh, reading, smooth_step(self.value[ids], reading, self.smooth_frames))
-        self.value[ids], self.fresh[ids] = value, False
-        if not self.gate:
-            return value.to(device)
-        feats = batch_views(batch, cfg, "cpu")[:, 0]  # (n, V, D)
-        if self.last is None:
-            self.last = torch.zeros(self.n_envs, *feats.shape[1:])
-        change = scene_change(self.last[ids], feats)
-        out = torch.where(fresh, value, gate_step(self.gated[ids], value, change, self.gate, self.gate_floor))
-        self.gated[ids], self.last[ids] = out, feats
-        return out.to(device)
+        fresh = self.fresh[ids]
+        self.fresh[ids] = False
+        feats = batch_views(batch, cfg, "cpu")[:, 0] if self.readout.gate else None  # (n, V, D)
+        return self.readout.step(ids, reading.cpu(), fresh, feats).to(reading.device)

@@ -33,8 +33,7 @@ from torch import nn
 
 from ...errors import RoborewardError
 from ..base import RewardModel, RewardStream, register_reward_model
-from ..features import (batch_state, batch_views, gate_sequence, gate_step, observation_features, scene_change,
-                        smooth_sequence, smooth_step, task_ids)
+from ..features import ReadoutOverTime, batch_state, batch_views, observation_features, readout_sequence, task_ids
 from .configuration_grm import GRMConfig
 from ...data.cache import cached_features
 from .data_grm import ROLES, GRMPairs, bin_centres, chain, two_hot
@@ -177,8 +176,7 @@ class GRM(RewardModel):
         for i in range(t):
             inc.append(r["forward"][:, i] if i < g else chain(inc[i - g], r["step"][:, i]))
             out.append(self.combine(r["forward"][:, i], r["backward"][:, i], inc[i], out[-1] if out else None))
-        value = smooth_sequence(torch.stack(out, 1).clamp(0.0, 1.0), self.config.smooth_frames)
-        return gate_sequence(value, feats, self.config.readout_gate, self.config.gate_floor)
+        return readout_sequence(torch.stack(out, 1).clamp(0.0, 1.0), feats, self.config)
 
     def stream(self, n_envs: int, encoder: Any = None) -> "GRMStream":
         return GRMStream(self, n_envs, encoder)
@@ -288,10 +286,9 @@ class GRMStream(RewardStream):
         g, d, dev = model.config.incremental_gap, model.config.d_model, model.device
         self.tokens = torch.zeros(n_envs, g, d, device=dev)
         self.incremental = torch.zeros(n_envs, g, device=dev)
-        self.value = torch.zeros(n_envs, device=dev)  # fused progress (before the smoothing and the gate)
-        self.smoothed = torch.zeros(n_envs, device=dev)  # after the smoothing
-        self.gated = torch.zeros(n_envs, device=dev)  # what the stream returned
-        self.last = torch.zeros(n_envs, len(model.config.cameras), model.config.feature_dim, device=dev)
+        self.value = torch.zeros(n_envs, device=dev)  # fused progress (before the readouts over time)
+        cfg = model.config
+        self.readout = ReadoutOverTime(n_envs, cfg.smooth_frames, cfg.readout_gate, cfg.gate_floor, device=dev)
         self.count = torch.zeros(n_envs, dtype=torch.long, device=dev)
 
     def reset(self, i: int | Sequence[int] | None = None) -> None:
@@ -327,13 +324,5 @@ class GRMStream(RewardStream):
         self.tokens[envs, slot] = token
         self.incremental[envs, slot] = incremental
         self.value[envs] = value
-        out = value
-        if cfg.smooth_frames != 1:
-            out = torch.where(first, out, smooth_step(self.smoothed[envs], out, cfg.smooth_frames))
-            self.smoothed[envs] = out
-        if cfg.readout_gate:
-            out = torch.where(first, out, gate_step(self.gated[envs], out, scene_change(self.last[envs], feats),
-                                                    cfg.readout_gate, cfg.gate_floor))
-        self.gated[envs], self.last[envs] = out, feats
         self.count[envs] = count + 1
-        return out
+        return self.readout.step(envs, value, first, feats)

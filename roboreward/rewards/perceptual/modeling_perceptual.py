@@ -34,7 +34,7 @@ from ...data.cache import cached_features
 from ...data.store import EpisodeStore
 from ...errors import RoborewardError
 from ..base import RewardModel, register_reward_model
-from ..features import FeatureRewardConfig, FrameStream, batch_views, check_gate, check_smooth, gate_sequence, smooth_sequence
+from ..features import FeatureRewardConfig, FrameStream, batch_views, check_gate, check_smooth, readout_sequence
 
 FIT_REPORT = "fit_report.json"
 
@@ -172,8 +172,7 @@ class Perceptual(RewardModel):
         s = self._scores(views)
         # log-domain soft assignment: a frame far from every step still gets a defined weight.
         w = torch.softmax(torch.log(s.clamp_min(1e-30)) / cfg.temperature, dim=-1)
-        value = smooth_sequence((w * self.step_value).sum(-1).clamp(0.0, 1.0), cfg.smooth_frames)
-        return gate_sequence(value, views, cfg.readout_gate, cfg.gate_floor)
+        return readout_sequence((w * self.step_value).sum(-1).clamp(0.0, 1.0), views, cfg)
 
     def stream(self, n_envs: int, encoder: Any = None) -> FrameStream:
         cfg = self.config
