@@ -261,7 +261,7 @@ def rewards_table(d):
         print("| base trained on | seeds | | VOC | AUROC | finish > hover | lowest final (success) | MAE |\n"
               "|---|---|---|---|---|---|---|---|")
         for ad in rows:
-            for label in ("before", "after_state", "after", "after_smooth8"):
+            for label in ADAPT_LABELS:  # table order
                 if not all(label in row for row in ad["seeds"].values()):
                     continue  # results measured before that row existed
                 print(f"| {ad['base_task'].replace('+', ' + ')} | {len(ad['seeds'])} | {ADAPT_LABELS[label]} | {mean(ad, label, 'voc')} | "
