@@ -466,6 +466,10 @@ def _bc_train(args):
      help="actions of each predicted chunk to execute (default: LeRobot's n_action_steps, else horizon/2)")
 @arg("--max-steps", type=_int_in(1), default=300)
 @arg("--videos", type=_int_in(0), default=2)
+@arg("--seed", type=_int_in(0), default=100_000, help="first rollout's env seed (then +1 each); far from recipes' seeds")
+@arg("--record", type=Path, default=None,
+     help="zarr store to write every rollout into, with the sim's ground truth and stage annotations, to check or "
+          "train a reward model on this policy's own episodes (created, or completed by re-running the same command)")
 def _sim_eval(args):
     from .policies.evaluate import evaluate_policy
     from .sim.scripted import PLANS
@@ -485,9 +489,10 @@ def _sim_eval(args):
     out = args.out or args.policy / f"sim_eval_{args.task}"
     r = evaluate_policy(args.policy, args.task, args.episodes, out, image_size=args.image_size, n_envs=args.envs,
                         execute=args.execute, max_steps=args.max_steps, videos=args.videos, task_config=task_config,
-                        visual=visual)
+                        visual=visual, record=args.record, seed=args.seed)
     print(f"{args.task}: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
-          f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}); {out / 'sim_eval.json'}")
+          f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}); {out / 'sim_eval.json'}"
+          + (f"; rollouts recorded in {args.record}" if args.record else ""))
 
 
 # ---------------------------------------------------------------------------------------- rl

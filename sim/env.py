@@ -112,6 +112,8 @@ class SO101Env(gym.Env):
         self._renderer: mujoco.Renderer | None = None
         self._steps = 0
         self.last_state = None
+        self.last_action: np.ndarray | None = None
+        """The last joint target stepped (LeRobot units), what a rollout recorder stores as ``action``."""
 
         size = config.image_size
         spaces = {"observation.state": gym.spaces.Box(LOW, HIGH, dtype=np.float32)}
@@ -164,6 +166,7 @@ class SO101Env(gym.Env):
         if action.shape != (6,) or not np.all(np.isfinite(action)):
             raise ValueError(f"action must be 6 finite joint targets in LeRobot units, got {action!r}")
         self.data.ctrl[self._act] = from_lerobot(action)
+        self.last_action = action.astype(np.float32)
         mujoco.mj_step(self.model, self.data, nstep=self.config.substeps)
         self._steps += 1
         state = self.last_state = self.task.evaluate()

@@ -407,11 +407,17 @@ MIN_STAGE_FRAMES = 3
 def _annotations(labels: list[tuple[str, str, int, int]], gt_stage: np.ndarray,
                  stage_names: tuple[str, ...]) -> dict[str, list[Subtask]]:
     """Dense: the script's fine phases (what the robot was doing). Sparse: the task stages the
-    episode actually went through, read from the simulator's stage detector, as a careful annotator
-    would mark them. The script's own stage labels would claim, on a failure, stages it never
-    reached ("transport" after a missed grasp), and a reward model trained on them learns to pay
-    for the motion instead of the outcome."""
+    episode actually went through (``stage_annotations``)."""
     dense = [Subtask(name, s, e) for name, _, s, e in labels if e > s]
+    return {"sparse": stage_annotations(gt_stage, stage_names), "dense": dense}
+
+
+def stage_annotations(gt_stage: np.ndarray, stage_names: tuple[str, ...]) -> list[Subtask]:
+    """The task stages an episode went through, read from the simulator's stage detector as a
+    careful annotator would mark them (runs shorter than ``MIN_STAGE_FRAMES`` join the run before).
+    A script's own stage labels would claim, on a failure, stages it never reached ("transport"
+    after a missed grasp), and a reward model trained on them learns to pay for the motion instead
+    of the outcome. Scripted demos and recorded policy rollouts are annotated alike."""
     runs: list[list] = []  # [stage, start, end]
     for t, k in enumerate(np.asarray(gt_stage).tolist()):
         if runs and runs[-1][0] == k:
@@ -424,8 +430,7 @@ def _annotations(labels: list[tuple[str, str, int, int]], gt_stage: np.ndarray,
             merged[-1][2] = run[2]
         else:
             merged.append(run)
-    sparse = [Subtask(stage_names[k], s, e) for k, s, e in merged]
-    return {"sparse": sparse, "dense": dense}
+    return [Subtask(stage_names[k], s, e) for k, s, e in merged]
 
 
 def generate_episode(task: str, quality: str, seed: int, image_size: int = 128, failure_mode: str | None = None,
@@ -515,4 +520,4 @@ def feature_specs(task: str, image_size: int = 128) -> dict[str, FeatureSpec]:
     return specs
 
 
-__all__ = ["FAILURE_MODES", "PLANS", "QUALITIES", "Phase", "feature_specs", "generate_episode"]
+__all__ = ["FAILURE_MODES", "PLANS", "QUALITIES", "Phase", "feature_specs", "generate_episode", "stage_annotations"]

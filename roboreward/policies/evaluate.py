@@ -38,12 +38,101 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
     writer.release()
 
 
+class RolloutRecorder:
+    """Writes every rollout of ``rollouts`` into an episode store, like a generated one: per frame
+    the env's observation (joint state, both cameras, object poses), the joint target stepped, and
+    the simulator's ground truth (progress, stage, stage progress, success); the stages the episode
+    went through as its sparse annotation (``sim.scripted.stage_annotations``, as for scripted
+    demos); its success, seed and drawn look. The observation an episode ends on (a success or the
+    time limit) is kept as a last frame with the target held. Quality ``unknown``: a policy made it,
+    not a scripted demonstrator.
+
+    What it is for: a reward model checked on (``reward eval``), or trained with (``data merge``),
+    the episodes a policy really produces, its failures above all, instead of scripted ones only.
+
+    An existing store is appended to only if it records the same rollouts (policy, task, layout,
+    look, image size); seeds already in it are rolled out again for the report but not written
+    twice, so re-running an interrupted command completes the store. Every episode is committed
+    whole, so a crash loses at most the episodes in flight."""
+
+    def __init__(self, path, task: str, image_size: int, identity: dict, fps: int = 30):
+        from ..data.schema import StoreError
+        from ..data.store import EpisodeStore
+        from ..sim.scripted import feature_specs
+
+        self.path = Path(path)
+        identity = {"task": task, "image_size": int(image_size), **identity}
+        if self.path.exists():
+            store = EpisodeStore(self.path, mode="a")
+            saved = store.root.attrs.get("extra", {}).get("rollouts")
+            if saved != identity:
+                made = "rollouts " + json.dumps(saved, sort_keys=True) if saved else "no recorded rollouts"
+                raise StoreError(f"{self.path} exists and holds {made}; record into another store (--record NEW.zarr)")
+        else:
+            store = EpisodeStore.create(self.path, feature_specs(task, image_size), fps=fps, robot_type="so101_follower")
+            store.set_attr("rollouts", identity)
+        self.store, self.task = store, task
+        self.done = {e.info.get("seed") for e in store.episodes}
+        self.buffers: dict[int, dict[str, list] | None] = {}
+
+    def begin(self, i: int, seed: int) -> None:
+        self.buffers[i] = None if seed in self.done else {k: [] for k in self.store.features}
+
+    def frame(self, i: int, sim, obs: dict, info: dict) -> None:
+        """The observation env ``i`` acts on and its ground truth (before its step)."""
+        buf = self.buffers.get(i)
+        if buf is None:
+            return
+        for key in buf:
+            if key == "action":
+                continue
+            if key.startswith("gt."):
+                value = info[key[3:]]
+            elif key in obs and np.asarray(obs[key]).ndim == len(self.store.features[key].shape):
+                value = obs[key]
+            elif key.startswith("observation.images."):
+                value = sim.render_camera(key.rsplit(".", 1)[1])
+            elif key == "observation.state":
+                value = sim.joint_state()
+            else:  # observation.environment_state
+                value = sim.task.environment_state()
+            buf[key].append(np.asarray(value))
+
+    def action(self, i: int, sim) -> None:
+        """The joint target env ``i`` just stepped."""
+        if self.buffers.get(i) is not None:
+            self.buffers[i]["action"].append(sim.last_action.copy())
+
+    def end(self, i: int, seed: int, sim, obs: dict, info: dict) -> None:
+        """Env ``i``'s episode is over: its last observation, held, then one committed episode."""
+        from ..data.schema import Episode
+        from ..sim.scripted import stage_annotations
+
+        buf = self.buffers.get(i)
+        if buf is None:
+            return
+        self.frame(i, sim, obs, info)
+        buf["action"].append(buf["action"][-1].copy())
+        data = {k: np.stack(v) for k, v in buf.items()}
+        self.buffers[i] = None
+        success = bool(data["gt.success"].any())
+        episode_info = {"seed": int(seed)}
+        if getattr(sim, "last_visual", None):
+            episode_info["visual"] = sim.last_visual
+        self.store.add_episode(Episode(data=data, task=sim.task.instruction, success=success, quality="unknown",
+                                       annotations={"sparse": stage_annotations(data["gt.stage"], sim.task.stages)},
+                                       info=episode_info))
+        self.done.add(int(seed))
+
+
 def rollouts(runner, make_env, episodes: int, n_envs: int = 4, seed: int = 100_000, videos: int = 0,
-             out: Path | None = None, desc: str = "rollouts", render_frames: bool = True) -> list[dict]:
+             out: Path | None = None, desc: str = "rollouts", render_frames: bool = True,
+             record: RolloutRecorder | None = None) -> list[dict]:
     """The one rollout loop (``sim eval``, ``rl eval``): ``n_envs`` envs from ``make_env()`` in
     lockstep, the runner (``reset(ids)``, ``act(observation, ids)``, ``needs``) asked once per step
     for every live env; episodes seeded ``seed``, ``seed + 1``, ...; the first ``videos`` written to
-    ``<out>/videos``. Per rollout: seed, success (at any step), steps, furthest gt progress."""
+    ``<out>/videos``; every episode written into ``record``'s store when given. Per rollout: seed,
+    success (at any step), steps, furthest gt progress."""
     from tqdm.auto import tqdm
 
     from ..sim.env import CAMERAS
@@ -58,7 +147,12 @@ def rollouts(runner, make_env, episodes: int, n_envs: int = 4, seed: int = 100_0
             batch = envs[: episodes - len(results)]
             seeds = list(range(next_seed, next_seed + len(batch)))
             next_seed += len(batch)
-            obs = [env.reset(seed=s)[0] for env, s in zip(batch, seeds)]
+            resets = [env.reset(seed=s) for env, s in zip(batch, seeds)]
+            obs = [o for o, _ in resets]
+            infos = [info for _, info in resets]
+            if record is not None:
+                for i, s in enumerate(seeds):
+                    record.begin(i, s)
             runner.reset()
             frames = [[] for _ in batch]
             done = [False] * len(batch)
@@ -73,12 +167,19 @@ def rollouts(runner, make_env, episodes: int, n_envs: int = 4, seed: int = 100_0
                         sim = batch[i].unwrapped
                         frames[i].append(np.concatenate([obs[i][f"observation.images.{c}"] if f"observation.images.{c}" in obs[i]
                                                          else sim.render_camera(c) for c in CAMERAS], axis=1))
+                    if record is not None:
+                        record.frame(i, batch[i].unwrapped, obs[i], infos[i])
                     obs[i], _, terminated, truncated, info = batch[i].step(action)
+                    infos[i] = info
+                    if record is not None:
+                        record.action(i, batch[i].unwrapped)
                     steps[i] += 1
                     success[i] |= bool(info["success"])
                     best[i] = max(best[i], float(info.get("progress", 0.0)))
                     if terminated or truncated:
                         done[i] = True
+                        if record is not None:
+                            record.end(i, seeds[i], batch[i].unwrapped, obs[i], info)
             bar.update(len(batch))
             bar.set_postfix(success=f"{sum(r['success'] for r in results) + sum(success)}/{len(results) + len(batch)}")
             for i, s in enumerate(seeds):
@@ -91,6 +192,19 @@ def rollouts(runner, make_env, episodes: int, n_envs: int = 4, seed: int = 100_0
         for env in envs:
             env.close()
     return results
+
+
+def _weights_id(policy) -> str:
+    """The policy's class and the first 12 hex digits of a sha256 over its weights: what a recorded
+    store says made its rollouts (a path would not survive a move)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    state = policy.state_dict() if hasattr(policy, "state_dict") else {}
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return f"{type(policy).__name__}:{h.hexdigest()[:12]}"
 
 
 def evaluate_policy(
@@ -106,13 +220,15 @@ def evaluate_policy(
     videos: int = 2,
     task_config: dict | None = None,
     visual: dict | None = None,
+    record: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Success rate of ``policy`` (a Policy or a checkpoint folder) on ``episodes`` rollouts of
     ``task``; seeds start at ``seed`` (far from the demonstration seeds 0..N). Writes
     ``<out>/sim_eval.json`` and up to ``videos`` mp4s. ``image_size``: the camera resolution
     (default: a pixel policy's training size, else 128). ``task_config``: overrides of the task's
     default config, to roll out in the object distribution a dataset recipe was generated with;
-    ``visual``: the recipe's visual options (colours, light, cameras, distractors; sim/visual.py)."""
+    ``visual``: the recipe's visual options (colours, light, cameras, distractors; sim/visual.py).
+    ``record``: a store to write every rollout into (``RolloutRecorder``; created, or completed)."""
     from ..sim.env import CAMERAS, EnvConfig, SO101Env
     from .base import Policy
     from .runner import PolicyRunner
@@ -138,12 +254,18 @@ def evaluate_policy(
     t0 = time.perf_counter()
 
     # A policy without cameras steps physics only; video frames are then rendered on demand.
+    recorder = None
+    if record is not None:
+        recorder = RolloutRecorder(record, task, image_size, {
+            "policy": _weights_id(policy), "task_config": task_config or {},
+            "visual": visual or {}, "execute": runner.execute, "max_steps": max_steps})
+
     def make_env():
-        return SO101Env(EnvConfig(task=task, image_size=image_size, cameras=CAMERAS if runner.cameras else (),
+        return SO101Env(EnvConfig(task=task, image_size=image_size, cameras=CAMERAS if runner.cameras or record else (),
                                   max_episode_steps=max_steps, terminate_on_success=True, task_config=task_config or None,
                                   visual=visual or None))
 
-    results = rollouts(runner, make_env, episodes, n_envs, seed, videos, out, desc=f"sim eval {task}")
+    results = rollouts(runner, make_env, episodes, n_envs, seed, videos, out, desc=f"sim eval {task}", record=recorder)
     n_success = sum(r["success"] for r in results)
     low, high = wilson_interval(n_success, len(results))
     report = {
@@ -151,6 +273,7 @@ def evaluate_policy(
         "ci95": [low, high], "task_config": task_config or {}, "visual": visual or {}, "execute": runner.execute,
         "image_size": image_size, "max_steps": max_steps,
         "seconds": time.perf_counter() - t0, "rollouts": results,
+        "recorded": None if recorder is None else str(recorder.path),
     }
     (out / "sim_eval.json").write_text(json.dumps(report, indent=2))
     return report

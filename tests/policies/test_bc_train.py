@@ -106,6 +106,49 @@ def test_sim_eval_rolls_out_a_trained_policy(plain, tmp_path):
     assert len(list((tmp_path / "eval" / "videos").glob("*.mp4"))) == 1
 
 
+def test_sim_eval_records_its_rollouts_as_a_store(plain, tmp_path, capsys):
+    """`sim eval --record`: every rollout becomes an episode whose actions, replayed from its seed,
+    give back its recorded states and ground truth; re-running completes the store without
+    duplicates; another policy's or layout's rollouts are refused in one line."""
+    import numpy as np
+
+    from roboreward.data.store import EpisodeStore
+    from roboreward.policies.evaluate import evaluate_policy
+    from roboreward.sim.env import EnvConfig, SO101Env
+
+    store_path = tmp_path / "rollouts.zarr"
+    report = evaluate_policy(plain / "model", "pick_place", 3, tmp_path / "eval", image_size=32, n_envs=2, max_steps=15,
+                             videos=0, record=store_path)
+    store = EpisodeStore(store_path)
+    assert store.n_episodes == 3 and report["recorded"] == str(store_path)
+    for ep, rollout in zip(store.episodes, report["rollouts"]):
+        assert ep.info["seed"] == rollout["seed"] and ep.success == rollout["success"] and ep.quality == "unknown"
+        assert ep.length == rollout["steps"] + 1  # the observation it ended on, held
+        spans = [(s.start, s.end) for s in ep.annotations["sparse"]]
+        assert spans[0][0] == 0 and spans[-1][1] == ep.length and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert {"observation.images.front", "observation.images.wrist"} <= set(store.features)  # rendered for the store
+    ep = store.read_episode(1)
+    assert ep.data["observation.images.front"].shape == (ep.length, 32, 32, 3) and ep.data["observation.images.front"].std() > 0
+    env = SO101Env(EnvConfig(task="pick_place", image_size=32, cameras=(), max_episode_steps=100))
+    try:
+        _, info = env.reset(seed=store.episodes[1].info["seed"])
+        for t in range(ep.length):
+            np.testing.assert_allclose(env.joint_state(), ep.data["observation.state"][t], atol=1e-4)
+            assert abs(info["progress"] - ep.data["gt.progress"][t]) < 1e-5
+            if t < ep.length - 1:
+                _, _, _, _, info = env.step(ep.data["action"][t])
+    finally:
+        env.close()
+    evaluate_policy(plain / "model", "pick_place", 4, tmp_path / "eval", image_size=32, n_envs=2, max_steps=15,
+                    videos=0, record=store_path)
+    assert [e.info["seed"] for e in EpisodeStore(store_path).episodes] == [100_000, 100_001, 100_002, 100_003]
+    recipe = tmp_path / "wide.yaml"
+    recipe.write_text("task: pick_place\ntask_config: {cube_yaw_deg: 5}\n")
+    line = refused(capsys, "sim", "eval", "--policy", plain / "model", "--recipe", recipe, "--episodes", "1",
+                   "--image-size", "32", "--max-steps", "3", "--out", tmp_path / "e2", "--record", store_path)
+    assert "exists and holds rollouts" in line and "record into another store (--record NEW.zarr)" in line
+
+
 def test_wilson_interval_by_hand():
     from roboreward.policies.evaluate import wilson_interval
 
