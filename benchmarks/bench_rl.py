@@ -52,8 +52,19 @@ SCHEMES = {  # name -> (reward, shaping)
     "pbrs_sarm": ("sarm", "pbrs"),
     "pbrs_grm": ("grm", "pbrs"),
     "oracle_pbrs": ("oracle", "pbrs"),
+    "pbrs_sarm_onpolicy": ("sarm_onpolicy", "pbrs"),
+    "pbrs_grm_onpolicy": ("grm_onpolicy", "pbrs"),
 }
 MODELS = {"sarm": "configs/reward/sarm.yaml", "grm": "configs/reward/grm.yaml"}
+GRID = ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs")
+"""The planned grid's schemes (the default of --schemes); the `_onpolicy` ones are run by name."""
+ONPOLICY = {"episodes": 100, "train_seed": 200_000, "check_seed": 100_000}
+"""The base policy's own rollouts in the RL layout (``sim eval --record``, deterministic, the RL
+episodes' horizon): 100 from seed 200000 join the RL store to train the `_onpolicy` reward models;
+100 from seed 100000, never trained on, are where every model is checked (``reward_check``). The
+learned potentials read the learner's failed episodes far above their true progress; the scripted
+failures in the store do not look like the base policy's near misses (a cube released beside the
+bowl)."""
 PINNED = {"sarm": {"model": {"done_key": None, "filter_min_stay_frac": 0.0}, "data": {"augment_copies": 0}}}
 """What the grid's reward models change in their configs: SARM as the grid's first 18 cells trained
 it (2026-12-02 to -05: stage filter, change gate and stage hold, but no done stage, no photometric
@@ -107,12 +118,12 @@ def cli(*args, log: Path | None = None) -> None:
         subprocess.run(cmd, check=True, env=env(), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
 
 
-def prepare(task: str, work: Path, quick: bool, setting: str = "narrow") -> dict:
+def prepare(task: str, work: Path, quick: bool, setting: str = "narrow", onpolicy: bool = False) -> dict:
     """The task's store and its trained reward models (reused when present), and the base policy,
-    cloned on the experts of the setting's base store (the RL store itself in the narrow setting)."""
+    cloned on the experts of the setting's base store (the RL store itself in the narrow setting).
+    ``onpolicy``: also the `_onpolicy` models, trained on the store joined with the base policy's own
+    rollouts in the RL layout (ONPOLICY)."""
     import yaml
-
-    from roboreward.config import config_data
 
     rl_recipe, base_recipe, _ = SETTINGS[setting]
 
@@ -124,29 +135,89 @@ def prepare(task: str, work: Path, quick: bool, setting: str = "narrow") -> dict
 
     recipe = ROOT / f"datasets/{rl_recipe.format(task=task)}.yaml"
     store = store_of(rl_recipe.format(task=task))
-    models = {}
-    for name, config in MODELS.items():
-        run = work / f"{name}_{task}"
-        if not (run / "model" / "config.json").is_file():
-            cfg = config_data(ROOT / config)  # with any ``base:`` resolved, since the copy lives elsewhere
-            # The narrow grid keeps its first cells' SARM recipe (PINNED); the shift grid, new, trains today's defaults.
-            for section, fields in (PINNED.get(name, {}) if setting == "narrow" else {}).items():
-                cfg[section].update(fields)
-            if quick:
-                cfg["data"]["image_size"] = 32
-                cfg["data"]["val_fraction"] = 0.25
-            written = work / f"{name}{'_quick' if quick else ''}.yaml"
-            written.write_text(yaml.safe_dump(cfg))
-            cli("reward", "train", "--config", written, "--dataset", store, "--out", run,
-                *(["--steps", 40] if quick else []))
-        models[name] = run / "model"
+    models = {name: train_model(name, config, store, work / f"{name}_{task}", work, quick, setting)
+              for name, config in MODELS.items()}
     base = work / f"base_{task}"
     if not (base / "model" / "config.json").is_file():
         base_store = store if base_recipe == rl_recipe else store_of(base_recipe.format(task=task))
         cli("bc", "train", "--config", ROOT / BASE_POLICY, "--dataset", base_store, "--out", base, "--qualities", "expert",
             *(["--steps", 40] if quick else []))
-    return {"store": store, "models": models, "base_policy": base / "model", "setting": setting,
+    prep = {"store": store, "models": models, "base_policy": base / "model", "setting": setting, "recipe": recipe,
             "task_config": yaml.safe_load(recipe.read_text()).get("task_config", {})}
+    if onpolicy:
+        # The base policy's own episodes in the RL layout join the store for the `_onpolicy` models.
+        rollouts = base_rollouts(task, prep, work, ONPOLICY["train_seed"], quick)
+        merged = work / f"{rl_recipe.format(task=task)}+base_rollouts.zarr"
+        if not (merged / "zarr.json").is_file():
+            cli("data", "merge", store, rollouts, "--out", merged)
+        for name, config in MODELS.items():
+            models[f"{name}_onpolicy"] = train_model(name, config, merged, work / f"{name}_onpolicy_{task}", work, quick, setting)
+    return prep
+
+
+def train_model(name: str, config: str, store: Path, run: Path, work: Path, quick: bool, setting: str) -> Path:
+    """``reward train`` of one of MODELS on ``store`` into ``run`` (reused when done); its model folder."""
+    import yaml
+
+    from roboreward.config import config_data
+
+    if not (run / "model" / "config.json").is_file():
+        cfg = config_data(ROOT / config)  # with any ``base:`` resolved, since the copy lives elsewhere
+        # The narrow grid keeps its first cells' SARM recipe (PINNED); the shift grid, new, trains today's defaults.
+        for section, fields in (PINNED.get(name, {}) if setting == "narrow" else {}).items():
+            cfg[section].update(fields)
+        if quick:
+            cfg["data"]["image_size"] = 32
+            cfg["data"]["val_fraction"] = 0.25
+        written = work / f"{name}{'_quick' if quick else ''}.yaml"
+        written.write_text(yaml.safe_dump(cfg))
+        cli("reward", "train", "--config", written, "--dataset", store, "--out", run, *(["--steps", 40] if quick else []))
+    return run / "model"
+
+
+def base_rollouts(task: str, prep: dict, work: Path, seed: int, quick: bool) -> Path:
+    """The base policy's deterministic rollouts in the RL recipe's layout, recorded by ``sim eval
+    --record`` (ground truth and stage annotations from the sim, at the store's image size and the
+    RL episodes' horizon), seeds ``seed``, ``seed + 1``, ...; reused when complete."""
+    import yaml
+
+    from roboreward.data.store import EpisodeStore
+
+    n = 4 if quick else ONPOLICY["episodes"]
+    out = work / f"base_rollouts_{task}_{seed}.zarr"
+    if (out / "zarr.json").is_file() and EpisodeStore(out).n_episodes >= n:
+        return out
+    size = EpisodeStore(prep["store"]).features["observation.images.front"].shape[0]
+    horizon = yaml.safe_load((ROOT / "configs/rl/sac.yaml").read_text())["max_episode_steps"]
+    cli("sim", "eval", "--policy", prep["base_policy"], "--recipe", prep["recipe"], "--episodes", n, "--image-size", size,
+        "--max-steps", 30 if quick else horizon, "--videos", 0, "--seed", seed, "--out", work / f"sim_eval_base_{task}_{seed}",
+        "--record", out)
+    return out
+
+
+def reward_check(task: str, prep: dict, work: Path, quick: bool) -> dict:
+    """Every prepared reward model read on the base policy's own rollouts (``ONPOLICY['check_seed']``,
+    never trained on): what ``reward eval`` reports there, in short. The RL learner starts from this
+    policy, so this is how the potential grades the episodes it will see first."""
+    store = base_rollouts(task, prep, work, ONPOLICY["check_seed"], quick)
+    out = {}
+    for name, model in prep["models"].items():
+        folder = work / f"check_{name}_{task}"
+        if not (folder / "metrics.json").is_file():
+            cli("reward", "eval", "--model", model, "--dataset", store, "--episodes", "all", "--out", folder,
+                "--plots", 0, "--videos", 0)
+        m = json.loads((folder / "metrics.json").read_text())
+        level = m["primary_level"]
+        finals = [(e["success"], e["final_progress"][level]) for e in m["per_episode"]]
+        succ = [f for ok, f in finals if ok]
+        fail = [f for ok, f in finals if not ok]
+        out[name] = {"fingerprint": fingerprint(model), "successes": len(succ), "failures": len(fail),
+                     "auroc": m["auroc"], "auroc_tied": m.get("auroc_tied"), "voc": m["voc"],
+                     "final_success_mean": float(np.mean(succ)) if succ else None,
+                     "final_failure_mean": float(np.mean(fail)) if fail else None,
+                     "failures_ending_above_0.9": int(sum(f > 0.9 for f in fail)),
+                     "finish_over_hover": (m.get("finish_vs_hover") or {}).get("higher_share")}
+    return out
 
 
 def cell_name(task: str, scheme: str, seed: int) -> str:
@@ -410,7 +481,7 @@ def chart(record: dict, png: Path) -> None:
         return
     fig = Figure(figsize=(5.5 * len(tasks), 7.5))
     axes = fig.subplots(2, len(tasks), squeeze=False)
-    colours = dict(zip(SCHEMES, ("#888888", "#d95f02", "#1b9e77", "#7570b3", "#000000")))
+    colours = dict(zip(SCHEMES, ("#888888", "#d95f02", "#1b9e77", "#7570b3", "#000000", "#e7298a", "#66a61e")))
     for j, task in enumerate(tasks):
         for scheme in SCHEMES:
             cells = [c for c in record["cells"].values() if c["task"] == task and c["scheme"] == scheme]
@@ -445,7 +516,12 @@ def main():
     p.add_argument("--setting", default="narrow", choices=list(SETTINGS),
                    help="narrow: the RL recipes' own layout; shift: a narrow-layout base policy where the objects stand further forward")
     p.add_argument("--tasks", default=None, help="default: the tasks with a recipe for the setting (--quick: pick_place)")
-    p.add_argument("--schemes", default=",".join(SCHEMES))
+    p.add_argument("--schemes", default=",".join(GRID),
+                   help=f"default: the planned grid; also {', '.join(k for k in SCHEMES if k not in GRID)} (reward models "
+                        "trained with the base policy's own rollouts)")
+    p.add_argument("--check", action="store_true",
+                   help="read every prepared reward model on the base policy's own rollouts (on by default with an "
+                        "_onpolicy scheme)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=None, help="env steps per cell (default 20000; --quick 300)")
     p.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this many minutes")
@@ -457,6 +533,7 @@ def main():
     unknown = sorted(set(schemes) - set(SCHEMES))
     if unknown:
         p.error(f"unknown scheme {unknown[0]!r}; choose from {list(SCHEMES)}")
+    onpolicy = any(SCHEMES[k][0].endswith("_onpolicy") for k in schemes)
     tasks = (args.tasks or ("pick_place" if args.quick else ",".join(
         t for t in ("pick_place", "stack") if (ROOT / f"datasets/{SETTINGS[args.setting].rl_recipe.format(task=t)}.yaml").is_file()))).split(",")
     name = "bench_rl" if args.setting == "narrow" else f"bench_rl_{args.setting}"
@@ -476,7 +553,11 @@ def main():
     for i, task in enumerate(tasks if not args.aggregate else []):
         todo = any(not (cells_dir / f"{cell_name(task, c, s)}.json").is_file() for s in seeds for c in schemes)
         if todo or (i == 0 and measure_speed):  # a finished task needs no models (the speed section reads the first)
-            preps[task] = prepare(task, work, args.quick, args.setting)
+            preps[task] = prepare(task, work, args.quick, args.setting, onpolicy=onpolicy)
+    record["reward_check"] = dict(old.get("reward_check") or {})
+    for task, prep in preps.items():
+        if args.check or onpolicy:
+            record["reward_check"][task] = reward_check(task, prep, work, args.quick)
     if args.aggregate or args.setting != "narrow":  # the narrow setting's speed section measures the loop
         record["speed"] = old.get("speed")
         if args.aggregate and old.get("machine"):
@@ -513,13 +594,15 @@ def main():
         if c["steps"] == steps:
             cells[f.stem] = c
     record["cells"] = cells
-    record["cells_done"] = f"{len(cells)}/{len(SCHEMES) * len(tasks) * 3}" if not args.quick else f"{len(cells)}"
+    grid = sum(c["scheme"] in GRID for c in cells.values())
+    record["cells_done"] = f"{grid}/{len(GRID) * len(tasks) * 3}" if not args.quick else f"{grid}"
+    record["extra_cells"] = len(cells) - grid  # cells of schemes outside the planned grid (the `_onpolicy` ones)
     record["stopped_early"] = stopped
     record["summary"] = summarise(cells, record)
     common.write(name, record, args.out)
     chart(record, path.with_suffix(".png"))
     print_tables(record)
-    print(f"{record['cells_done']} cells; {path}")
+    print(f"{record['cells_done']} grid cells{f' + {record['extra_cells']} others' if record['extra_cells'] else ''}; {path}")
 
 
 if __name__ == "__main__":

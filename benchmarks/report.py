@@ -475,7 +475,7 @@ def rl_table(d):
           "| steps to 80% (median) | furthest gt progress (final eval) | potential at the end of training episodes (last 50) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for task, schemes in d["summary"].items():
-        for name in ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs"):
+        for name in ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs", "pbrs_sarm_onpolicy", "pbrs_grm_onpolicy"):
             s = schemes.get(name)
             if s is None:
                 continue
@@ -490,6 +490,23 @@ def rl_table(d):
                   f"{fmt(s['steps_to_80_median']) if s['steps_to_80_median'] else 'not reached'} "
                   f"| {s['final_max_progress_mean']:.2f} | "
                   f"{'-' if name == 'sparse' or s.get('final_learned_progress_mean') is None else format(s['final_learned_progress_mean'], '.2f')} |")
+    if d.get("extra_cells"):
+        print(f"\nBeyond the planned grid: {d['extra_cells']} cells of the `_onpolicy` schemes (pbrs with SARM or GRM trained "
+              "on the RL store joined with 100 of the base policy's own rollouts in this layout, `bench_rl.ONPOLICY`).")
+    check = d.get("reward_check") or {}
+    if check:
+        print("\n**The reward models read on the base policy's own rollouts** (`bench_rl.py ... --check`: 100 deterministic "
+              "rollouts in the RL layout, recorded by `sim eval --record`, never trained on; the learner starts from this "
+              "policy). `_onpolicy`: trained with another 100 such rollouts.\n")
+        print("| task | model | successes / failures | AUROC | final progress, successes | final progress, failures "
+              "| failures ending above 0.9 | finish > hover |")
+        print("|---|---|---|---|---|---|---|---|")
+        for task, models in check.items():
+            for name, c in models.items():
+                f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+                print(f"| {task} | {name} | {c['successes']} / {c['failures']} | {f(c['auroc'])} | "
+                      f"{f(c['final_success_mean'])} | {f(c['final_failure_mean'])} | {c['failures_ending_above_0.9']} | "
+                      f"{f(c['finish_over_hover'])} |")
     sp = d.get("speed")
     if sp:
         r = sp["env_steps_per_s"]
