@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from ..faults import kill_point
 from .schema import StoreError
-from .store import ARRAY_CONFIG, LOWDIM_CHUNK_FRAMES, CheckedArray, EpisodeStore, lowdim_codec, remove_partial_files
+from .store import (ARRAY_CONFIG, LOWDIM_CHUNK_FRAMES, CheckedArray, EpisodeStore, lowdim_codec, remove_partial_files,
+                    writer_lock)
 
 FEATURES = "features"
 FEATURE_DTYPE = "float16"  # halves the cache; pooled CNN features lose nothing measurable at fp16
@@ -112,6 +113,12 @@ def cache_embeddings(
     store = EpisodeStore(store_path)
     if not store.cameras:
         raise StoreError(f"{store.path}: the store has no cameras, so there is nothing to encode")
+    with writer_lock(store.path, f"encoding {cache_key}"):  # what another process finished meanwhile is read below
+        return _encode_missing(store, encoder, cache_key, batch_size, progress, encoder_info, transform, transform_info)
+
+
+def _encode_missing(store: EpisodeStore, encoder, cache_key: str, batch_size: int, progress: bool, encoder_info,
+                    transform, transform_info) -> str:
     total = store.n_frames
     remove_partial_files(store.path / FEATURES)
     root = zarr.open_group(str(store.path), mode="r+")

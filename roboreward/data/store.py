@@ -18,7 +18,9 @@ damage) and read through :class:`CheckedArray`, which turns an absent or undecod
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,6 +185,33 @@ class CheckedArray:
                 + (f" (and {len(found) - 1} more chunks)" if len(found) > 1 else "")
                 + f"; the store is damaged: {repair_hint(self._store.path)}"
             ) from exc
+
+
+@contextmanager
+def writer_lock(path, doing: str) -> Iterator[None]:
+    """One writer at a time per store across processes: an advisory lock (``fcntl.flock``) on the
+    store's folder itself (no lock file is left in or beside it), which the system releases when its
+    holder ends however it ends (kill -9 included), so no stale lock remains. A second writer waits
+    for the first, saying so once. Two commands that both encode a new store's features (say SARM's
+    and GRM's ``reward train``, started together) would otherwise write the same arrays, and each
+    writer's clean-up of interrupted writes (``remove_partial_files``) would delete the other's files
+    in flight. Where ``fcntl`` is missing (not POSIX), no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX only
+        yield
+        return
+    fd = os.open(Path(path), os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"note: another process is writing to {path}; waiting for it to finish before {doing}",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def remove_partial_files(path: Path) -> None:

@@ -294,3 +294,34 @@ def test_cache_embeddings_defaults_are_the_training_configs_cache(tmp_path, make
         line = cache_command(EpisodeStore(store.path), key).split()
         assert line[:3] == ["roboreward", "data", "cache-embeddings"]
         assert run(*line[3:]) == key  # the advised command builds the missing cache, nothing else
+
+
+def test_a_second_writer_waits_and_encodes_nothing_twice(big_store, capsys):
+    """Two encoders of one store at once (say SARM's and GRM's `reward train` on a new store): the
+    second waits for the first's lock on the store, then finds every frame done and encodes none."""
+    import threading
+
+    started, go = threading.Event(), threading.Event()
+
+    class Held(MeanColor):
+        def __call__(self, frames):
+            started.set()
+            assert go.wait(30)
+            return super().__call__(frames)
+
+    first, second = Held(), MeanColor()
+    a = threading.Thread(target=cache_embeddings, args=(big_store, first, "mean-color"), kwargs={"batch_size": 2, "progress": False})
+    b = threading.Thread(target=cache_embeddings, args=(big_store, second, "mean-color"), kwargs={"batch_size": 2, "progress": False})
+    a.start()
+    assert started.wait(30)
+    b.start()
+    b.join(0.5)
+    assert b.is_alive() and second.calls == 0  # waiting, not encoding alongside
+    go.set()
+    a.join(30)
+    b.join(30)
+    assert not a.is_alive() and not b.is_alive()
+    assert second.calls == 0 and first.frames == 2 * 60
+    assert "another process is writing to" in capsys.readouterr().err
+    assert_cache_matches(big_store, "mean-color")
+    assert not [p for p in big_store.rglob("*lock*")]  # the lock is on the folder: no file left behind
