@@ -541,6 +541,8 @@ def _rl_train(args):
 @arg("--videos", type=_int_in(0), default=2)
 @arg("--seed", type=_int_in(0), default=100_000, help="first rollout seed (far from the training envs' seeds)")
 @arg("--out", type=Path, default=None, help="output folder (default <policy>/rl_eval)")
+@arg("--record", type=Path, default=None,
+     help="zarr store to write every rollout into (as sim eval --record): check or train a reward model on this policy's episodes")
 def _rl_eval(args):
     from .rl.train import load_policy, rollout_success
 
@@ -548,10 +550,11 @@ def _rl_eval(args):
     out = args.out or args.policy / "rl_eval"
     out.mkdir(parents=True, exist_ok=True)
     r = rollout_success(algo, config, args.episodes, seed=args.seed, n_envs=args.envs, videos=args.videos, out=out,
-                        desc=f"rl eval {config.task}")
+                        desc=f"rl eval {config.task}", record=args.record)
     (out / "rl_eval.json").write_text(json.dumps(r, indent=2))
     print(f"{config.task}: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
-          f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}); {out / 'rl_eval.json'}")
+          f"(95% CI {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f}); {out / 'rl_eval.json'}"
+          + (f"; rollouts recorded in {args.record}" if args.record else ""))
 
 
 # ---------------------------------------------------------------------------------------- deploy

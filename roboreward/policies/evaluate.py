@@ -88,7 +88,7 @@ class RolloutRecorder:
                 continue
             if key.startswith("gt."):
                 value = info[key[3:]]
-            elif key in obs and np.asarray(obs[key]).ndim == len(self.store.features[key].shape):
+            elif isinstance(obs, dict) and key in obs:  # a raw env's observation; a wrapped one is flattened
                 value = obs[key]
             elif key.startswith("observation.images."):
                 value = sim.render_camera(key.rsplit(".", 1)[1])

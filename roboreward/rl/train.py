@@ -440,12 +440,14 @@ class SB3Runner:
 
 
 def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n_envs: int = 4,
-                    videos: int = 0, out: Path | None = None, desc: str = "", base=None) -> dict[str, Any]:
+                    videos: int = 0, out: Path | None = None, desc: str = "", base=None,
+                    record: str | os.PathLike | None = None) -> dict[str, Any]:
     """Deterministic rollouts of ``algo``'s policy in the plain task (true success only), seeds
     ``seed``, ``seed + 1``, ..., through the shared rollout loop; the first ``videos`` written to
     ``<out>/videos``. ``base``: the loaded base policy of a residual run (loaded from
-    ``config.base_policy`` when not given)."""
-    from ..policies.evaluate import rollouts, wilson_interval
+    ``config.base_policy`` when not given). ``record``: a store to write every rollout into, both
+    cameras at the RL env's 96 px (``policies.evaluate.RolloutRecorder``)."""
+    from ..policies.evaluate import RolloutRecorder, _weights_id, rollouts, wilson_interval
 
     if base is None and config.base_policy:
         base = load_base_policy(config.base_policy)
@@ -457,7 +459,12 @@ def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n
     probe = env()
     runner = SB3Runner(algo, probe.observation_space)
     probe.close()
-    results = rollouts(runner, env, episodes, n_envs, seed, videos, out, desc=desc)
+    recorder = None
+    if record is not None:
+        recorder = RolloutRecorder(record, config.task, 96, {
+            "policy": _weights_id(algo.policy), "task_config": config.task_config or {}, "visual": {},
+            "max_steps": config.max_episode_steps, "base_policy": bool(config.base_policy)})
+    results = rollouts(runner, env, episodes, n_envs, seed, videos, out, desc=desc, record=recorder)
     k = int(sum(r["success"] for r in results))
     low, high = wilson_interval(k, len(results))
     return {"task": config.task, "episodes": len(results), "successes": k, "success_rate": k / len(results),

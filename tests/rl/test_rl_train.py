@@ -118,8 +118,19 @@ def test_residual_sac_run_keeps_its_base_policy(base_policy, tmp_path):
     shutil.rmtree(copy)
     policy, cfg = load_policy(tmp_path / "run")
     assert cfg.base_policy == str(tmp_path / "run" / "model" / "base_policy")
-    ev = rollout_success(policy, cfg, 2, n_envs=2)
+    ev = rollout_success(policy, cfg, 2, n_envs=2, record=tmp_path / "rollouts.zarr")
     assert ev["episodes"] == 2 and 0.0 <= ev["max_progress"] <= 1.0
+    # Recorded (rl eval --record) through the wrapped env: absolute targets, rendered cameras, the sim's truth.
+    from roboreward.data.store import EpisodeStore
+
+    store = EpisodeStore(tmp_path / "rollouts.zarr")
+    assert [e.info["seed"] for e in store.episodes] == [r["seed"] for r in ev["rollouts"]]
+    for e, r in zip(store.episodes, ev["rollouts"]):
+        assert e.length == r["steps"] + 1 and e.success == r["success"]
+    ep = store.read_episode(0)
+    assert ep.data["observation.images.front"].shape[1:] == (96, 96, 3) and ep.data["observation.images.wrist"].std() > 0
+    assert np.abs(ep.data["action"]).max() > 5  # the joint targets the arm got (degrees), not the policy's [-1, 1] actions
+    assert abs(float(ep.data["gt.progress"][1:].max()) - ev["rollouts"][0]["max_progress"]) < 1e-6  # frame t: truth after step t
 
 
 def test_base_policy_folder_is_checked(tmp_path):
