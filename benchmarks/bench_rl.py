@@ -27,8 +27,14 @@ the reward models, the replayed demos and the RL env come from that recipe, and 
 correct by up to 4 deg per step (SHIFT_RL). Cells in ``benchmarks/results/bench_rl_shift/``, results
 in ``bench_rl_shift.json`` / ``.png``; no speed section (the narrow setting's measures the loop).
 
+Reward models checked on the learner's own episodes (``--check``, ONPOLICY): the base policy's
+deterministic rollouts in the RL layout are recorded (``sim eval --record``) and every prepared model
+is read on 100 of them (``reward_check`` in the results). The schemes ``pbrs_sarm_onpolicy`` and
+``pbrs_grm_onpolicy`` (run by name, outside the planned grid) use SARM and GRM trained on the RL
+store joined with another 100 such rollouts.
+
     python benchmarks/bench_rl.py [--quick] [--setting narrow|shift] [--tasks pick_place,stack] [--schemes ...]
-                                  [--seeds 0,1,2] [--steps 20000] [--max-minutes 170]
+                                  [--seeds 0,1,2] [--steps 20000] [--max-minutes 170] [--check]
 """
 from __future__ import annotations
 
@@ -552,7 +558,7 @@ def main():
     measure_speed = args.setting == "narrow" and not (args.aggregate or args.no_speed)
     for i, task in enumerate(tasks if not args.aggregate else []):
         todo = any(not (cells_dir / f"{cell_name(task, c, s)}.json").is_file() for s in seeds for c in schemes)
-        if todo or (i == 0 and measure_speed):  # a finished task needs no models (the speed section reads the first)
+        if todo or args.check or (i == 0 and measure_speed):  # a finished task needs no models (the speed section reads the first)
             preps[task] = prepare(task, work, args.quick, args.setting, onpolicy=onpolicy)
     record["reward_check"] = dict(old.get("reward_check") or {})
     for task, prep in preps.items():
@@ -595,7 +601,8 @@ def main():
             cells[f.stem] = c
     record["cells"] = cells
     grid = sum(c["scheme"] in GRID for c in cells.values())
-    record["cells_done"] = f"{grid}/{len(GRID) * len(tasks) * 3}" if not args.quick else f"{grid}"
+    planned = sorted(set(tasks) | {c["task"] for c in cells.values()})  # a run for one task still counts the others' cells
+    record["cells_done"] = f"{grid}/{len(GRID) * len(planned) * 3}" if not args.quick else f"{grid}"
     record["extra_cells"] = len(cells) - grid  # cells of schemes outside the planned grid (the `_onpolicy` ones)
     record["stopped_early"] = stopped
     record["summary"] = summarise(cells, record)
