@@ -463,7 +463,9 @@ def rl_table(d):
           f"task{'s' if len(tasks) > 1 else ''} ({', '.join(tasks)}) x "
           f"5 schemes x 3 seeds. Goals: pbrs (learned) reaches 80% in <= 1/3 of sparse's steps (or sparse never does) and "
           f"does at least as well as naive.\n")
-    preps = {(c["task"], tuple(sorted(c["fingerprints"].items()))) for c in d["cells"].values() if c.get("fingerprints")}
+    # One preparation = the store's base policy and grid models; the `_onpolicy` cells add their own models on top.
+    preps = {(c["task"], tuple(sorted((k, v) for k, v in c["fingerprints"].items() if not k.endswith("_onpolicy"))))
+             for c in d["cells"].values() if c.get("fingerprints")}
     older = sum(1 for c in d["cells"].values() if not c.get("fingerprints"))
     later = max(Counter(task for task, _ in preps).values()) if preps else 0  # later preparations of the task with most
     if preps and (older or later > 1):
@@ -507,6 +509,7 @@ def rl_table(d):
                 print(f"| {task} | {name} | {c['successes']} / {c['failures']} | {f(c['auroc'])} | "
                       f"{f(c['final_success_mean'])} | {f(c['final_failure_mean'])} | {c['failures_ending_above_0.9']} | "
                       f"{f(c['finish_over_hover'])} |")
+        print()
     sp = d.get("speed")
     if sp:
         r = sp["env_steps_per_s"]
