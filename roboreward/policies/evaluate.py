@@ -194,7 +194,7 @@ def rollouts(runner, make_env, episodes: int, n_envs: int = 4, seed: int = 100_0
     return results
 
 
-def _weights_id(policy) -> str:
+def policy_fingerprint(policy) -> str:
     """The policy's class and the first 12 hex digits of a sha256 over its weights: what a recorded
     store says made its rollouts (a path would not survive a move)."""
     import hashlib
@@ -257,7 +257,7 @@ def evaluate_policy(
     recorder = None
     if record is not None:
         recorder = RolloutRecorder(record, task, image_size, {
-            "policy": _weights_id(policy), "task_config": task_config or {},
+            "policy": policy_fingerprint(policy), "task_config": task_config or {},
             "visual": visual or {}, "execute": runner.execute, "max_steps": max_steps})
 
     def make_env():

@@ -447,7 +447,7 @@ def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n
     ``<out>/videos``. ``base``: the loaded base policy of a residual run (loaded from
     ``config.base_policy`` when not given). ``record``: a store to write every rollout into, both
     cameras at the RL env's 96 px (``policies.evaluate.RolloutRecorder``)."""
-    from ..policies.evaluate import RolloutRecorder, _weights_id, rollouts, wilson_interval
+    from ..policies.evaluate import RolloutRecorder, policy_fingerprint, rollouts, wilson_interval
 
     if base is None and config.base_policy:
         base = load_base_policy(config.base_policy)
@@ -462,7 +462,7 @@ def rollout_success(algo, config: RLConfig, episodes: int, seed: int = 10_000, n
     recorder = None
     if record is not None:
         recorder = RolloutRecorder(record, config.task, 96, {
-            "policy": _weights_id(algo.policy), "task_config": config.task_config or {}, "visual": {},
+            "policy": policy_fingerprint(algo.policy), "task_config": config.task_config or {}, "visual": {},
             "max_steps": config.max_episode_steps, "base_policy": bool(config.base_policy)})
     results = rollouts(runner, env, episodes, n_envs, seed, videos, out, desc=desc, record=recorder)
     k = int(sum(r["success"] for r in results))
