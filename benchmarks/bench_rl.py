@@ -29,7 +29,8 @@ in ``bench_rl_shift.json`` / ``.png``; no speed section (the narrow setting's me
 
 Reward models checked on the learner's own episodes (``--check``, ONPOLICY): the base policy's
 deterministic rollouts in the RL layout are recorded (``sim eval --record``) and every prepared model
-is read on 100 of them (``reward_check`` in the results). The schemes ``pbrs_sarm_onpolicy`` and
+is read on 100 of them (``reward_check`` in the results), beside the same models trained without the
+joint state (``_nostate``, NOSTATE; read only, no scheme uses them). The schemes ``pbrs_sarm_onpolicy`` and
 ``pbrs_grm_onpolicy`` (run by name, outside the planned grid) use SARM and GRM trained on the RL
 store joined with another 100 such rollouts.
 
@@ -62,6 +63,9 @@ SCHEMES = {  # name -> (reward, shaping)
     "pbrs_grm_onpolicy": ("grm_onpolicy", "pbrs"),
 }
 MODELS = {"sarm": "configs/reward/sarm.yaml", "grm": "configs/reward/grm.yaml"}
+NOSTATE = {"model": {"state_key": None}}
+"""What the `_nostate` models of ``--check`` change: cameras only. The base policy's failures end in arm
+poses no scripted episode has, which the models that add the joint state read as finished."""
 GRID = ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs")
 """The planned grid's schemes (the default of --schemes); the `_onpolicy` ones are run by name."""
 ONPOLICY = {"episodes": 100, "train_seed": 200_000, "check_seed": 100_000}
@@ -161,8 +165,10 @@ def prepare(task: str, work: Path, quick: bool, setting: str = "narrow", onpolic
     return prep
 
 
-def train_model(name: str, config: str, store: Path, run: Path, work: Path, quick: bool, setting: str) -> Path:
-    """``reward train`` of one of MODELS on ``store`` into ``run`` (reused when done); its model folder."""
+def train_model(name: str, config: str, store: Path, run: Path, work: Path, quick: bool, setting: str,
+                extra: dict | None = None) -> Path:
+    """``reward train`` of one of MODELS on ``store`` into ``run`` (reused when done); its model folder.
+    ``extra``: config fields changed on top (``NOSTATE``)."""
     import yaml
 
     from roboreward.config import config_data
@@ -172,10 +178,12 @@ def train_model(name: str, config: str, store: Path, run: Path, work: Path, quic
         # The narrow grid keeps its first cells' SARM recipe (PINNED); the shift grid, new, trains today's defaults.
         for section, fields in (PINNED.get(name, {}) if setting == "narrow" else {}).items():
             cfg[section].update(fields)
+        for section, fields in (extra or {}).items():
+            cfg[section].update(fields)
         if quick:
             cfg["data"]["image_size"] = 32
             cfg["data"]["val_fraction"] = 0.25
-        written = work / f"{name}{'_quick' if quick else ''}.yaml"
+        written = work / f"{name}{'_nostate' if extra else ''}{'_quick' if quick else ''}.yaml"
         written.write_text(yaml.safe_dump(cfg))
         cli("reward", "train", "--config", written, "--dataset", store, "--out", run, *(["--steps", 40] if quick else []))
     return run / "model"
@@ -563,6 +571,10 @@ def main():
     record["reward_check"] = dict(old.get("reward_check") or {})
     for task, prep in preps.items():
         if args.check or onpolicy:
+            # The same models without the joint state, read beside them (not used by any scheme).
+            for model, config in MODELS.items():
+                prep["models"][f"{model}_nostate"] = train_model(model, config, prep["store"], work / f"{model}_nostate_{task}",
+                                                                 work, args.quick, args.setting, extra=NOSTATE)
             record["reward_check"][task] = reward_check(task, prep, work, args.quick)
     if args.aggregate or args.setting != "narrow":  # the narrow setting's speed section measures the loop
         record["speed"] = old.get("speed")

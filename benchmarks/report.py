@@ -464,7 +464,7 @@ def rl_table(d):
           f"5 schemes x 3 seeds. Goals: pbrs (learned) reaches 80% in <= 1/3 of sparse's steps (or sparse never does) and "
           f"does at least as well as naive.\n")
     # One preparation = the store's base policy and grid models; the `_onpolicy` cells add their own models on top.
-    preps = {(c["task"], tuple(sorted((k, v) for k, v in c["fingerprints"].items() if not k.endswith("_onpolicy"))))
+    preps = {(c["task"], tuple(sorted((k, v) for k, v in c["fingerprints"].items() if not k.endswith(("_onpolicy", "_nostate")))))
              for c in d["cells"].values() if c.get("fingerprints")}
     older = sum(1 for c in d["cells"].values() if not c.get("fingerprints"))
     later = max(Counter(task for task, _ in preps).values()) if preps else 0  # later preparations of the task with most
@@ -499,7 +499,8 @@ def rl_table(d):
     if check:
         print("\n**The reward models read on the base policy's own rollouts** (`bench_rl.py ... --check`: 100 deterministic "
               "rollouts in the RL layout, recorded by `sim eval --record`, never trained on; the learner starts from this "
-              "policy). `_onpolicy`: trained with another 100 such rollouts.\n")
+              "policy). `_onpolicy`: trained with another 100 such rollouts; `_nostate`: the same config without the joint "
+              "state (cameras only).\n")
         print("| task | model | successes / failures | AUROC | final progress, successes | final progress, failures "
               "| failures ending above 0.9 | finish > hover |")
         print("|---|---|---|---|---|---|---|---|")
