@@ -128,11 +128,13 @@ def cli(*args, log: Path | None = None) -> None:
         subprocess.run(cmd, check=True, env=env(), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
 
 
-def prepare(task: str, work: Path, quick: bool, setting: str = "narrow", onpolicy: bool = False) -> dict:
+def prepare(task: str, work: Path, quick: bool, setting: str = "narrow", onpolicy: bool = False,
+            check: bool = False) -> dict:
     """The task's store and its trained reward models (reused when present), and the base policy,
     cloned on the experts of the setting's base store (the RL store itself in the narrow setting).
     ``onpolicy``: also the `_onpolicy` models, trained on the store joined with the base policy's own
-    rollouts in the RL layout (ONPOLICY)."""
+    rollouts in the RL layout (ONPOLICY). ``check``: also the `_nostate` models (NOSTATE), read by
+    ``reward_check`` beside the others."""
     import yaml
 
     rl_recipe, base_recipe, _ = SETTINGS[setting]
@@ -162,6 +164,10 @@ def prepare(task: str, work: Path, quick: bool, setting: str = "narrow", onpolic
             cli("data", "merge", store, rollouts, "--out", merged)
         for name, config in MODELS.items():
             models[f"{name}_onpolicy"] = train_model(name, config, merged, work / f"{name}_onpolicy_{task}", work, quick, setting)
+    if check:  # the same models without the joint state, read beside them (no scheme uses them)
+        for name, config in MODELS.items():
+            models[f"{name}_nostate"] = train_model(name, config, store, work / f"{name}_nostate_{task}", work, quick, setting,
+                                                    extra=NOSTATE)
     return prep
 
 
@@ -193,8 +199,6 @@ def base_rollouts(task: str, prep: dict, work: Path, seed: int, quick: bool) -> 
     """The base policy's deterministic rollouts in the RL recipe's layout, recorded by ``sim eval
     --record`` (ground truth and stage annotations from the sim, at the store's image size and the
     RL episodes' horizon), seeds ``seed``, ``seed + 1``, ...; reused when complete."""
-    import yaml
-
     from roboreward.data.store import EpisodeStore
 
     n = 4 if quick else ONPOLICY["episodes"]
@@ -202,9 +206,8 @@ def base_rollouts(task: str, prep: dict, work: Path, seed: int, quick: bool) -> 
     if (out / "zarr.json").is_file() and EpisodeStore(out).n_episodes >= n:
         return out
     size = EpisodeStore(prep["store"]).features["observation.images.front"].shape[0]
-    horizon = yaml.safe_load((ROOT / "configs/rl/sac.yaml").read_text())["max_episode_steps"]
     cli("sim", "eval", "--policy", prep["base_policy"], "--recipe", prep["recipe"], "--episodes", n, "--image-size", size,
-        "--max-steps", 30 if quick else horizon, "--videos", 0, "--seed", seed, "--out", work / f"sim_eval_base_{task}_{seed}",
+        "--max-steps", rl_config(prep["setting"], quick)["max_episode_steps"], "--videos", 0, "--seed", seed, "--out", work / f"sim_eval_base_{task}_{seed}",
         "--record", out)
     return out
 
@@ -272,18 +275,27 @@ def claim_cell(lock: Path) -> Path | None:
     return None
 
 
+def rl_config(setting: str, quick: bool) -> dict:
+    """configs/rl/sac.yaml with what the setting (and --quick) change: what every cell of the setting
+    trains with, and whose horizon the recorded base-policy rollouts share."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs/rl/sac.yaml").read_text())
+    cfg.update(SETTINGS[setting].rl)
+    if quick:
+        cfg.update(QUICK_RL)
+    return cfg
+
+
 def run_cell(task: str, scheme: str, seed: int, prep: dict, work: Path, steps: int, quick: bool) -> dict:
     import yaml
 
     reward, shaping = SCHEMES[scheme]
     reward = str(prep["models"][reward]) if reward in prep["models"] else reward
-    cfg = yaml.safe_load((ROOT / "configs/rl/sac.yaml").read_text())
-    cfg.update(SETTINGS[prep["setting"]].rl)
+    cfg = rl_config(prep["setting"], quick)
     cfg.update(task=task, reward=reward, shaping=shaping, seed=seed, steps=steps, demos=str(prep["store"]),
                base_policy=str(prep["base_policy"]),
                task_config=prep["task_config"], progress=False)
-    if quick:
-        cfg.update(QUICK_RL)
     run = work / "runs" / cell_name(task, scheme, seed)
     run.mkdir(parents=True, exist_ok=True)
     (run.parent / f"{run.name}.yaml").write_text(yaml.safe_dump(cfg))
@@ -297,8 +309,10 @@ def run_cell(task: str, scheme: str, seed: int, prep: dict, work: Path, steps: i
             "start_success": curve[0]["eval_success"],
             "final_max_progress": curve[-1]["eval_max_progress"],
             "final_ci95": curve[-1]["eval_ci95"], "curve": curve, "config": cfg,
+            # The base policy, the grid's models and the cell's own: not every model prepared beside them.
             "fingerprints": {name: fingerprint(path) for name, path in [("base_policy", prep["base_policy"]),
-                                                                          *prep["models"].items()]}}
+                                                                          *prep["models"].items()]
+                             if name in ("base_policy", *MODELS, SCHEMES[scheme][0])}}
 
 
 def fingerprint(model: Path) -> str:
@@ -548,6 +562,7 @@ def main():
     if unknown:
         p.error(f"unknown scheme {unknown[0]!r}; choose from {list(SCHEMES)}")
     onpolicy = any(SCHEMES[k][0].endswith("_onpolicy") for k in schemes)
+    check = args.check or onpolicy
     tasks = (args.tasks or ("pick_place" if args.quick else ",".join(
         t for t in ("pick_place", "stack") if (ROOT / f"datasets/{SETTINGS[args.setting].rl_recipe.format(task=t)}.yaml").is_file()))).split(",")
     name = "bench_rl" if args.setting == "narrow" else f"bench_rl_{args.setting}"
@@ -566,15 +581,11 @@ def main():
     measure_speed = args.setting == "narrow" and not (args.aggregate or args.no_speed)
     for i, task in enumerate(tasks if not args.aggregate else []):
         todo = any(not (cells_dir / f"{cell_name(task, c, s)}.json").is_file() for s in seeds for c in schemes)
-        if todo or args.check or (i == 0 and measure_speed):  # a finished task needs no models (the speed section reads the first)
-            preps[task] = prepare(task, work, args.quick, args.setting, onpolicy=onpolicy)
+        if todo or check or (i == 0 and measure_speed):  # a finished task needs no models (the speed section reads the first)
+            preps[task] = prepare(task, work, args.quick, args.setting, onpolicy=onpolicy, check=check)
     record["reward_check"] = dict(old.get("reward_check") or {})
     for task, prep in preps.items():
-        if args.check or onpolicy:
-            # The same models without the joint state, read beside them (not used by any scheme).
-            for model, config in MODELS.items():
-                prep["models"][f"{model}_nostate"] = train_model(model, config, prep["store"], work / f"{model}_nostate_{task}",
-                                                                 work, args.quick, args.setting, extra=NOSTATE)
+        if check:
             record["reward_check"][task] = reward_check(task, prep, work, args.quick)
     if args.aggregate or args.setting != "narrow":  # the narrow setting's speed section measures the loop
         record["speed"] = old.get("speed")

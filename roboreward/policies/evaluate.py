@@ -98,6 +98,11 @@ class RolloutRecorder:
                 value = sim.task.environment_state()
             buf[key].append(np.asarray(value))
 
+    def latest(self, i: int) -> dict[str, np.ndarray]:
+        """What ``frame`` just captured for env ``i`` (empty when its episode is not recorded)."""
+        buf = self.buffers.get(i)
+        return {k: v[-1] for k, v in buf.items() if v} if buf is not None else {}
+
     def action(self, i: int, sim) -> None:
         """The joint target env ``i`` just stepped."""
         if self.buffers.get(i) is not None:
@@ -163,12 +168,15 @@ def rollouts(runner, make_env, episodes: int, n_envs: int = 4, seed: int = 100_0
                 live = [i for i in range(len(batch)) if not done[i]]
                 actions = runner.act({k: np.stack([obs[i][k] for i in live]) for k in keys}, live)
                 for action, i in zip(actions, live):
-                    if render_frames and len(frames[i]) < 2000 and len(results) + i < videos:
-                        sim = batch[i].unwrapped
-                        frames[i].append(np.concatenate([obs[i][f"observation.images.{c}"] if f"observation.images.{c}" in obs[i]
-                                                         else sim.render_camera(c) for c in CAMERAS], axis=1))
                     if record is not None:
                         record.frame(i, batch[i].unwrapped, obs[i], infos[i])
+                    if render_frames and len(frames[i]) < 2000 and len(results) + i < videos:
+                        sim = batch[i].unwrapped
+                        # A camera the env did not render is rendered once, for the recording or here.
+                        seen = {**(record.latest(i) if record is not None else {}),
+                                **(obs[i] if isinstance(obs[i], dict) else {})}
+                        frames[i].append(np.concatenate([seen[f"observation.images.{c}"] if f"observation.images.{c}" in seen
+                                                         else sim.render_camera(c) for c in CAMERAS], axis=1))
                     obs[i], _, terminated, truncated, info = batch[i].step(action)
                     infos[i] = info
                     if record is not None:

@@ -118,8 +118,9 @@ def test_residual_sac_run_keeps_its_base_policy(base_policy, tmp_path):
     shutil.rmtree(copy)
     policy, cfg = load_policy(tmp_path / "run")
     assert cfg.base_policy == str(tmp_path / "run" / "model" / "base_policy")
-    ev = rollout_success(policy, cfg, 2, n_envs=2, record=tmp_path / "rollouts.zarr")
+    ev = rollout_success(policy, cfg, 2, n_envs=2, record=tmp_path / "rollouts.zarr", videos=1, out=tmp_path / "ev")
     assert ev["episodes"] == 2 and 0.0 <= ev["max_progress"] <= 1.0
+    assert len(list((tmp_path / "ev" / "videos").glob("*.mp4"))) == 1  # the video reuses the recording's frames
     # Recorded (rl eval --record) through the wrapped env: absolute targets, rendered cameras, the sim's truth.
     from roboreward.data.store import EpisodeStore
 
