@@ -30,9 +30,10 @@ in ``bench_rl_shift.json`` / ``.png``; no speed section (the narrow setting's me
 Reward models checked on the learner's own episodes (``--check``, ONPOLICY): the base policy's
 deterministic rollouts in the RL layout are recorded (``sim eval --record``) and every prepared model
 is read on 100 of them (``reward_check`` in the results), beside the same models trained without the
-joint state (``_nostate``, NOSTATE; read only, no scheme uses them). The schemes ``pbrs_sarm_onpolicy`` and
+joint state (``_nostate``, NOSTATE, cameras only). The schemes ``pbrs_sarm_onpolicy`` and
 ``pbrs_grm_onpolicy`` (run by name, outside the planned grid) use SARM and GRM trained on the RL
-store joined with another 100 such rollouts.
+store joined with another 100 such rollouts; ``pbrs_sarm_nostate`` and ``pbrs_grm_nostate`` (also by
+name) the cameras-only models.
 
     python benchmarks/bench_rl.py [--quick] [--setting narrow|shift] [--tasks pick_place,stack] [--schemes ...]
                                   [--seeds 0,1,2] [--steps 20000] [--max-minutes 170] [--check]
@@ -61,13 +62,16 @@ SCHEMES = {  # name -> (reward, shaping)
     "oracle_pbrs": ("oracle", "pbrs"),
     "pbrs_sarm_onpolicy": ("sarm_onpolicy", "pbrs"),
     "pbrs_grm_onpolicy": ("grm_onpolicy", "pbrs"),
+    "pbrs_sarm_nostate": ("sarm_nostate", "pbrs"),
+    "pbrs_grm_nostate": ("grm_nostate", "pbrs"),
 }
 MODELS = {"sarm": "configs/reward/sarm.yaml", "grm": "configs/reward/grm.yaml"}
 NOSTATE = {"model": {"state_key": None}}
-"""What the `_nostate` models of ``--check`` change: cameras only. The base policy's failures end in arm
-poses no scripted episode has, which the models that add the joint state read as finished."""
+"""What the `_nostate` models of ``--check`` (and the `_nostate` schemes) change: cameras only. The base
+policy's failures end in arm poses no scripted episode has, which the models that add the joint state
+read as finished."""
 GRID = ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs")
-"""The planned grid's schemes (the default of --schemes); the `_onpolicy` ones are run by name."""
+"""The planned grid's schemes (the default of --schemes); the `_onpolicy` and `_nostate` ones are run by name."""
 ONPOLICY = {"episodes": 100, "train_seed": 200_000, "check_seed": 100_000}
 """The base policy's own rollouts in the RL layout (``sim eval --record``, deterministic, the RL
 episodes' horizon): 100 from seed 200000 join the RL store to train the `_onpolicy` reward models;
@@ -509,7 +513,8 @@ def chart(record: dict, png: Path) -> None:
         return
     fig = Figure(figsize=(5.5 * len(tasks), 7.5))
     axes = fig.subplots(2, len(tasks), squeeze=False)
-    colours = dict(zip(SCHEMES, ("#888888", "#d95f02", "#1b9e77", "#7570b3", "#000000", "#e7298a", "#66a61e")))
+    colours = dict(zip(SCHEMES, ("#888888", "#d95f02", "#1b9e77", "#7570b3", "#000000", "#e7298a",
+                                 "#66a61e", "#e6ab02", "#a6761d")))
     for j, task in enumerate(tasks):
         for scheme in SCHEMES:
             cells = [c for c in record["cells"].values() if c["task"] == task and c["scheme"] == scheme]
@@ -546,10 +551,10 @@ def main():
     p.add_argument("--tasks", default=None, help="default: the tasks with a recipe for the setting (--quick: pick_place)")
     p.add_argument("--schemes", default=",".join(GRID),
                    help=f"default: the planned grid; also {', '.join(k for k in SCHEMES if k not in GRID)} (reward models "
-                        "trained with the base policy's own rollouts)")
+                        "trained with the base policy's own rollouts, or on the cameras alone)")
     p.add_argument("--check", action="store_true",
                    help="read every prepared reward model on the base policy's own rollouts (on by default with an "
-                        "_onpolicy scheme)")
+                        "_onpolicy or _nostate scheme)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=None, help="env steps per cell (default 20000; --quick 300)")
     p.add_argument("--max-minutes", type=float, default=None, help="start no new cell after this many minutes")
@@ -562,7 +567,7 @@ def main():
     if unknown:
         p.error(f"unknown scheme {unknown[0]!r}; choose from {list(SCHEMES)}")
     onpolicy = any(SCHEMES[k][0].endswith("_onpolicy") for k in schemes)
-    check = args.check or onpolicy
+    check = args.check or onpolicy or any(SCHEMES[k][0].endswith("_nostate") for k in schemes)
     tasks = (args.tasks or ("pick_place" if args.quick else ",".join(
         t for t in ("pick_place", "stack") if (ROOT / f"datasets/{SETTINGS[args.setting].rl_recipe.format(task=t)}.yaml").is_file()))).split(",")
     name = "bench_rl" if args.setting == "narrow" else f"bench_rl_{args.setting}"
@@ -626,7 +631,7 @@ def main():
     grid = sum(c["scheme"] in GRID for c in cells.values())
     planned = sorted(set(tasks) | {c["task"] for c in cells.values()})  # a run for one task still counts the others' cells
     record["cells_done"] = f"{grid}/{len(GRID) * len(planned) * 3}" if not args.quick else f"{grid}"
-    record["extra_cells"] = len(cells) - grid  # cells of schemes outside the planned grid (the `_onpolicy` ones)
+    record["extra_cells"] = len(cells) - grid  # cells of schemes outside the planned grid (`_onpolicy`, `_nostate`)
     record["stopped_early"] = stopped
     record["summary"] = summarise(cells, record)
     common.write(name, record, args.out)

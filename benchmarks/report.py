@@ -477,7 +477,8 @@ def rl_table(d):
           "| steps to 80% (median) | furthest gt progress (final eval) | potential at the end of training episodes (last 50) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for task, schemes in d["summary"].items():
-        for name in ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs", "pbrs_sarm_onpolicy", "pbrs_grm_onpolicy"):
+        for name in ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs", "pbrs_sarm_onpolicy", "pbrs_grm_onpolicy",
+                     "pbrs_sarm_nostate", "pbrs_grm_nostate"):
             s = schemes.get(name)
             if s is None:
                 continue
@@ -493,8 +494,12 @@ def rl_table(d):
                   f"| {s['final_max_progress_mean']:.2f} | "
                   f"{'-' if name == 'sparse' or s.get('final_learned_progress_mean') is None else format(s['final_learned_progress_mean'], '.2f')} |")
     if d.get("extra_cells"):
-        print(f"\nBeyond the planned grid: {d['extra_cells']} cells of the `_onpolicy` schemes (pbrs with SARM or GRM trained "
-              "on the RL store joined with 100 of the base policy's own rollouts in this layout, `bench_rl.ONPOLICY`).")
+        extra = {c["scheme"].rsplit("_", 1)[-1] for c in d["cells"].values() if c["scheme"].endswith(("_onpolicy", "_nostate"))}
+        kinds = [k for k in (("`_onpolicy` schemes (pbrs with SARM or GRM trained on the RL store joined with 100 of the base "
+                              "policy's own rollouts in this layout, `bench_rl.ONPOLICY`)") if "onpolicy" in extra else None,
+                             ("`_nostate` schemes (the same configs without the joint state, cameras only, `bench_rl.NOSTATE`)")
+                             if "nostate" in extra else None) if k]
+        print(f"\nBeyond the planned grid: {d['extra_cells']} cells of the {' and the '.join(kinds) or 'other schemes'}.")
     check = d.get("reward_check") or {}
     if check:
         print("\n**The reward models read on the base policy's own rollouts** (`bench_rl.py ... --check`: 100 deterministic "
