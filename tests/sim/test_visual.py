@@ -347,7 +347,7 @@ RANDOMISED = sorted(p.name for p in DATASETS.glob("*_randomised*.yaml"))  # ever
 
 
 def test_the_recipes_exist_and_standard_ones_have_no_visual_options():
-    for task in ("pick_place", "stack"):
+    for task in ("pick_place", "stack", "drawer"):
         assert {f"{task}_heldout_{v}.yaml" for v in ("control", "colours", "light", "camera", "distractors", "textures",
                                                      "layout")} <= set(HELDOUT)
         assert f"{task}_randomised.yaml" in RANDOMISED
@@ -360,7 +360,7 @@ def test_the_recipes_exist_and_standard_ones_have_no_visual_options():
 def control_episodes(tmp_path_factory):
     """The first episode of each task's held-out control recipe at 32 px."""
     out = {}
-    for task in ("pick_place", "stack"):
+    for task in ("pick_place", "stack", "drawer"):
         recipe = dataclasses.replace(Recipe.from_yaml(DATASETS / f"{task}_heldout_control.yaml"), episodes=1, image_size=32)
         out[task] = generate_store(tmp_path_factory.mktemp(task) / "c.zarr", recipe, workers=1, progress=False).read_episode(0)
     return out
@@ -417,7 +417,10 @@ def test_heldout_values_lie_outside_the_randomised_ranges(name):
 
     layout = Recipe.from_yaml(DATASETS / f"{task}_heldout_layout.yaml").task_config
     trained = make_task_config(task, recipe.task_config)
-    if trained.x_exclude is None:  # the task's own layout: the held-out band lies outside it
+    if task == "drawer":  # the cube nearer the base and further beside the cabinet than any training draw
+        assert layout["cube_x_range"][1] <= trained.cube_x_range[0]
+        assert layout["cube_side_offset"][0] >= trained.cube_side_offset[1]
+    elif trained.x_exclude is None:  # the task's own layout: the held-out band lies outside it
         assert layout["x_range"][1] <= trained.x_range[0] and layout["y_range"][1] > trained.y_range[1]
     else:  # a wider layout round the held-out band, which it leaves out
         assert trained.x_exclude[0] <= layout["x_range"][0] and layout["x_range"][1] <= trained.x_exclude[1]
