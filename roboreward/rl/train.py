@@ -80,6 +80,9 @@ class RLConfig:
     delta: float = 0.05
     shaping_scale: float = 1.0
     """Weight of the shaping term."""
+    goal_potential: float = 0.0
+    """Phi after a true termination (a success): 0 (Ng et al.) or 1, which pays the succeeding step about
+    r_gold instead of r_gold - Phi(s); either keeps the optimal policy here (``shaping.schemes``)."""
     max_episode_steps: int = 200
     """Time limit (control steps at 30 Hz): a truncation, where the learner bootstraps."""
     task_config: dict = field(default_factory=dict)
@@ -154,7 +157,8 @@ class RLConfig:
         return [self.max_step_deg] * 5 + [self.max_step_gripper]
 
     def shaping_config(self) -> ShapingConfig:
-        return ShapingConfig(scheme=self.scheme, gamma=self.gamma, gold=self.gold, delta=self.delta, scale=self.shaping_scale)
+        return ShapingConfig(scheme=self.scheme, gamma=self.gamma, gold=self.gold, delta=self.delta, scale=self.shaping_scale,
+                             goal_potential=self.goal_potential)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

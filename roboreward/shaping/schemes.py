@@ -10,6 +10,14 @@
   SB3's ``TimeLimit.truncated``). The discounted sum of the shaping terms over an episode is then
   gamma^T Phi(s_T) - Phi(s_0) whatever the policy does, so the optimal policy is unchanged (Ng et
   al. 1999).
+  ``goal_potential`` c sets Phi after a true termination to c instead of 0. Where every true
+  termination is a success that pays the same r_gold (the sim tasks end an episode only on success,
+  or on the model's success detector with ``gold: potential``), a successful return becomes
+  gamma^(T-1) (r_gold + gamma c) - Phi(s_0) and every other return stays -Phi(s_0) plus what is
+  bootstrapped: the success reward grows from r_gold to r_gold + gamma c for every policy alike, so
+  the optimal policy is still unchanged. What it changes is the step that succeeds: with c = 0 it
+  nets r_gold - Phi(s) (about 0.05 when Phi is near 0.95 there, the progress having been paid on
+  the way), with c = 1 about r_gold.
 - ``oracle_pbrs``: ``pbrs`` with the simulator's ground-truth progress as Phi, the upper reference.
 
 r_gold is the task's own success signal (``gold: task``) or the reward model's success detector,
@@ -49,6 +57,9 @@ class ShapingConfig:
     """r_gold paid on success."""
     scale: float = 1.0
     """Weight of the shaping term (any scale keeps pbrs policy-invariant)."""
+    goal_potential: float = 0.0
+    """Phi(s') after a true termination (pbrs, oracle_pbrs): 0 as Ng et al. set an absorbing state's; any
+    constant keeps the optimal policy where only successes terminate (see the module docstring)."""
 
     def __post_init__(self):
         if self.scheme not in SCHEMES:
@@ -59,6 +70,9 @@ class ShapingConfig:
             raise ConfigError(f"gamma must be in (0, 1] (the learner's discount), got {self.gamma}")
         if not 0.0 <= self.delta < 1.0:
             raise ConfigError(f"delta must be in [0, 1), got {self.delta}")
+        if not (isinstance(self.goal_potential, (int, float)) and not isinstance(self.goal_potential, bool)
+                and np.isfinite(self.goal_potential)):
+            raise ConfigError(f"goal_potential must be a number (Phi after a true termination; 0 or 1), got {self.goal_potential!r}")
         if self.scheme == "sparse" and self.gold == "potential":
             raise ConfigError("gold: potential needs a potential; scheme sparse has none (use gold: task)")
 
@@ -85,8 +99,8 @@ def shape(config: ShapingConfig, phi: np.ndarray, phi_next: np.ndarray, success:
         shaping = np.zeros_like(phi)
     elif config.scheme == "naive":
         shaping = phi_next - phi
-    else:  # pbrs, oracle_pbrs: nothing is worth anything after a true termination
-        shaping = config.gamma * np.where(terminated, 0.0, phi_next) - phi
+    else:  # pbrs, oracle_pbrs: after a true termination Phi is the goal's constant (0: worth nothing)
+        shaping = config.gamma * np.where(terminated, config.goal_potential, phi_next) - phi
     shaping = config.scale * shaping
     return {"r_gold": r_gold, "shaping": shaping, "reward": r_gold + shaping}
 

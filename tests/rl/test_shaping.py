@@ -52,8 +52,33 @@ def test_pbrs_telescopes(gamma, terminated):
         assert float(np.sum(gamma ** np.arange(T) * naive["shaping"])) != pytest.approx(gamma**T * end - phi[0])
 
 
+@pytest.mark.parametrize("c", [0.0, 1.0, 0.5])
+def test_goal_potential_scales_every_successful_return_alike(c):
+    """Phi after a true termination is c: a success at step T returns gamma^(T-1) (r_gold + gamma c) -
+    Phi(s_0), i.e. the sparse return times (1 + gamma c) less Phi(s_0), whatever the potential did on
+    the way; a truncated episode telescopes to gamma^T Phi(s_T) - Phi(s_0) as before."""
+    gamma, rng = 0.97, np.random.default_rng(1)
+    cfg = ShapingConfig(scheme="pbrs", gamma=gamma, goal_potential=c)
+    for T, succeed in ((7, True), (25, True), (25, False)):
+        phi = rng.uniform(0, 1, T + 1)
+        success, term = np.zeros(T, bool), np.zeros(T, bool)
+        success[-1] = term[-1] = succeed
+        out = shape(cfg, phi[:-1], phi[1:], success, term)
+        disc = gamma ** np.arange(T)
+        sparse_return = float(np.sum(disc * out["r_gold"]))
+        shaped = float(np.sum(disc * out["reward"]))
+        if succeed:
+            assert sparse_return == pytest.approx(gamma ** (T - 1))
+            assert shaped + phi[0] == pytest.approx(sparse_return * (1 + gamma * c))
+            assert out["reward"][-1] == pytest.approx(1 + gamma * c - phi[-2])  # the step that succeeds
+        else:
+            assert shaped == pytest.approx(gamma**T * phi[-1] - phi[0])
+
+
 @pytest.mark.parametrize("kw, word", [({"gamma": 0.0}, "gamma"), ({"gamma": 1.5}, "gamma"), ({"scheme": "dense"}, "scheme"),
-                                      ({"gold": "oracle"}, "gold"), ({"scheme": "sparse", "gold": "potential"}, "potential")])
+                                      ({"gold": "oracle"}, "gold"), ({"scheme": "sparse", "gold": "potential"}, "potential"),
+                                      ({"goal_potential": "one"}, "goal_potential"),
+                                      ({"goal_potential": float("nan")}, "goal_potential")])
 def test_bad_config_is_one_line(kw, word):
     with pytest.raises(ConfigError, match=word) as info:
         ShapingConfig(**kw)
