@@ -450,7 +450,8 @@ def rl_table(d):
         layout = _layout_shift(cfg)
         where = (f"in a layout {layout} (`datasets/<task>_shift.yaml`; "
                  "reward models, replayed demos and RL env from that recipe, base policy from `datasets/<task>_rl.yaml`; "
-                 f"shaping term x{cfg.get('shaping_scale')}, {cfg.get('updates_per_step')} gradient updates per env step)")
+                 f"shaping term x{cfg.get('shaping_scale')}, Phi = {cfg.get('goal_potential', 0.0):g} after a success, "
+                 f"{cfg.get('updates_per_step')} gradient updates per env step)")
     tasks = sorted({c["task"] for c in d["cells"].values()}) or ["?"]
     print(f"**Online RL with learned rewards{', shifted layout' if shift else ''}** (`bench_rl.py{' --setting ' + d['setting'] if shift else ''}`, "
           f"{d['date']}, {d['machine']['cpu_count']} CPU cores"
@@ -592,6 +593,7 @@ def vision_layout_table(d):
 
 
 RUN_COMMANDS = {"bench_rl_shift": "bench_rl.py --setting shift", "bench_rl_shift_utd3": "bench_rl.py --setting shift_utd3",
+                "bench_rl_shift_goal1": "bench_rl.py --setting shift_goal1",
                 "bench_rabc_aug_stay_stack": "bench_rabc.py --tasks stack --label aug_stay --conditions "
                                              "plain,rabc_sarm,rabc_gt,expert_only --extra-seeds \"rabc_sarm=3,4,5;rabc_gt=3,4,5\" "
                                              "--out benchmarks/results/bench_rabc_aug_stay_stack.json"}
@@ -600,7 +602,7 @@ RUN_COMMANDS = {"bench_rl_shift": "bench_rl.py --setting shift", "bench_rl_shift
 
 def _print_tables():
     for name, fn in (("bench_rl", rl_table), ("bench_rl_shift", rl_table), ("bench_rl_shift_utd3", rl_table),
-                     ("bench_deploy", deploy_table),
+                     ("bench_rl_shift_goal1", rl_table), ("bench_deploy", deploy_table),
                      ("bench_rabc_vision", lambda d: rabc_table(d, "bench_rabc_vision")),
                      ("bench_vision_layout", vision_layout_table),
                      ("bench_policies", policies_table), ("bench_rabc", rabc_table),
