@@ -161,7 +161,9 @@ def evaluate_reward(
     (sparse annotations, else ``gt.stage``): share higher, margin; ``freeze_drift`` rise of progress
     while the scene is frozen ``hold_seconds`` at the middle frame of each success; ``calibration``
     mean |progress - gt.progress| per sparse stage; ``final_progress_gap`` mean final progress of
-    successes minus failures. ``counts`` gives n_success / n_failure of the older figures. Hold and
+    successes minus failures; ``step_agreement`` (with ``gt.progress``) the correlation of progress
+    changes over 1, 10 and 30 frames with the truth's and the ratio of their total variations:
+    what a potential-based shaping term built on the model pays step by step. ``counts`` gives n_success / n_failure of the older figures. Hold and
     freeze run the model on re-indexed frames (``roboreward.eval.probes``): models over cached
     features only; for others they say ``unsupported``."""
     t0 = time.perf_counter()
@@ -253,6 +255,8 @@ def evaluate_reward(
         m["voc_episodes"] = len(good)
         if truth is not None:
             m["mae"] = M.mae(np.concatenate([c[e] for e in eps]), np.concatenate([truth[e] for e in eps]))
+            m["step_agreement"] = {**M.step_agreement([c[e] for e in eps], [truth[e] for e in eps]),
+                                   **_counts(eps, success_of)}
         if key in stage_pred:
             m["stage_accuracy"] = M.stage_accuracy(
                 np.concatenate([stage_pred[key][e] for e in eps]),
@@ -433,6 +437,11 @@ def summary_text(metrics: dict[str, Any]) -> str:
     cal = metrics.get("calibration", {})
     stages = ", ".join(f"{name} {num(v.get('mae'))}" for name, v in cal.get("per_stage", {}).items()) or "n/a"
     lines.append(f"final progress success - failure {num(gap.get('gap'))} {n(gap)}; |progress - gt| per stage: {stages} {n(cal)}")
+    agree = metrics.get("step_agreement")
+    if agree:
+        corr = ", ".join(f"{k} {num(v, '.2f')}" for k, v in agree["corr"].items())
+        lines.append(f"progress changes vs gt (what shaping pays per step): correlation over frames {corr}; "
+                     f"total variation {num(agree.get('variation_ratio'), '.2f')}x the truth's {n(agree)}")
     for fig in (hold, fr):
         if fig.get("unsupported"):
             lines.append(f"hold/freeze n/a: {fig['unsupported']}")

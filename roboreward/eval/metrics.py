@@ -193,3 +193,30 @@ def final_progress_gap(success_finals, failure_finals) -> float:
     which AUROC (order only) does not say. NaN when either side is empty."""
     s, f = np.asarray(list(success_finals), np.float64), np.asarray(list(failure_finals), np.float64)
     return float(s.mean() - f.mean()) if len(s) and len(f) else float("nan")
+
+
+STEP_LAGS = (1, 10, 30)
+"""Frame gaps over which ``step_agreement`` compares a model's progress changes with the truth's."""
+
+
+def step_agreement(curves: Sequence, truths: Sequence, lags: Sequence[int] = STEP_LAGS) -> dict:
+    """Whether a model's progress moves when and as the true progress moves, which is what a
+    potential-based shaping term pays step by step (a model can rank episodes by their final
+    progress and still pay noise along the way). Over every episode: the correlation of the k-frame
+    changes of progress with those of the truth, per lag k; and the mean total variation (sum of
+    |change| per episode) of each, with their ratio (above 1: the model moves more than the truth,
+    back and forth). NaN where a lag is longer than every episode or a side never changes."""
+    curves = [np.asarray(c, np.float64) for c in curves]
+    truths = [np.asarray(t, np.float64) for t in truths]
+    if len(curves) != len(truths) or any(len(c) != len(t) for c, t in zip(curves, truths)):
+        raise RoborewardError("step_agreement needs one truth per curve, of the same length")
+    corr = {}
+    for k in lags:
+        a = [c[k:] - c[:-k] for c in curves if len(c) > k]
+        b = [t[k:] - t[:-k] for t in truths if len(t) > k]
+        a, b = (np.concatenate(x) if x else np.zeros(0) for x in (a, b))
+        corr[str(k)] = float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() > 0 and b.std() > 0 else float("nan")
+    tv = float(np.mean([np.abs(np.diff(c)).sum() for c in curves])) if curves else float("nan")
+    tv_true = float(np.mean([np.abs(np.diff(t)).sum() for t in truths])) if truths else float("nan")
+    return {"corr": corr, "total_variation": tv, "total_variation_truth": tv_true,
+            "variation_ratio": tv / tv_true if tv_true > 0 else float("nan")}

@@ -24,6 +24,7 @@ from roboreward.eval.metrics import (
     stage_errors,
     voc,
 )
+from roboreward.eval import metrics as M
 from roboreward.eval.probes import freeze_frames, hold_frames
 
 
@@ -136,3 +137,22 @@ def test_stage_errors_and_final_progress_gap_by_hand():
     assert final_progress_gap([0.9, 0.7], [0.3]) == pytest.approx(0.5)
     assert final_progress_gap([0.2], [0.1, 0.15]) == pytest.approx(0.075)  # ranked right, barely apart
     assert math.isnan(final_progress_gap([0.9], []))
+
+
+def test_step_agreement_tells_a_potential_that_follows_the_truth_from_one_that_jitters():
+    t = np.linspace(0, 1, 120)
+    truths = [np.clip(t * 1.3, 0, 1), np.clip(t * 0.8, 0, 1) ** 2]
+    same = M.step_agreement(truths, truths)
+    assert all(v == pytest.approx(1.0) for v in same["corr"].values()) and same["variation_ratio"] == pytest.approx(1.0)
+    # The same curves with +-0.05 added on alternate frames: every 1-frame change is mostly the jitter,
+    # while over an even gap it cancels; the model pays back and forth 0.1 a frame.
+    jitter = [c + 0.05 * (-1.0) ** np.arange(len(c)) for c in truths]
+    j = M.step_agreement(jitter, truths)
+    assert j["corr"]["1"] < 0.3 and j["corr"]["10"] == pytest.approx(1.0) and j["corr"]["30"] == pytest.approx(1.0)
+    assert j["variation_ratio"] > 5 and j["total_variation_truth"] == pytest.approx(same["total_variation"])
+    # A reading 5 frames late agrees better over 30 frames than frame by frame.
+    late = [np.concatenate([np.full(5, c[0]), c[:-5]]) for c in truths]
+    lagged = M.step_agreement(late, truths)
+    assert lagged["corr"]["1"] < lagged["corr"]["10"] < lagged["corr"]["30"] < 1.0
+    with pytest.raises(RoborewardError, match="same length"):
+        M.step_agreement([truths[0][:-1]], [truths[0]])

@@ -117,6 +117,12 @@ def test_a_model_that_reads_the_scene_stays_put_while_frozen(eval_store, tmp_pat
     assert set(cal["per_stage"]) == {"reach", "grasp"} and (cal["n_success"], cal["n_failure"]) == (3, 3)
     assert all(0 <= s["mae"] < 0.1 for s in cal["per_stage"].values())
     assert m["final_progress_gap"]["gap"] > 0.4  # successes end near 1, failures near 0.4
+    # Its changes follow the truth's, the more so over longer gaps, where the pixel noise averages out
+    # (30 frames is longer than these toy episodes but two: n/a there, None in the JSON).
+    agree = m["step_agreement"]
+    assert set(agree["corr"]) == {"1", "10", "30"} and (agree["n_success"], agree["n_failure"]) == (3, 3)
+    assert agree["corr"]["1"] < agree["corr"]["10"] and agree["corr"]["10"] > 0.8 and 0.5 < agree["variation_ratio"] < 2
+    assert "progress changes vs gt" in summary_text(m)
 
 
 def test_sarm_level_figures_have_their_keys_counts_and_ranges(eval_store, tiny_sarm, tmp_path):
@@ -143,7 +149,7 @@ def test_sarm_level_figures_have_their_keys_counts_and_ranges(eval_store, tiny_s
     assert set(m["counts"]) == {"voc", "mae", "stage_accuracy", "auroc", "reversed_fall_share"}
     rows = {row["episode"]: row for row in result["per_episode"]}
     assert all(set(rows[e]) >= {"post_success_drop", "hold_change", "finish_margin", "freeze_rise"} for e in SUCCESSES)
-    assert len(summary_text(result).splitlines()) == 4
+    assert len(summary_text(result).splitlines()) == 5  # with gt.progress: the step agreement line
 
 
 def test_a_model_without_cached_features_gets_the_curve_figures_and_says_why_not_the_probes(eval_store, tmp_path):
