@@ -227,10 +227,12 @@ def reward_check(task: str, prep: dict, work: Path, quick: bool) -> dict:
     out = {}
     for name, model in prep["models"].items():
         folder = work / f"check_{name}_{task}"
-        if not (folder / "metrics.json").is_file():
+        metrics = folder / "metrics.json"
+        if not metrics.is_file() or "step_agreement" not in json.loads(metrics.read_text()):  # older evals lack it
             cli("reward", "eval", "--model", model, "--dataset", store, "--episodes", "all", "--out", folder,
                 "--plots", 0, "--videos", 0)
-        m = json.loads((folder / "metrics.json").read_text())
+        m = json.loads(metrics.read_text())
+        agree = m["step_agreement"]
         level = m["primary_level"]
         finals = [(e["success"], e["final_progress"][level]) for e in m["per_episode"]]
         succ = [f for ok, f in finals if ok]
@@ -240,7 +242,9 @@ def reward_check(task: str, prep: dict, work: Path, quick: bool) -> dict:
                      "final_success_mean": float(np.mean(succ)) if succ else None,
                      "final_failure_mean": float(np.mean(fail)) if fail else None,
                      "failures_ending_above_0.9": int(sum(f > 0.9 for f in fail)),
-                     "finish_over_hover": (m.get("finish_vs_hover") or {}).get("higher_share")}
+                     "finish_over_hover": (m.get("finish_vs_hover") or {}).get("higher_share"),
+                     # What pbrs pays step by step: do the potential's changes follow the true progress's?
+                     "step_corr": agree["corr"], "variation_ratio": agree["variation_ratio"]}
     return out
 
 

@@ -508,14 +508,17 @@ def rl_table(d):
               "policy). `_onpolicy`: trained with another 100 such rollouts; `_nostate`: the same config without the joint "
               "state (cameras only).\n")
         print("| task | model | successes / failures | AUROC | final progress, successes | final progress, failures "
-              "| failures ending above 0.9 | finish > hover |")
-        print("|---|---|---|---|---|---|---|---|")
+              "| failures ending above 0.9 | finish > hover | change vs true change, correlation over 1 / 10 / 30 frames "
+              "| total variation / the truth's |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for task, models in check.items():
             for name, c in models.items():
                 f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
                 print(f"| {task} | {name} | {c['successes']} / {c['failures']} | {f(c['auroc'])} | "
                       f"{f(c['final_success_mean'])} | {f(c['final_failure_mean'])} | {c['failures_ending_above_0.9']} | "
-                      f"{f(c['finish_over_hover'])} |")
+                      f"{f(c['finish_over_hover'])} | "
+                      f"{' / '.join(f(c['step_corr'].get(k)) for k in ('1', '10', '30')) if c.get('step_corr') else '-'} | "
+                      f"{f(c.get('variation_ratio'))} |")
         print()
     sp = d.get("speed")
     if sp:
