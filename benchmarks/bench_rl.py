@@ -248,6 +248,23 @@ def reward_check(task: str, prep: dict, work: Path, quick: bool) -> dict:
     return out
 
 
+def best_check(cell: dict, run: Path, quick: bool) -> dict | None:
+    """The run's best policy (``<run>/best``, chosen on the training's evaluation seeds 10000-10039)
+    rolled out by ``rl eval`` on the 100 seeds the base policy's check rollouts use
+    (``ONPOLICY['check_seed']``, never an evaluation seed): the policy a user would keep, measured
+    fairly. None when the run folder is not in this work folder (cells of an earlier preparation)."""
+    if not (run / "best" / "config.json").is_file():
+        return None
+    n = 4 if quick else ONPOLICY["episodes"]
+    out = run / "best_check"
+    if not (out / "rl_eval.json").is_file():
+        cli("rl", "eval", "--policy", run / "best", "--episodes", n, "--videos", 0, "--seed", ONPOLICY["check_seed"],
+            "--out", out)
+    r = json.loads((out / "rl_eval.json").read_text())
+    return {"episodes": r["episodes"], "seed": ONPOLICY["check_seed"], "success": r["success_rate"], "ci95": r["ci95"],
+            "best_step": json.loads((run / "best" / "config.json").read_text()).get("evaluation", {}).get("step")}
+
+
 def cell_name(task: str, scheme: str, seed: int) -> str:
     """A cell's name: its result file, run folder, config, log and lock are named after it."""
     return f"{task}_{scheme}_s{seed}"
@@ -468,11 +485,15 @@ def summarise(cells: dict, record: dict) -> dict:
         s.setdefault("final_learned_progress", []).append(c["curve"][-1].get("train_final_progress"))
         s["final_success"].append(c["final_success"])
         s["steps_to_80"].append(c["steps_to_80"])
+        if c.get("best_check"):
+            s.setdefault("best_check_success", []).append(c["best_check"]["success"])
     for task, schemes in summary.items():
         sparse = schemes.get("sparse")
         for name, s in schemes.items():
             s["final_success_mean"] = float(np.mean(s["final_success"]))
             s["final_max_progress_mean"] = float(np.mean(s["final_max_progress"]))
+            best = s.get("best_check_success") or []
+            s["best_check_mean"] = float(np.mean(best)) if best else None
             learned = [x for x in s["final_learned_progress"] if x is not None]
             s["final_learned_progress_mean"] = float(np.mean(learned)) if learned else None
             reached = [x for x in s["steps_to_80"] if x is not None]
@@ -633,6 +654,11 @@ def main():
     for f in sorted(cells_dir.glob("*.json")):
         c = json.loads(f.read_text())
         if c["steps"] == steps:
+            if "best_check" not in c and not args.aggregate:  # cells run before it was measured get it too
+                got = best_check(c, work / "runs" / f.stem, args.quick)
+                if got is not None:
+                    c["best_check"] = got
+                    f.write_text(json.dumps(common.portable(c), indent=1))
             cells[f.stem] = c
     record["cells"] = cells
     grid = sum(c["scheme"] in GRID for c in cells.values())

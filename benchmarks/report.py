@@ -432,6 +432,14 @@ def _layout_shift(cfg: dict) -> str:
             "policy was cloned on")
 
 
+def _best_check(s: dict) -> str:
+    """The runs' best policies (``best/``) on the 100 check seeds: mean (per seed), or - where not measured."""
+    got = s.get("best_check_success") or []
+    if not got:
+        return "-"
+    return f"{np.mean(got):.2f} ({' / '.join(f'{x:.2f}' for x in got)})"
+
+
 def rl_table(d):
     cfg = next(iter(d["cells"].values()))["config"] if d.get("cells") else {}
     if cfg.get("base_policy"):
@@ -475,8 +483,9 @@ def rl_table(d):
               f"{'a later one' if later == 1 else f'{later} later ones'} (fingerprints in each cell file); "
               "`final - step 0` compares each cell with its own start.\n")
     print("| task | scheme | seeds | success at step 0 | best eval | final true success | final - step 0 | reached 80% "
-          "| steps to 80% (median) | furthest gt progress (final eval) | potential at the end of training episodes (last 50) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| steps to 80% (median) | furthest gt progress (final eval) | potential at the end of training episodes (last 50) "
+          "| best policy on 100 other rollouts |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for task, schemes in d["summary"].items():
         for name in ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs", "pbrs_sarm_onpolicy", "pbrs_grm_onpolicy",
                      "pbrs_sarm_nostate", "pbrs_grm_nostate"):
@@ -493,7 +502,8 @@ def rl_table(d):
                   f"{f'{np.mean(gain):+.2f} ({min(gain):+.2f} to {max(gain):+.2f})' if gain else '-'} | {s['reached_80']} | "
                   f"{fmt(s['steps_to_80_median']) if s['steps_to_80_median'] else 'not reached'} "
                   f"| {s['final_max_progress_mean']:.2f} | "
-                  f"{'-' if name == 'sparse' or s.get('final_learned_progress_mean') is None else format(s['final_learned_progress_mean'], '.2f')} |")
+                  f"{'-' if name == 'sparse' or s.get('final_learned_progress_mean') is None else format(s['final_learned_progress_mean'], '.2f')} | "
+                  f"{_best_check(s)} |")
     if d.get("extra_cells"):
         extra = {c["scheme"].rsplit("_", 1)[-1] for c in d["cells"].values() if c["scheme"].endswith(("_onpolicy", "_nostate"))}
         kinds = [k for k in (("`_onpolicy` schemes (pbrs with SARM or GRM trained on the RL store joined with 100 of the base "
