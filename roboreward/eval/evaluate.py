@@ -163,9 +163,10 @@ def evaluate_reward(
     mean |progress - gt.progress| per sparse stage; ``final_progress_gap`` mean final progress of
     successes minus failures; ``step_agreement`` (with ``gt.progress``) the correlation of progress
     changes over 1, 10 and 30 frames with the truth's and the ratio of their total variations:
-    what a potential-based shaping term built on the model pays step by step. ``counts`` gives n_success / n_failure of the older figures. Hold and
-    freeze run the model on re-indexed frames (``roboreward.eval.probes``): models over cached
-    features only; for others they say ``unsupported``."""
+    what a potential-based shaping term built on the model pays step by step. ``counts`` gives
+    n_success / n_failure of the older figures. Hold and freeze run the model on re-indexed frames
+    (``roboreward.eval.probes``): models over cached features only; for others they say
+    ``unsupported``."""
     t0 = time.perf_counter()
     if isinstance(model, (str, os.PathLike)):
         from ..rewards.base import RewardModel
