@@ -21,7 +21,8 @@ and the SAC learner's gradient steps/s in SB3 (and in SBX, SB3's JAX twin, where
 Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed) and bench_rl.png
 (learning curves: true success vs env steps; learned return vs true success).
 
-``--setting shift`` (SETTINGS; ``shift_utd3`` is the same with three gradient updates per env step): the same base policy (cloned on the narrow layout) put to work where
+``--setting shift`` (SETTINGS; ``shift_utd3`` is the same with three gradient updates per env step, ``shift_goal1``
+with Phi = 1 after a success and the shaping term at full weight): the same base policy (cloned on the narrow layout) put to work where
 the objects stand 0-1.5 cm further forward (``datasets/<task>_shift.yaml``), where it mostly fails;
 the reward models, the replayed demos and the RL env come from that recipe, and the residual may
 correct by up to 4 deg per step (SHIFT_RL). Cells in ``benchmarks/results/bench_rl_shift/``, results
@@ -33,7 +34,8 @@ is read on 100 of them (``reward_check`` in the results), beside the same models
 joint state (``_nostate``, NOSTATE, cameras only). The schemes ``pbrs_sarm_onpolicy`` and
 ``pbrs_grm_onpolicy`` (run by name, outside the planned grid) use SARM and GRM trained on the RL
 store joined with another 100 such rollouts; ``pbrs_sarm_nostate`` and ``pbrs_grm_nostate`` (also by
-name) the cameras-only models.
+name) the cameras-only models. Every cell's kept policy (``best/``) is also rolled out on those 100
+check seeds (``best_check`` in the cell file), which never picked it.
 
     python benchmarks/bench_rl.py [--quick] [--setting narrow|shift] [--tasks pick_place,stack] [--schemes ...]
                                   [--seeds 0,1,2] [--steps 20000] [--max-minutes 170] [--check]
