@@ -198,7 +198,7 @@ def train_model(name: str, config: str, store: Path, run: Path, work: Path, quic
         if quick:
             cfg["data"]["image_size"] = 32
             cfg["data"]["val_fraction"] = 0.25
-        written = work / f"{name}{'_nostate' if extra else ''}{'_quick' if quick else ''}.yaml"
+        written = work / f"{run.name}{'_quick' if quick else ''}.yaml"  # beside its run, one per run
         written.write_text(yaml.safe_dump(cfg))
         cli("reward", "train", "--config", written, "--dataset", store, "--out", run, *(["--steps", 40] if quick else []))
     return run / "model"
@@ -210,7 +210,7 @@ def base_rollouts(task: str, prep: dict, work: Path, seed: int, quick: bool) -> 
     RL episodes' horizon), seeds ``seed``, ``seed + 1``, ...; reused when complete."""
     from roboreward.data.store import EpisodeStore
 
-    n = 4 if quick else ONPOLICY["episodes"]
+    n = check_episodes(quick)
     out = work / f"base_rollouts_{task}_{seed}.zarr"
     if (out / "zarr.json").is_file() and EpisodeStore(out).n_episodes >= n:
         return out
@@ -230,10 +230,11 @@ def reward_check(task: str, prep: dict, work: Path, quick: bool) -> dict:
     for name, model in prep["models"].items():
         folder = work / f"check_{name}_{task}"
         metrics = folder / "metrics.json"
-        if not metrics.is_file() or "step_agreement" not in json.loads(metrics.read_text()):  # older evals lack it
+        m = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        if "step_agreement" not in m:  # not evaluated yet, or by a version without it
             cli("reward", "eval", "--model", model, "--dataset", store, "--episodes", "all", "--out", folder,
                 "--plots", 0, "--videos", 0)
-        m = json.loads(metrics.read_text())
+            m = json.loads(metrics.read_text())
         agree = m["step_agreement"]
         level = m["primary_level"]
         finals = [(e["success"], e["final_progress"][level]) for e in m["per_episode"]]
@@ -250,17 +251,21 @@ def reward_check(task: str, prep: dict, work: Path, quick: bool) -> dict:
     return out
 
 
-def best_check(cell: dict, run: Path, quick: bool) -> dict | None:
+def check_episodes(quick: bool) -> int:
+    """How many rollouts a check set holds (the base policy's recorded ones, a kept policy's)."""
+    return 4 if quick else ONPOLICY["episodes"]
+
+
+def best_check(run: Path, quick: bool) -> dict | None:
     """The run's best policy (``<run>/best``, chosen on the training's evaluation seeds 10000-10039)
     rolled out by ``rl eval`` on the 100 seeds the base policy's check rollouts use
     (``ONPOLICY['check_seed']``, never an evaluation seed): the policy a user would keep, measured
     fairly. None when the run folder is not in this work folder (cells of an earlier preparation)."""
     if not (run / "best" / "config.json").is_file():
         return None
-    n = 4 if quick else ONPOLICY["episodes"]
     out = run / "best_check"
     if not (out / "rl_eval.json").is_file():
-        cli("rl", "eval", "--policy", run / "best", "--episodes", n, "--videos", 0, "--seed", ONPOLICY["check_seed"],
+        cli("rl", "eval", "--policy", run / "best", "--episodes", check_episodes(quick), "--videos", 0, "--seed", ONPOLICY["check_seed"],
             "--out", out)
     r = json.loads((out / "rl_eval.json").read_text())
     return {"episodes": r["episodes"], "seed": ONPOLICY["check_seed"], "success": r["success_rate"], "ci95": r["ci95"],
@@ -597,7 +602,7 @@ def main():
     if unknown:
         p.error(f"unknown scheme {unknown[0]!r}; choose from {list(SCHEMES)}")
     onpolicy = any(SCHEMES[k][0].endswith("_onpolicy") for k in schemes)
-    check = args.check or onpolicy or any(SCHEMES[k][0].endswith("_nostate") for k in schemes)
+    check = args.check or any(SCHEMES[k][0].endswith(("_onpolicy", "_nostate")) for k in schemes)
     tasks = (args.tasks or ("pick_place" if args.quick else ",".join(
         t for t in ("pick_place", "stack") if (ROOT / f"datasets/{SETTINGS[args.setting].rl_recipe.format(task=t)}.yaml").is_file()))).split(",")
     name = "bench_rl" if args.setting == "narrow" else f"bench_rl_{args.setting}"
@@ -657,7 +662,7 @@ def main():
         c = json.loads(f.read_text())
         if c["steps"] == steps:
             if "best_check" not in c and not args.aggregate:  # cells run before it was measured get it too
-                got = best_check(c, work / "runs" / f.stem, args.quick)
+                got = best_check(work / "runs" / f.stem, args.quick)
                 if got is not None:
                     c["best_check"] = got
                     f.write_text(json.dumps(common.portable(c), indent=1))

@@ -434,10 +434,9 @@ def _layout_shift(cfg: dict) -> str:
 
 def _best_check(s: dict) -> str:
     """The runs' best policies (``best/``) on the 100 check seeds: mean (per seed), or - where not measured."""
-    got = s.get("best_check_success") or []
-    if not got:
+    if s.get("best_check_mean") is None:
         return "-"
-    return f"{np.mean(got):.2f} ({' / '.join(f'{x:.2f}' for x in got)})"
+    return f"{s['best_check_mean']:.2f} ({' / '.join(f'{x:.2f}' for x in s['best_check_success'])})"
 
 
 def rl_table(d):
@@ -487,8 +486,7 @@ def rl_table(d):
           "| best policy on 100 other rollouts |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for task, schemes in d["summary"].items():
-        for name in ("sparse", "naive_sarm", "pbrs_sarm", "pbrs_grm", "oracle_pbrs", "pbrs_sarm_onpolicy", "pbrs_grm_onpolicy",
-                     "pbrs_sarm_nostate", "pbrs_grm_nostate"):
+        for name in d.get("schemes") or sorted(schemes):  # bench_rl.SCHEMES' order
             s = schemes.get(name)
             if s is None:
                 continue
@@ -505,11 +503,10 @@ def rl_table(d):
                   f"{'-' if name == 'sparse' or s.get('final_learned_progress_mean') is None else format(s['final_learned_progress_mean'], '.2f')} | "
                   f"{_best_check(s)} |")
     if d.get("extra_cells"):
-        extra = {c["scheme"].rsplit("_", 1)[-1] for c in d["cells"].values() if c["scheme"].endswith(("_onpolicy", "_nostate"))}
-        kinds = [k for k in (("`_onpolicy` schemes (pbrs with SARM or GRM trained on the RL store joined with 100 of the base "
-                              "policy's own rollouts in this layout, `bench_rl.ONPOLICY`)") if "onpolicy" in extra else None,
-                             ("`_nostate` schemes (the same configs without the joint state, cameras only, `bench_rl.NOSTATE`)")
-                             if "nostate" in extra else None) if k]
+        about = {"_onpolicy": "pbrs with SARM or GRM trained on the RL store joined with 100 of the base policy's own "
+                              "rollouts in this layout, `bench_rl.ONPOLICY`",
+                 "_nostate": "the same configs without the joint state, cameras only, `bench_rl.NOSTATE`"}
+        kinds = [f"`{k}` schemes ({v})" for k, v in about.items() if any(c["scheme"].endswith(k) for c in d["cells"].values())]
         print(f"\nBeyond the planned grid: {d['extra_cells']} cells of the {' and the '.join(kinds) or 'other schemes'}.")
     check = d.get("reward_check") or {}
     if check:
