@@ -22,7 +22,8 @@ Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed
 (learning curves: true success vs env steps; learned return vs true success).
 
 ``--setting shift`` (SETTINGS; ``shift_utd3`` is the same with three gradient updates per env step, ``shift_goal1``
-with Phi = 1 after a success and the shaping term at full weight): the same base policy (cloned on the narrow layout) put to work where
+with Phi = 1 after a success and the shaping term at full weight, ``shift_goal1_crossq`` that with CrossQ
+in place of SAC): the same base policy (cloned on the narrow layout) put to work where
 the objects stand 0-1.5 cm further forward (``datasets/<task>_shift.yaml``), where it mostly fails;
 the reward models, the replayed demos and the RL env come from that recipe, and the residual may
 correct by up to 4 deg per step (SHIFT_RL). Cells in ``benchmarks/results/bench_rl_shift/``, results
@@ -118,6 +119,10 @@ SETTINGS = {
     # Phi = 1 after a success (``goal_potential``) and the shaping term at full weight: a seed-0 trial of the
     # oracle's potential peaked at 0.57 success (shift: 0.30), at 15,000 steps.
     "shift_goal1": Setting("{task}_shift", "{task}_rl", {**SHIFT_RL, "goal_potential": 1.0, "shaping_scale": 1.0}),
+    # The same with sb3-contrib's CrossQ in place of SAC (no target networks, batch renormalisation in both
+    # networks): SAC's runs peaked and fell back (finals 0.05-0.42 after peaks of 0.57-0.72).
+    "shift_goal1_crossq": Setting("{task}_shift", "{task}_rl", {**SHIFT_RL, "goal_potential": 1.0, "shaping_scale": 1.0,
+                                                             "algo": "crossq"}),
 }
 BASE_POLICY = "configs/bc/bc_state.yaml"
 QUICK_RL = {"n_envs": 2, "max_episode_steps": 60, "learning_starts": 32, "batch_size": 32, "net_arch": [64, 64],
@@ -408,18 +413,21 @@ def loop_rates(task: str, prep: dict, loops: dict[str, dict], seconds: float, ro
 
 
 def learner_rates(seconds: float) -> dict:
-    """Gradient steps/s of SAC (batch 256, 256x256 MLPs, one env) on Pendulum-v1: SB3 here, SBX
-    where it is importable (``pip install sbx-rl``; not a dependency)."""
+    """Env steps/s with one gradient step each (batch 256, 256x256 MLPs, one env) on Pendulum-v1: SB3's
+    SAC, sb3-contrib's CrossQ and TQC, and SBX's SAC where it is importable (``pip install sbx-rl``;
+    not a dependency)."""
     import gymnasium as gym
 
+    libs = {"sb3": ("stable_baselines3", "SAC"), "sb3_crossq": ("sb3_contrib", "CrossQ"), "sb3_tqc": ("sb3_contrib", "TQC"),
+            "sbx": ("sbx", "SAC")}
     out = {}
-    for lib in ("sb3", "sbx"):
+    for lib, (module, name) in libs.items():
         try:
-            SAC = __import__("stable_baselines3" if lib == "sb3" else "sbx", fromlist=["SAC"]).SAC
+            cls = getattr(__import__(module, fromlist=[name]), name)
         except ImportError:
             out[lib] = None
             continue
-        algo = SAC("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=256, batch_size=256,
+        algo = cls("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=256, batch_size=256,
                    policy_kwargs={"net_arch": [256, 256]}, seed=0, verbose=0)
         algo.learn(300)  # fills the buffer past learning_starts and compiles (SBX)
         steps = [0]
@@ -536,8 +544,15 @@ def print_tables(record: dict) -> None:
                                 for n, c in ms.items() if n != "cameras"],
                                ["model (4 envs)", "cameras+physics ms", "encoder ms", "encoder ms/frame", "stream ms"]))
         ls = sp["sac_env_steps_per_s"]
-        print(f"SAC on Pendulum-v1, one update per step: SB3 {ls['sb3']:.0f} steps/s"
-              + (f", SBX {ls['sbx']:.0f} steps/s ({ls['sbx'] / ls['sb3']:.1f}x)" if ls.get("sbx") else ", SBX not installed"))
+        print("Learners on Pendulum-v1, one update per step (env steps/s): " + learner_line(ls))
+
+
+def learner_line(rates: dict) -> str:
+    """The learner rates of ``learner_rates`` in one line, each against SB3's SAC."""
+    names = {"sb3": "SB3 SAC", "sb3_crossq": "CrossQ (sb3-contrib)", "sb3_tqc": "TQC (sb3-contrib)", "sbx": "SBX SAC"}
+    parts = [f"{label} {rates[k]:.0f}" + ("" if k == "sb3" else f" ({rates[k] / rates['sb3']:.2f}x)")
+             for k, label in names.items() if rates.get(k)]
+    return ", ".join(parts) + ("" if rates.get("sbx") else "; SBX not installed")
 
 
 def chart(record: dict, png: Path) -> None:

@@ -462,7 +462,7 @@ def rl_table(d):
     tasks = sorted({c["task"] for c in d["cells"].values()}) or ["?"]
     print(f"**Online RL with learned rewards{', shifted layout' if shift else ''}** (`bench_rl.py{' --setting ' + d['setting'] if shift else ''}`, "
           f"{d['date']}, {d['machine']['cpu_count']} CPU cores"
-          f"{', quick' if d['quick'] else ''}): SB3 SAC (`configs/rl/sac.yaml` + `bench_rl.{'SHIFT_RL' if shift else 'BENCH_RL'}`, "
+          f"{', quick' if d['quick'] else ''}): {ALGO_NAMES.get(cfg.get('algo', 'sac'), cfg.get('algo'))} (`configs/rl/sac.yaml` + `bench_rl.{'SHIFT_RL' if shift else 'BENCH_RL'}`, "
           f"{cfg.get('n_envs', '?')} envs, {how}) {where}, {d['steps_per_cell']} env "
           f"steps per cell, horizon {cfg.get('max_episode_steps', '?')}; every scheme gets {start} and the same "
           f"{cfg.get('demo_episodes', '?')} replayed demos in its replay buffer. True success from "
@@ -535,9 +535,8 @@ def rl_table(d):
               f"{fmt(r['cameras'])}, " + ", ".join(f"cameras + {n} streaming {fmt(r['cameras+' + n])} "
                                                  f"(**{sp['with_model_over_cameras'][n]:.2f}x** of cameras alone, goal >= 0.5)"
                                                  for n in sp["with_model_over_cameras"])
-              + f". SAC learner on Pendulum-v1 (one update per env step, batch 256): SB3 {fmt(ls['sb3'])} steps/s"
-              + (f", SBX {fmt(ls['sbx'])} steps/s ({ls['sbx'] / ls['sb3']:.1f}x)." if ls.get("sbx") else ", SBX not installed.")
-              + "\n")
+              + ". Learners on Pendulum-v1 (one update per env step, batch 256; env steps/s): "
+              + __import__("bench_rl").learner_line(ls) + ".\n")
         eager = {n: r.get(f"cameras+{n}_eager_encoder") for n in sp["with_model_over_cameras"]}
         if all(eager.values()):
             print("The encoder runs a frozen graph (`ImageEncoder.graph`); with its eager backbone instead the same loop makes "
@@ -602,8 +601,10 @@ def vision_layout_table(d):
     print()
 
 
-RUN_COMMANDS = {"bench_rl_shift": "bench_rl.py --setting shift", "bench_rl_shift_utd3": "bench_rl.py --setting shift_utd3",
-                "bench_rl_shift_goal1": "bench_rl.py --setting shift_goal1",
+ALGO_NAMES = {"sac": "SB3 SAC", "crossq": "CrossQ (sb3-contrib)", "tqc": "TQC (sb3-contrib)", "ppo": "SB3 PPO"}
+RL_SETTINGS = {("bench_rl" if s == "narrow" else f"bench_rl_{s}"): s for s in __import__("bench_rl").SETTINGS}
+"""bench_rl.py's results files, one per setting (``--setting``), in the settings' order."""
+RUN_COMMANDS = {**{name: f"bench_rl.py --setting {s}" for name, s in RL_SETTINGS.items() if s != "narrow"},
                 "bench_rabc_aug_stay_stack": "bench_rabc.py --tasks stack --label aug_stay --conditions "
                                              "plain,rabc_sarm,rabc_gt,expert_only --extra-seeds \"rabc_sarm=3,4,5;rabc_gt=3,4,5\" "
                                              "--out benchmarks/results/bench_rabc_aug_stay_stack.json"}
@@ -611,8 +612,7 @@ RUN_COMMANDS = {"bench_rl_shift": "bench_rl.py --setting shift", "bench_rl_shift
 
 
 def _print_tables():
-    for name, fn in (("bench_rl", rl_table), ("bench_rl_shift", rl_table), ("bench_rl_shift_utd3", rl_table),
-                     ("bench_rl_shift_goal1", rl_table), ("bench_deploy", deploy_table),
+    for name, fn in (*((name, rl_table) for name in RL_SETTINGS), ("bench_deploy", deploy_table),
                      ("bench_rabc_vision", lambda d: rabc_table(d, "bench_rabc_vision")),
                      ("bench_vision_layout", vision_layout_table),
                      ("bench_policies", policies_table), ("bench_rabc", rabc_table),

@@ -506,7 +506,7 @@ def _sim_eval(args):
 @arg("--bc-steps", type=_int_in(0), default=None, help="behaviour-clone the actor on the demos for this many steps first")
 @arg("--base-policy", type=_existing_path, default=None,
      help="residual RL: a state policy folder (bc train's <out>/model) whose targets the RL action corrects")
-@arg("--algo", choices=("sac", "ppo"), default=None)
+@arg("--algo", choices=("sac", "tqc", "crossq", "ppo"), default=None, help="sac (default), tqc, crossq (sb3-contrib) or ppo")
 @arg("--steps", type=_int_in(1), default=None, help="env steps in total")
 @arg("--envs", type=_int_in(1, 64), default=None, help="envs stepped together")
 @arg("--gamma", type=float, default=None, help="the learner's discount (also the shaping discount)")

@@ -3,7 +3,9 @@
 ``train_rl(config, out)`` builds ``n_envs`` sim envs (cameras only where the reward model reads
 them), wraps them in ``ShapedRewardVecEnv``, optionally seeds the replay buffer with a store's
 demonstrations (rewarded by the same scheme, so every scheme gets the same demos) and pretrains the
-actor on them by behaviour cloning, then learns with SB3 (SAC by default, PPO available).
+actor on them by behaviour cloning, then learns with SB3 (SAC by default, PPO available) or its contrib
+package (TQC; CrossQ, which drops the target networks for batch renormalisation and learns from fewer
+env steps at one update per step).
 
 Run folder::
 
@@ -45,7 +47,9 @@ from ..shaping import ShapedRewardVecEnv, ShapingConfig, make_potential
 from ..training import save_dir_atomic, write_atomic_text
 from .envs import MAX_STEP_DEG, MAX_STEP_GRIPPER, POLICY_KEYS, camera_names, load_base_policy, make_env
 
-ALGOS = ("sac", "ppo")
+OFF_POLICY = ("sac", "tqc", "crossq")
+"""Algorithms with a replay buffer (demos, residual SAC-style actor): SB3's SAC, sb3-contrib's TQC and CrossQ."""
+ALGOS = (*OFF_POLICY, "ppo")
 CHECKPOINTS, LATEST = "checkpoints", "latest"
 POLICY_FILE, OPTIM_FILE, REPLAY_FILE, STATE_FILE = "policy.safetensors", "optimizers.pt", "replay.npz", "state.json"
 BASE_POLICY = "base_policy"
@@ -67,7 +71,7 @@ class RLConfig:
     shaping: str = "pbrs"
     """pbrs or naive over the reward (ignored for ``reward: sparse``)."""
     algo: str = "sac"
-    """SB3 algorithm: sac (off-policy, replay buffer, demos) or ppo."""
+    """sac (SB3), tqc or crossq (sb3-contrib): off-policy, replay buffer, demos; or ppo (SB3)."""
     steps: int = 50_000
     """Env steps in total (all envs together)."""
     n_envs: int = 4
@@ -111,11 +115,11 @@ class RLConfig:
     learning_starts: int = 1000
     """Env steps of the initial policy before learning starts (demo transitions do not count)."""
     updates_per_step: float = 1.0
-    """Gradient steps per env step (SAC)."""
+    """Gradient steps per env step (the off-policy algorithms)."""
     ppo_rollout: int = 2048
     """PPO: env steps (all envs together) per rollout between updates."""
     ent_coef: str = "auto"
-    """SAC's entropy coefficient: ``auto``, ``auto_<init>`` or a number."""
+    """The off-policy algorithms' entropy coefficient: ``auto``, ``auto_<init>`` or a number."""
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
     eval_every: int = 5000
     """Env steps between deterministic evaluations of true success."""
@@ -137,8 +141,8 @@ class RLConfig:
             raise ConfigError("max_step_deg must be in (0, 30] and max_step_gripper in (0, 100]")
         if self.bc_steps < 0 or self.learning_starts < 0 or self.updates_per_step <= 0:
             raise ConfigError("bc_steps and learning_starts must be >= 0, updates_per_step > 0")
-        if self.demos is not None and self.algo != "sac":
-            raise ConfigError("demos seed a replay buffer; use them with algo: sac")
+        if self.demos is not None and self.algo not in OFF_POLICY:
+            raise ConfigError(f"demos seed a replay buffer; use them with algo: {' / '.join(OFF_POLICY)}")
         self.shaping_config()  # validates gamma, gold, delta
 
     @property
@@ -219,13 +223,18 @@ def _algo(config: RLConfig, venv, out: Path | None):
     common = dict(gamma=config.gamma, learning_rate=config.learning_rate, seed=config.seed, device="cpu", verbose=0,
                   policy_kwargs={"net_arch": list(config.net_arch)},
                   tensorboard_log=None if out is None else str(out / "tb"))
-    if config.algo == "sac":
+    if config.algo in OFF_POLICY:
         ent = config.ent_coef
         try:
             ent = float(ent)
         except ValueError:
             pass
-        return SAC("MlpPolicy", venv, buffer_size=config.buffer_size, learning_starts=config.learning_starts,
+        cls = SAC
+        if config.algo != "sac":
+            from sb3_contrib import TQC, CrossQ
+
+            cls = {"tqc": TQC, "crossq": CrossQ}[config.algo]
+        return cls("MlpPolicy", venv, buffer_size=config.buffer_size, learning_starts=config.learning_starts,
                    batch_size=config.batch_size, train_freq=1,
                    gradient_steps=max(1, round(config.updates_per_step * venv.num_envs)), ent_coef=ent, **common)
     n_steps = max(1, config.ppo_rollout // venv.num_envs)  # PPO collects whole rollouts, so a run may end past steps
@@ -676,7 +685,7 @@ def steps_to(curve: list[dict], threshold: float = 0.8) -> int | None:
     return None
 
 
-__all__ = ["ALGOS", "RLConfig", "RLError", "add_demos", "behaviour_clone", "build_env", "demo_transitions",
+__all__ = ["ALGOS", "OFF_POLICY", "RLConfig", "RLError", "add_demos", "behaviour_clone", "build_env", "demo_transitions",
            "latest_checkpoint", "load_policy", "load_reward_model", "rollout_success", "save_checkpoint",
            "steps_to", "train_rl"]
 

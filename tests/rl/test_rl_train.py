@@ -1,5 +1,5 @@
-"""rl train in process on the sim with the oracle potential (no reward model to train): PPO and SAC
-runs complete, write their curve, and the saved policy acts exactly as the trained one."""
+"""rl train in process on the sim with the oracle potential (no reward model to train): PPO, SAC and
+CrossQ runs complete, write their curve, and the saved policy acts exactly as the trained one."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +13,8 @@ SMALL = dict(task="pick_place", reward="oracle", shaping="pbrs", n_envs=2, max_e
              eval_every=64, eval_episodes=2, checkpoint_every=64, progress=False)
 
 
-@pytest.mark.parametrize("algo, extra", [("ppo", {"batch_size": 32, "ppo_rollout": 64}), ("sac", {"learning_starts": 16, "batch_size": 16})])
+@pytest.mark.parametrize("algo, extra", [("ppo", {"batch_size": 32, "ppo_rollout": 64}), ("sac", {"learning_starts": 16, "batch_size": 16}),
+                                         ("crossq", {"learning_starts": 16, "batch_size": 16})])
 def test_short_run_and_saved_policy(algo, extra, tmp_path):
     torch.set_num_threads(1)
     config = RLConfig(**SMALL, algo=algo, steps=128, **extra)
