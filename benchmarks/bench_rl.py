@@ -23,7 +23,8 @@ Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed
 
 ``--setting shift`` (SETTINGS; ``shift_utd3`` is the same with three gradient updates per env step, ``shift_goal1``
 with Phi = 1 after a success and the shaping term at full weight, ``shift_goal1_crossq`` that with CrossQ
-in place of SAC): the same base policy (cloned on the narrow layout) put to work where
+in place of SAC, ``shift_crossq`` CrossQ with a tenth of the entropy coefficient, as configs/rl/crossq.yaml,
+and ``shift_sac_ent001`` the same with SAC): the same base policy (cloned on the narrow layout) put to work where
 the objects stand 0-1.5 cm further forward (``datasets/<task>_shift.yaml``), where it mostly fails;
 the reward models, the replayed demos and the RL env come from that recipe, and the residual may
 correct by up to 4 deg per step (SHIFT_RL). Cells in ``benchmarks/results/bench_rl_shift/``, results
@@ -134,6 +135,8 @@ SETTINGS = {
                                                              "algo": "crossq"}),
     # CrossQ with an entropy coefficient of 0.001 instead of 0.01 (SHIFT_CROSSQ).
     "shift_crossq": Setting("{task}_shift", "{task}_rl", SHIFT_CROSSQ),
+    # The same with SB3's SAC in place of CrossQ: which of the two changes made the learner hold its gains.
+    "shift_sac_ent001": Setting("{task}_shift", "{task}_rl", {**SHIFT_CROSSQ, "algo": "sac"}),
 }
 BASE_POLICY = "configs/bc/bc_state.yaml"
 QUICK_RL = {"n_envs": 2, "max_episode_steps": 60, "learning_starts": 32, "batch_size": 32, "net_arch": [64, 64],
