@@ -462,7 +462,7 @@ def rl_table(d):
     tasks = sorted({c["task"] for c in d["cells"].values()}) or ["?"]
     print(f"**Online RL with learned rewards{', shifted layout' if shift else ''}** (`bench_rl.py{' --setting ' + d['setting'] if shift else ''}`, "
           f"{d['date']}, {d['machine']['cpu_count']} CPU cores"
-          f"{', quick' if d['quick'] else ''}): {ALGO_NAMES.get(cfg.get('algo', 'sac'), cfg.get('algo'))} (`configs/rl/sac.yaml` + `bench_rl.{'SHIFT_RL' if shift else 'BENCH_RL'}`, "
+          f"{', quick' if d['quick'] else ''}): {ALGO_NAMES.get(cfg.get('algo', 'sac'), cfg.get('algo'))} (`configs/rl/sac.yaml` + `bench_rl.{f"SETTINGS['{d['setting']}']" if shift else 'BENCH_RL'}`, "
           f"{cfg.get('n_envs', '?')} envs, {how}) {where}, {d['steps_per_cell']} env "
           f"steps per cell, horizon {cfg.get('max_episode_steps', '?')}; every scheme gets {start} and the same "
           f"{cfg.get('demo_episodes', '?')} replayed demos in its replay buffer. True success from "
@@ -502,15 +502,16 @@ def rl_table(d):
                   f"| {s['final_max_progress_mean']:.2f} | "
                   f"{'-' if name == 'sparse' or s.get('final_learned_progress_mean') is None else format(s['final_learned_progress_mean'], '.2f')} | "
                   f"{_best_check(s)} |")
+    print()
     if d.get("extra_cells"):
         about = {"_onpolicy": "pbrs with SARM or GRM trained on the RL store joined with 100 of the base policy's own "
                               "rollouts in this layout, `bench_rl.ONPOLICY`",
                  "_nostate": "the same configs without the joint state, cameras only, `bench_rl.NOSTATE`"}
         kinds = [f"`{k}` schemes ({v})" for k, v in about.items() if any(c["scheme"].endswith(k) for c in d["cells"].values())]
-        print(f"\nBeyond the planned grid: {d['extra_cells']} cells of the {' and the '.join(kinds) or 'other schemes'}.")
+        print(f"Beyond the planned grid: {d['extra_cells']} cells of the {' and the '.join(kinds) or 'other schemes'}.\n")
     check = d.get("reward_check") or {}
     if check:
-        print("\n**The reward models read on the base policy's own rollouts** (`bench_rl.py ... --check`: 100 deterministic "
+        print("**The reward models read on the base policy's own rollouts** (`bench_rl.py ... --check`: 100 deterministic "
               "rollouts in the RL layout, recorded by `sim eval --record`, never trained on; the learner starts from this "
               "policy). `_onpolicy`: trained with another 100 such rollouts; `_nostate`: the same config without the joint "
               "state (cameras only).\n")
@@ -531,7 +532,7 @@ def rl_table(d):
     if sp:
         r = sp["env_steps_per_s"]
         ls = sp["sac_env_steps_per_s"]
-        print(f"\nEnv loop ({sp['task']}, 4 envs, random actions, env steps/s): state only {fmt(r['state_only'])}, cameras rendered "
+        print(f"Env loop ({sp['task']}, 4 envs, random actions, env steps/s): state only {fmt(r['state_only'])}, cameras rendered "
               f"{fmt(r['cameras'])}, " + ", ".join(f"cameras + {n} streaming {fmt(r['cameras+' + n])} "
                                                  f"(**{sp['with_model_over_cameras'][n]:.2f}x** of cameras alone, goal >= 0.5)"
                                                  for n in sp["with_model_over_cameras"])
