@@ -110,7 +110,7 @@ SHIFT_CROSSQ = {**SHIFT_RL, "goal_potential": 1.0, "shaping_scale": 1.0, "algo":
 """The shifted layout with sb3-contrib's CrossQ, the shaping term at full weight, Phi = 1 after a success and an
 entropy coefficient of 0.001. At 0.01 the entropy bonus outweighs the task: about 0.01 x 7 nats per step over
 150-200 steps against a return of at most 2 (r_gold plus the potential's rise), so the training policy
-stays near its widest (std 0.75-0.85 of the 4-degree step) and the deterministic policy peaks and falls
+stays near its widest (std 0.73-0.86 of the 4-degree step) and the deterministic policy peaks and falls
 back (SAC and CrossQ alike). Seed-0 trials at 0.001: the oracle's potential reached 0.95 success at
 17,500 steps and sparse 0.83 at 15,000 (at 0.01: peaks 0.50 and 0.08, finals 0.00-0.03)."""
 

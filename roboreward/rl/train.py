@@ -4,8 +4,7 @@
 them), wraps them in ``ShapedRewardVecEnv``, optionally seeds the replay buffer with a store's
 demonstrations (rewarded by the same scheme, so every scheme gets the same demos) and pretrains the
 actor on them by behaviour cloning, then learns with SB3 (SAC by default, PPO available) or its contrib
-package (TQC; CrossQ, which drops the target networks for batch renormalisation and learns from fewer
-env steps at one update per step).
+package (TQC; CrossQ, which drops the target networks and batch-renormalises actor and critic).
 
 Run folder::
 
