@@ -106,7 +106,9 @@ up to 4 deg at SAC's default learning rate. The shaping term is scaled by 0.1: a
 oracle's potential is near 0.95 on the step before a success, so a success nets only 1 - 0.95 of
 reward on that step (Phi = 0 after a true termination) and the oracle cell ended at 0.20 with its
 furthest progress at 0.6-0.9; at 0.1 it ended at 0.30 (sparse: 0.25)."""
-SHIFT_CROSSQ = {**SHIFT_RL, "goal_potential": 1.0, "shaping_scale": 1.0, "algo": "crossq", "ent_coef": "0.001"}
+SHIFT_GOAL1 = {**SHIFT_RL, "goal_potential": 1.0, "shaping_scale": 1.0}
+"""The shift setting with Phi = 1 after a success (``goal_potential``) and the shaping term at full weight."""
+SHIFT_CROSSQ = {**SHIFT_GOAL1, "algo": "crossq", "ent_coef": "0.001"}
 """The shifted layout with sb3-contrib's CrossQ, the shaping term at full weight, Phi = 1 after a success and an
 entropy coefficient of 0.001. At 0.01 the entropy bonus outweighs the task: about 0.01 x 7 nats per step over
 150-200 steps against a return of at most 2 (r_gold plus the potential's rise), so the training policy
@@ -128,11 +130,10 @@ SETTINGS = {
     "shift_utd3": Setting("{task}_shift", "{task}_rl", {**SHIFT_RL, "updates_per_step": 3.0}),
     # Phi = 1 after a success (``goal_potential``) and the shaping term at full weight: a seed-0 trial of the
     # oracle's potential peaked at 0.57 success (shift: 0.30), at 15,000 steps.
-    "shift_goal1": Setting("{task}_shift", "{task}_rl", {**SHIFT_RL, "goal_potential": 1.0, "shaping_scale": 1.0}),
+    "shift_goal1": Setting("{task}_shift", "{task}_rl", SHIFT_GOAL1),
     # The same with sb3-contrib's CrossQ in place of SAC (no target networks, batch renormalisation in both
     # networks): SAC's runs peaked and fell back (finals 0.05-0.42 after peaks of 0.57-0.72).
-    "shift_goal1_crossq": Setting("{task}_shift", "{task}_rl", {**SHIFT_RL, "goal_potential": 1.0, "shaping_scale": 1.0,
-                                                             "algo": "crossq"}),
+    "shift_goal1_crossq": Setting("{task}_shift", "{task}_rl", {**SHIFT_GOAL1, "algo": "crossq"}),
     # CrossQ with an entropy coefficient of 0.001 instead of 0.01 (SHIFT_CROSSQ).
     "shift_crossq": Setting("{task}_shift", "{task}_rl", SHIFT_CROSSQ),
     # The same with SB3's SAC in place of CrossQ: which of the two changes made the learner hold its gains.
@@ -561,9 +562,13 @@ def print_tables(record: dict) -> None:
         print("Learners on Pendulum-v1, one update per step (env steps/s): " + learner_line(ls))
 
 
+ALGO_NAMES = {"sac": "SB3 SAC", "crossq": "CrossQ (sb3-contrib)", "tqc": "TQC (sb3-contrib)", "ppo": "SB3 PPO"}
+"""How tables name an ``rl train`` algorithm (``RLConfig.algo``)."""
+
+
 def learner_line(rates: dict) -> str:
     """The learner rates of ``learner_rates`` in one line, each against SB3's SAC."""
-    names = {"sb3": "SB3 SAC", "sb3_crossq": "CrossQ (sb3-contrib)", "sb3_tqc": "TQC (sb3-contrib)", "sbx": "SBX SAC"}
+    names = {"sb3": ALGO_NAMES["sac"], "sb3_crossq": ALGO_NAMES["crossq"], "sb3_tqc": ALGO_NAMES["tqc"], "sbx": "SBX SAC"}
     parts = [f"{label} {rates[k]:.0f}" + ("" if k == "sb3" else f" ({rates[k] / rates['sb3']:.2f}x)")
              for k, label in names.items() if rates.get(k)]
     return ", ".join(parts) + ("" if rates.get("sbx") else "; SBX not installed")
@@ -683,6 +688,9 @@ def main():
                 try:
                     print(f"cell {task} {scheme} seed {seed} ({steps} env steps)", flush=True)
                     result = run_cell(task, scheme, seed, preps[task], work, steps, args.quick)
+                    got = best_check(work / "runs" / cell.stem, args.quick)  # under the cell's lock: checked once
+                    if got is not None:
+                        result["best_check"] = got
                     cell.write_text(json.dumps(common.portable(result), indent=1))
                 finally:
                     lock.unlink(missing_ok=True)

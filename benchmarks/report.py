@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+import bench_rl  # benchmarks/ is this script's folder, so on its path
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -462,7 +464,7 @@ def rl_table(d):
     tasks = sorted({c["task"] for c in d["cells"].values()}) or ["?"]
     print(f"**Online RL with learned rewards{', shifted layout' if shift else ''}** (`bench_rl.py{' --setting ' + d['setting'] if shift else ''}`, "
           f"{d['date']}, {d['machine']['cpu_count']} CPU cores"
-          f"{', quick' if d['quick'] else ''}): {ALGO_NAMES.get(cfg.get('algo', 'sac'), cfg.get('algo'))} (`configs/rl/sac.yaml` + `bench_rl.{f"SETTINGS['{d['setting']}']" if shift else 'BENCH_RL'}`, "
+          f"{', quick' if d['quick'] else ''}): {bench_rl.ALGO_NAMES.get(cfg.get('algo', 'sac'), cfg.get('algo'))} (`configs/rl/sac.yaml` + `bench_rl.{f"SETTINGS['{d['setting']}']" if shift else 'BENCH_RL'}`, "
           f"{cfg.get('n_envs', '?')} envs, {how}) {where}, {d['steps_per_cell']} env "
           f"steps per cell, horizon {cfg.get('max_episode_steps', '?')}; every scheme gets {start} and the same "
           f"{cfg.get('demo_episodes', '?')} replayed demos in its replay buffer. True success from "
@@ -537,7 +539,7 @@ def rl_table(d):
                                                  f"(**{sp['with_model_over_cameras'][n]:.2f}x** of cameras alone, goal >= 0.5)"
                                                  for n in sp["with_model_over_cameras"])
               + ". Learners on Pendulum-v1 (one update per env step, batch 256; env steps/s): "
-              + __import__("bench_rl").learner_line(ls) + ".\n")
+              + bench_rl.learner_line(ls) + ".\n")
         eager = {n: r.get(f"cameras+{n}_eager_encoder") for n in sp["with_model_over_cameras"]}
         if all(eager.values()):
             print("The encoder runs a frozen graph (`ImageEncoder.graph`); with its eager backbone instead the same loop makes "
@@ -602,8 +604,7 @@ def vision_layout_table(d):
     print()
 
 
-ALGO_NAMES = {"sac": "SB3 SAC", "crossq": "CrossQ (sb3-contrib)", "tqc": "TQC (sb3-contrib)", "ppo": "SB3 PPO"}
-RL_SETTINGS = {("bench_rl" if s == "narrow" else f"bench_rl_{s}"): s for s in __import__("bench_rl").SETTINGS}
+RL_SETTINGS = {("bench_rl" if s == "narrow" else f"bench_rl_{s}"): s for s in bench_rl.SETTINGS}
 """bench_rl.py's results files, one per setting (``--setting``), in the settings' order."""
 RUN_COMMANDS = {**{name: f"bench_rl.py --setting {s}" for name, s in RL_SETTINGS.items() if s != "narrow"},
                 "bench_rabc_aug_stay_stack": "bench_rabc.py --tasks stack --label aug_stay --conditions "
