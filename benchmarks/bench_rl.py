@@ -138,6 +138,13 @@ SETTINGS = {
     "shift_crossq": Setting("{task}_shift", "{task}_rl", SHIFT_CROSSQ),
     # The same with SB3's SAC in place of CrossQ: which of the two changes made the learner hold its gains.
     "shift_sac_ent001": Setting("{task}_shift", "{task}_rl", {**SHIFT_CROSSQ, "algo": "sac"}),
+    # CrossQ as in shift_crossq, but the policy starts as the base policy exactly (zero_residual) and stays there
+    # for the first 5,000 env steps while only the critic learns (actor_warmup): in shift_crossq every run fell
+    # from the base policy's 0.05-0.23 to 0.00-0.07 at its first evaluation and stayed there until 10-12.5k steps.
+    "shift_crossq_warm": Setting("{task}_shift", "{task}_rl", {**SHIFT_CROSSQ, "actor_warmup": 5000, "zero_residual": True}),
+    # configs/rl/crossq.yaml's learner in the narrow layout (the base policy's own): the second task of the CrossQ
+    # grid, stack, has no shifted recipe, and its base policy already fails 7 of 10 tries in the narrow layout.
+    "narrow_crossq": Setting("{task}_rl", "{task}_rl", SHIFT_CROSSQ),
 }
 BASE_POLICY = "configs/bc/bc_state.yaml"
 QUICK_RL = {"n_envs": 2, "max_episode_steps": 60, "learning_starts": 32, "batch_size": 32, "net_arch": [64, 64],

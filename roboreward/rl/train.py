@@ -115,6 +115,14 @@ class RLConfig:
     """Env steps of the initial policy before learning starts (demo transitions do not count)."""
     updates_per_step: float = 1.0
     """Gradient steps per env step (the off-policy algorithms)."""
+    actor_warmup: int = 0
+    """Off-policy algorithms: env steps (all envs together) during which only the critic learns; the
+    actor's learning rate is held at 0, so the policy stays as it started (residual RL: the base policy)
+    while the critic learns its values from the demos and the first steps. Without it the actor follows
+    an untrained critic from the first update."""
+    zero_residual: bool = False
+    """Off-policy algorithms: the actor's mean layer starts at zero, so the deterministic policy starts as
+    the base policy exactly (a residual of 0) instead of a random small correction."""
     ppo_rollout: int = 2048
     """PPO: env steps (all envs together) per rollout between updates."""
     ent_coef: str = "auto"
@@ -138,8 +146,11 @@ class RLConfig:
                 raise ConfigError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
         if not (0 < self.max_step_deg <= 30 and 0 < self.max_step_gripper <= 100):
             raise ConfigError("max_step_deg must be in (0, 30] and max_step_gripper in (0, 100]")
-        if self.bc_steps < 0 or self.learning_starts < 0 or self.updates_per_step <= 0:
-            raise ConfigError("bc_steps and learning_starts must be >= 0, updates_per_step > 0")
+        if self.bc_steps < 0 or self.learning_starts < 0 or self.actor_warmup < 0 or self.updates_per_step <= 0:
+            raise ConfigError("bc_steps, learning_starts and actor_warmup must be >= 0, updates_per_step > 0")
+        if (self.actor_warmup or self.zero_residual) and self.algo not in OFF_POLICY:
+            raise ConfigError(f"actor_warmup and zero_residual apply to {' / '.join(OFF_POLICY)}; set them to 0 / false "
+                              f"for algo: {self.algo}")
         if self.demos is not None and self.algo not in OFF_POLICY:
             raise ConfigError(f"demos seed a replay buffer; use them with algo: {' / '.join(OFF_POLICY)}")
         self.shaping_config()  # validates gamma, gold, delta
@@ -233,11 +244,35 @@ def _algo(config: RLConfig, venv, out: Path | None):
             from sb3_contrib import TQC, CrossQ
 
             cls = {"tqc": TQC, "crossq": CrossQ}[config.algo]
-        return cls("MlpPolicy", venv, buffer_size=config.buffer_size, learning_starts=config.learning_starts,
+        if config.actor_warmup:
+            cls = _actor_warmup(cls, config.actor_warmup)
+        algo = cls("MlpPolicy", venv, buffer_size=config.buffer_size, learning_starts=config.learning_starts,
                    batch_size=config.batch_size, train_freq=1,
                    gradient_steps=max(1, round(config.updates_per_step * venv.num_envs)), ent_coef=ent, **common)
+        if config.zero_residual:  # a resumed run loads its weights over this
+            mean = algo.actor.mu[0] if isinstance(algo.actor.mu, torch.nn.Sequential) else algo.actor.mu
+            with torch.no_grad():
+                mean.weight.zero_()
+                mean.bias.zero_()
+        return algo
     n_steps = max(1, config.ppo_rollout // venv.num_envs)  # PPO collects whole rollouts, so a run may end past steps
     return PPO("MlpPolicy", venv, n_steps=n_steps, batch_size=min(config.batch_size, n_steps * venv.num_envs), **common)
+
+
+def _actor_warmup(cls, steps: int):
+    """``cls`` whose actor's learning rate is 0 until ``num_timesteps`` reaches ``steps`` (SB3 sets every
+    optimizer's rate from its schedule at the start of each ``train`` call; this sets the actor's after it).
+    Adam then leaves the weights where they are; the critic trains as usual."""
+
+    class ActorWarmup(cls):
+        def _update_learning_rate(self, optimizers):
+            super()._update_learning_rate(optimizers)
+            if self.num_timesteps < steps:
+                for group in self.actor.optimizer.param_groups:
+                    group["lr"] = 0.0
+
+    ActorWarmup.__name__ = ActorWarmup.__qualname__ = f"{cls.__name__}ActorWarmup"
+    return ActorWarmup
 
 
 # ---------------------------------------------------------------------------------------- checkpoints

@@ -2,6 +2,8 @@
 CrossQ runs complete, write their curve, and the saved policy acts exactly as the trained one."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -44,6 +46,31 @@ def test_short_run_and_saved_policy(algo, extra, tmp_path):
     # Resuming a finished run with a longer budget continues from its last checkpoint.
     longer = train_rl(RLConfig(**SMALL, algo=algo, steps=192, **extra), tmp_path / "run")
     assert longer["steps"] == 192 and [r["step"] for r in longer["curve"]] == [0, 64, 128, 192]
+
+
+def test_actor_warmup_and_zero_residual(tmp_path):
+    """zero_residual starts the deterministic policy at an action of 0; during actor_warmup only the critic
+    learns (the actor's weights stay as built), and after it, across a resume, the actor learns too."""
+    from roboreward.rl.train import _algo
+
+    torch.set_num_threads(1)
+    config = RLConfig(**SMALL, algo="crossq", steps=64, learning_starts=16, batch_size=16, actor_warmup=80,
+                      zero_residual=True)
+    venv = build_env(config, None, 2)
+    start = _algo(config, venv, None)
+    action, _ = start.predict(venv.reset(), deterministic=True)
+    venv.close()
+    assert np.all(action == 0)
+    train_rl(config, tmp_path / "run")
+    warm = load_file(str(tmp_path / "run" / "checkpoints" / "step_64" / "policy.safetensors"))
+    params = dict(start.policy.named_parameters())
+    assert all(torch.equal(warm[f"policy.{k}"], v) for k, v in params.items() if k.startswith("actor."))
+    assert not all(torch.equal(warm[f"policy.{k}"], v) for k, v in params.items() if k.startswith("critic."))
+    train_rl(dataclasses.replace(config, steps=128), tmp_path / "run")
+    after = load_file(str(tmp_path / "run" / "checkpoints" / "step_128" / "policy.safetensors"))
+    assert not torch.equal(after["policy.actor.mu.weight"], params["actor.mu.weight"])
+    with pytest.raises(Exception, match="actor_warmup and zero_residual apply to"):
+        RLConfig(**SMALL, algo="ppo", actor_warmup=10)
 
 
 def test_resume_refuses_another_config(tmp_path):
