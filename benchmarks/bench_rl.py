@@ -116,6 +116,10 @@ stays near its widest (std 0.73-0.86 of the 4-degree step) and the deterministic
 back (SAC and CrossQ alike). Seed-0 trials at 0.001: the oracle's potential reached 0.95 success at
 17,500 steps and sparse 0.83 at 15,000 (at 0.01: peaks 0.50 and 0.08, finals 0.00-0.03)."""
 
+SHIFT_CROSSQ_WARM = {**SHIFT_CROSSQ, "actor_warmup": 5000, "zero_residual": True}
+"""SHIFT_CROSSQ with the policy started as the base policy exactly (``zero_residual``) and kept there for the
+first 5,000 env steps while only the critic learns (``actor_warmup``)."""
+
 
 class Setting(NamedTuple):
     rl_recipe: str    # datasets/<rl_recipe>.yaml: the RL env, the replayed demos and the reward models' store
@@ -141,10 +145,10 @@ SETTINGS = {
     # CrossQ as in shift_crossq, but the policy starts as the base policy exactly (zero_residual) and stays there
     # for the first 5,000 env steps while only the critic learns (actor_warmup): in shift_crossq every run fell
     # from the base policy's 0.05-0.23 to 0.00-0.07 at its first evaluation and stayed there until 10-12.5k steps.
-    "shift_crossq_warm": Setting("{task}_shift", "{task}_rl", {**SHIFT_CROSSQ, "actor_warmup": 5000, "zero_residual": True}),
-    # configs/rl/crossq.yaml's learner in the narrow layout (the base policy's own): the second task of the CrossQ
+    "shift_crossq_warm": Setting("{task}_shift", "{task}_rl", SHIFT_CROSSQ_WARM),
+    # The learner of shift_crossq_warm in the narrow layout (the base policy's own): the second task of the CrossQ
     # grid, stack, has no shifted recipe, and its base policy already fails 7 of 10 tries in the narrow layout.
-    "narrow_crossq": Setting("{task}_rl", "{task}_rl", SHIFT_CROSSQ),
+    "narrow_crossq_warm": Setting("{task}_rl", "{task}_rl", SHIFT_CROSSQ_WARM),
 }
 BASE_POLICY = "configs/bc/bc_state.yaml"
 QUICK_RL = {"n_envs": 2, "max_episode_steps": 60, "learning_starts": 32, "batch_size": 32, "net_arch": [64, 64],

@@ -448,23 +448,29 @@ def rl_table(d):
                f"{'the narrow-layout store' if str(d.get('setting', 'narrow')).startswith('shift') else 'the store'}'s expert episodes "
                f"(`configs/bc/bc_state.yaml`; corrections up to {cfg.get('max_step_deg')} deg and "
                f"{cfg.get('max_step_gripper')} gripper units per step), `ent_coef` {cfg.get('ent_coef')}, "
-               f"lr {cfg.get('learning_rate')}")
+               f"lr {cfg.get('learning_rate')}"
+               + (f"; the policy starts as the base policy exactly and only the critic learns for the first "
+                  f"{cfg['actor_warmup']:,} env steps" if cfg.get("actor_warmup") and cfg.get("zero_residual") else ""))
         start = "the same base policy"
     else:
         how = "joint-delta actions"
         start = f"the same behaviour-cloned warm start ({cfg.get('bc_steps', '?')} steps)"
     shift = str(d.get("setting", "narrow")).startswith("shift")
     where = "on each task's narrow-layout RL recipe (`datasets/<task>_rl.yaml`)"
+    shaping = (f"shaping term x{cfg.get('shaping_scale')}, Phi = {cfg.get('goal_potential', 0.0):g} after a success, "
+               f"{cfg.get('updates_per_step')} gradient updates per env step")
+    if d.get("setting", "narrow") != "narrow" and not shift:
+        where += f" ({shaping})"
     if shift:
         layout = _layout_shift(cfg)
         where = (f"in a layout {layout} (`datasets/<task>_shift.yaml`; "
                  "reward models, replayed demos and RL env from that recipe, base policy from `datasets/<task>_rl.yaml`; "
-                 f"shaping term x{cfg.get('shaping_scale')}, Phi = {cfg.get('goal_potential', 0.0):g} after a success, "
-                 f"{cfg.get('updates_per_step')} gradient updates per env step)")
+                 f"{shaping})")
     tasks = sorted({c["task"] for c in d["cells"].values()}) or ["?"]
-    print(f"**Online RL with learned rewards{', shifted layout' if shift else ''}** (`bench_rl.py{' --setting ' + d['setting'] if shift else ''}`, "
+    named = d.get("setting", "narrow") != "narrow"
+    print(f"**Online RL with learned rewards{', shifted layout' if shift else ''}** (`bench_rl.py{' --setting ' + d['setting'] if named else ''}`, "
           f"{d['date']}, {d['machine']['cpu_count']} CPU cores"
-          f"{', quick' if d['quick'] else ''}): {bench_rl.ALGO_NAMES.get(cfg.get('algo', 'sac'), cfg.get('algo'))} (`configs/rl/sac.yaml` + `bench_rl.{f"SETTINGS['{d['setting']}']" if shift else 'BENCH_RL'}`, "
+          f"{', quick' if d['quick'] else ''}): {bench_rl.ALGO_NAMES.get(cfg.get('algo', 'sac'), cfg.get('algo'))} (`configs/rl/sac.yaml` + `bench_rl.{f"SETTINGS['{d['setting']}']" if named else 'BENCH_RL'}`, "
           f"{cfg.get('n_envs', '?')} envs, {how}) {where}, {d['steps_per_cell']} env "
           f"steps per cell, horizon {cfg.get('max_episode_steps', '?')}; every scheme gets {start} and the same "
           f"{cfg.get('demo_episodes', '?')} replayed demos in its replay buffer. True success from "
