@@ -123,6 +123,10 @@ class RLConfig:
     zero_residual: bool = False
     """Off-policy algorithms: the actor's mean layer starts at zero, so the deterministic policy starts as
     the base policy exactly (a residual of 0) instead of a random small correction."""
+    init_std: float | None = None
+    """Off-policy algorithms: the actor's initial standard deviation in every state (before the tanh squash;
+    an action of 1 is ``max_step``); None: as built (a random log-std layer, about 1, so the first training
+    episodes of a residual run are mostly noise)."""
     ppo_rollout: int = 2048
     """PPO: env steps (all envs together) per rollout between updates."""
     ent_coef: str = "auto"
@@ -148,9 +152,11 @@ class RLConfig:
             raise ConfigError("max_step_deg must be in (0, 30] and max_step_gripper in (0, 100]")
         if self.bc_steps < 0 or self.learning_starts < 0 or self.actor_warmup < 0 or self.updates_per_step <= 0:
             raise ConfigError("bc_steps, learning_starts and actor_warmup must be >= 0, updates_per_step > 0")
-        if (self.actor_warmup or self.zero_residual) and self.algo not in OFF_POLICY:
-            raise ConfigError(f"actor_warmup and zero_residual apply to {' / '.join(OFF_POLICY)}; set them to 0 / false "
-                              f"for algo: {self.algo}")
+        if (self.actor_warmup or self.zero_residual or self.init_std is not None) and self.algo not in OFF_POLICY:
+            raise ConfigError(f"actor_warmup, zero_residual and init_std apply to {' / '.join(OFF_POLICY)}; leave them "
+                              f"out for algo: {self.algo}")
+        if self.init_std is not None and not 1e-4 <= self.init_std <= 5:
+            raise ConfigError(f"init_std must be in [1e-4, 5] (a standard deviation before the tanh squash), got {self.init_std}")
         if self.demos is not None and self.algo not in OFF_POLICY:
             raise ConfigError(f"demos seed a replay buffer; use them with algo: {' / '.join(OFF_POLICY)}")
         self.shaping_config()  # validates gamma, gold, delta
@@ -249,11 +255,14 @@ def _algo(config: RLConfig, venv, out: Path | None):
         algo = cls("MlpPolicy", venv, buffer_size=config.buffer_size, learning_starts=config.learning_starts,
                    batch_size=config.batch_size, train_freq=1,
                    gradient_steps=max(1, round(config.updates_per_step * venv.num_envs)), ent_coef=ent, **common)
-        if config.zero_residual:  # a resumed run loads its weights over this
-            mean = algo.actor.mu[0] if isinstance(algo.actor.mu, torch.nn.Sequential) else algo.actor.mu
-            with torch.no_grad():
+        mean = algo.actor.mu[0] if isinstance(algo.actor.mu, torch.nn.Sequential) else algo.actor.mu
+        with torch.no_grad():  # a resumed run loads its weights over these
+            if config.zero_residual:
                 mean.weight.zero_()
                 mean.bias.zero_()
+            if config.init_std is not None:
+                algo.actor.log_std.weight.zero_()
+                algo.actor.log_std.bias.fill_(float(np.log(config.init_std)))
         return algo
     n_steps = max(1, config.ppo_rollout // venv.num_envs)  # PPO collects whole rollouts, so a run may end past steps
     return PPO("MlpPolicy", venv, n_steps=n_steps, batch_size=min(config.batch_size, n_steps * venv.num_envs), **common)

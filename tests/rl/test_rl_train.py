@@ -55,12 +55,16 @@ def test_actor_warmup_and_zero_residual(tmp_path):
 
     torch.set_num_threads(1)
     config = RLConfig(**SMALL, algo="crossq", steps=64, learning_starts=16, batch_size=16, actor_warmup=80,
-                      zero_residual=True)
+                      zero_residual=True, init_std=0.1)
     venv = build_env(config, None, 2)
     start = _algo(config, venv, None)
-    action, _ = start.predict(venv.reset(), deterministic=True)
-    venv.close()
+    obs = venv.reset()
+    action, _ = start.predict(obs, deterministic=True)
     assert np.all(action == 0)
+    start.policy.set_training_mode(False)
+    pre_tanh = torch.atanh(torch.as_tensor(np.clip([start.predict(obs)[0] for _ in range(200)], -0.999, 0.999)))
+    assert 0.08 < float(pre_tanh.std()) < 0.12  # init_std: the stochastic policy's spread before the squash
+    venv.close()
     train_rl(config, tmp_path / "run")
     warm = load_file(str(tmp_path / "run" / "checkpoints" / "step_64" / "policy.safetensors"))
     params = dict(start.policy.named_parameters())
@@ -69,7 +73,7 @@ def test_actor_warmup_and_zero_residual(tmp_path):
     train_rl(dataclasses.replace(config, steps=128), tmp_path / "run")
     after = load_file(str(tmp_path / "run" / "checkpoints" / "step_128" / "policy.safetensors"))
     assert not torch.equal(after["policy.actor.mu.weight"], params["actor.mu.weight"])
-    with pytest.raises(Exception, match="actor_warmup and zero_residual apply to"):
+    with pytest.raises(Exception, match="actor_warmup, zero_residual and init_std apply to"):
         RLConfig(**SMALL, algo="ppo", actor_warmup=10)
 
 
