@@ -23,9 +23,8 @@ Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed
 
 ``--setting shift`` (SETTINGS; ``shift_utd3`` is the same with three gradient updates per env step, ``shift_goal1``
 with Phi = 1 after a success and the shaping term at full weight, ``shift_goal1_crossq`` that with CrossQ
-in place of SAC, ``shift_crossq`` CrossQ with a tenth of the entropy coefficient, as configs/rl/crossq.yaml,
-``shift_sac_ent001`` the same with SAC, ``shift_crossq_warm`` CrossQ started at the base policy with a critic-only
-warm-up, ``shift_crossq_warm_std`` that with a narrower initial spread; ``narrow_crossq_warm`` is the warm CrossQ
+in place of SAC, ``shift_crossq`` CrossQ with a tenth of the entropy coefficient, ``shift_sac_ent001`` the same with
+SAC, ``shift_crossq_warm`` CrossQ started at the base policy with a critic-only warm-up, as configs/rl/crossq.yaml, ``shift_crossq_warm_std`` that with a narrower initial spread; ``narrow_crossq_warm`` is the warm CrossQ
 learner in the narrow layout, for stack): the same base policy (cloned on the narrow layout) put to work where
 the objects stand 0-1.5 cm further forward (``datasets/<task>_shift.yaml``), where it mostly fails;
 the reward models, the replayed demos and the RL env come from that recipe, and the residual may

@@ -450,7 +450,8 @@ def rl_table(d):
                f"{cfg.get('max_step_gripper')} gripper units per step), `ent_coef` {cfg.get('ent_coef')}, "
                f"lr {cfg.get('learning_rate')}"
                + (f"; the policy starts as the base policy exactly and only the critic learns for the first "
-                  f"{cfg['actor_warmup']:,} env steps" if cfg.get("actor_warmup") and cfg.get("zero_residual") else ""))
+                  f"{cfg['actor_warmup']:,} env steps" if cfg.get("actor_warmup") and cfg.get("zero_residual") else "")
+               + (f"; the policy's initial spread {cfg['init_std']:g} before the squash" if cfg.get("init_std") else ""))
         start = "the same base policy"
     else:
         how = "joint-delta actions"
