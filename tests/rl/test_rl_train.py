@@ -73,7 +73,9 @@ def test_actor_warmup_and_zero_residual(tmp_path):
     train_rl(dataclasses.replace(config, steps=128), tmp_path / "run")
     after = load_file(str(tmp_path / "run" / "checkpoints" / "step_128" / "policy.safetensors"))
     assert not torch.equal(after["policy.actor.mu.weight"], params["actor.mu.weight"])
-    with pytest.raises(Exception, match="actor_warmup, zero_residual and init_std apply to"):
+    from roboreward.config import ConfigError
+
+    with pytest.raises(ConfigError, match="actor_warmup, zero_residual and init_std apply to"):
         RLConfig(**SMALL, algo="ppo", actor_warmup=10)
 
 
