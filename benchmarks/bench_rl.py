@@ -24,8 +24,9 @@ Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed
 ``--setting shift`` (SETTINGS; ``shift_utd3`` is the same with three gradient updates per env step, ``shift_goal1``
 with Phi = 1 after a success and the shaping term at full weight, ``shift_goal1_crossq`` that with CrossQ
 in place of SAC, ``shift_crossq`` CrossQ with a tenth of the entropy coefficient, ``shift_sac_ent001`` the same with
-SAC, ``shift_crossq_warm`` CrossQ started at the base policy with a critic-only warm-up, as configs/rl/crossq.yaml, ``shift_crossq_warm_std`` that with a narrower initial spread; ``narrow_crossq_warm`` is the warm CrossQ
-learner in the narrow layout, for stack): the same base policy (cloned on the narrow layout) put to work where
+SAC, ``shift_crossq_warm`` CrossQ started at the base policy with a critic-only warm-up, as configs/rl/crossq.yaml,
+``shift_crossq_warm_std`` that with a narrower initial spread; ``narrow_crossq_warm`` is the warm CrossQ learner in
+the narrow layout, for stack): the same base policy (cloned on the narrow layout) put to work where
 the objects stand 0-1.5 cm further forward (``datasets/<task>_shift.yaml``), where it mostly fails;
 the reward models, the replayed demos and the RL env come from that recipe, and the residual may
 correct by up to 4 deg per step (SHIFT_RL). Cells in ``benchmarks/results/bench_rl_shift/``, results
@@ -144,12 +145,13 @@ SETTINGS = {
     # The same with SB3's SAC in place of CrossQ: which of the two changes made the learner hold its gains.
     "shift_sac_ent001": Setting("{task}_shift", "{task}_rl", {**SHIFT_CROSSQ, "algo": "sac"}),
     # CrossQ as in shift_crossq, but the policy starts as the base policy exactly (zero_residual) and stays there
-    # for the first 5,000 env steps while only the critic learns (actor_warmup): in shift_crossq every run fell
-    # from the base policy's 0.05-0.23 to 0.00-0.07 at its first evaluation and stayed there until 10-12.5k steps.
+    # for the first 5,000 env steps while only the critic learns (actor_warmup): in shift_crossq every run started
+    # at 0.05-0.23 (a random residual over the base policy's 0.23), fell to 0.00-0.07 by its second evaluation and
+    # stayed near zero until 10-12.5k steps.
     "shift_crossq_warm": Setting("{task}_shift", "{task}_rl", SHIFT_CROSSQ_WARM),
     # shift_crossq_warm with the stochastic policy's initial spread at 0.3 (before the squash; ~1.2 deg) in place of
-    # about 1: during the warm-up the training episodes of shift_crossq_warm succeeded 0 times in 5,000 steps while
-    # the deterministic (base) policy succeeded in 0.23 of them.
+    # about 1: during the warm-up the training episodes of shift_crossq_warm succeeded 0-8% of the time while the
+    # deterministic (base) policy succeeded in 0.23 of its evaluations.
     "shift_crossq_warm_std": Setting("{task}_shift", "{task}_rl", {**SHIFT_CROSSQ_WARM, "init_std": 0.3}),
     # The learner of shift_crossq_warm in the narrow layout (the base policy's own): the second task of the CrossQ
     # grid, stack, has no shifted recipe, and its base policy already fails 7 of 10 tries in the narrow layout.

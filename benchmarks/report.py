@@ -443,24 +443,26 @@ def _best_check(s: dict) -> str:
 
 def rl_table(d):
     cfg = next(iter(d["cells"].values()))["config"] if d.get("cells") else {}
+    setting = str(d.get("setting", "narrow"))
+    shift, named = setting.startswith("shift"), setting != "narrow"
     if cfg.get("base_policy"):
+        start_how = [text for on, text in (
+            (cfg.get("zero_residual"), "the policy starts as the base policy exactly"),
+            (cfg.get("actor_warmup"), f"only the critic learns for the first {cfg.get('actor_warmup', 0):,} env steps"),
+            (cfg.get("init_std"), f"the policy's initial spread {cfg.get('init_std') or 0:g} before the squash")) if on]
         how = (f"residual actions over a base policy behaviour-cloned on "
-               f"{'the narrow-layout store' if str(d.get('setting', 'narrow')).startswith('shift') else 'the store'}'s expert episodes "
+               f"{'the narrow-layout store' if shift else 'the store'}'s expert episodes "
                f"(`configs/bc/bc_state.yaml`; corrections up to {cfg.get('max_step_deg')} deg and "
                f"{cfg.get('max_step_gripper')} gripper units per step), `ent_coef` {cfg.get('ent_coef')}, "
-               f"lr {cfg.get('learning_rate')}"
-               + (f"; the policy starts as the base policy exactly and only the critic learns for the first "
-                  f"{cfg['actor_warmup']:,} env steps" if cfg.get("actor_warmup") and cfg.get("zero_residual") else "")
-               + (f"; the policy's initial spread {cfg['init_std']:g} before the squash" if cfg.get("init_std") else ""))
+               f"lr {cfg.get('learning_rate')}" + "".join(f"; {t}" for t in start_how))
         start = "the same base policy"
     else:
         how = "joint-delta actions"
         start = f"the same behaviour-cloned warm start ({cfg.get('bc_steps', '?')} steps)"
-    shift = str(d.get("setting", "narrow")).startswith("shift")
     where = "on each task's narrow-layout RL recipe (`datasets/<task>_rl.yaml`)"
     shaping = (f"shaping term x{cfg.get('shaping_scale')}, Phi = {cfg.get('goal_potential', 0.0):g} after a success, "
                f"{cfg.get('updates_per_step')} gradient updates per env step")
-    if d.get("setting", "narrow") != "narrow" and not shift:
+    if named and not shift:
         where += f" ({shaping})"
     if shift:
         layout = _layout_shift(cfg)
@@ -468,7 +470,6 @@ def rl_table(d):
                  "reward models, replayed demos and RL env from that recipe, base policy from `datasets/<task>_rl.yaml`; "
                  f"{shaping})")
     tasks = sorted({c["task"] for c in d["cells"].values()}) or ["?"]
-    named = d.get("setting", "narrow") != "narrow"
     print(f"**Online RL with learned rewards{', shifted layout' if shift else ''}** (`bench_rl.py{' --setting ' + d['setting'] if named else ''}`, "
           f"{d['date']}, {d['machine']['cpu_count']} CPU cores"
           f"{', quick' if d['quick'] else ''}): {bench_rl.ALGO_NAMES.get(cfg.get('algo', 'sac'), cfg.get('algo'))} (`configs/rl/sac.yaml` + `bench_rl.{f"SETTINGS['{d['setting']}']" if named else 'BENCH_RL'}`, "

@@ -255,9 +255,9 @@ def _algo(config: RLConfig, venv, out: Path | None):
         algo = cls("MlpPolicy", venv, buffer_size=config.buffer_size, learning_starts=config.learning_starts,
                    batch_size=config.batch_size, train_freq=1,
                    gradient_steps=max(1, round(config.updates_per_step * venv.num_envs)), ent_coef=ent, **common)
-        mean = algo.actor.mu[0] if isinstance(algo.actor.mu, torch.nn.Sequential) else algo.actor.mu
         with torch.no_grad():  # a resumed run loads its weights over these
             if config.zero_residual:
+                mean = algo.actor.mu[0] if isinstance(algo.actor.mu, torch.nn.Sequential) else algo.actor.mu  # clipped mean
                 mean.weight.zero_()
                 mean.bias.zero_()
             if config.init_std is not None:
