@@ -120,6 +120,9 @@ class RLConfig:
     actor's learning rate is held at 0, so the policy stays as it started (residual RL: the base policy)
     while the critic learns its values from the demos and the first steps. Without it the actor follows
     an untrained critic from the first update."""
+    actor_ramp: int = 0
+    """Off-policy algorithms: env steps after ``actor_warmup`` over which the actor's learning rate rises
+    linearly from 0 to the full rate (0: the full rate at once)."""
     zero_residual: bool = False
     """Off-policy algorithms: the actor's mean layer starts at zero, so the deterministic policy starts as
     the base policy exactly (a residual of 0) instead of a random small correction."""
@@ -150,10 +153,10 @@ class RLConfig:
                 raise ConfigError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
         if not (0 < self.max_step_deg <= 30 and 0 < self.max_step_gripper <= 100):
             raise ConfigError("max_step_deg must be in (0, 30] and max_step_gripper in (0, 100]")
-        if self.bc_steps < 0 or self.learning_starts < 0 or self.actor_warmup < 0 or self.updates_per_step <= 0:
-            raise ConfigError("bc_steps, learning_starts and actor_warmup must be >= 0, updates_per_step > 0")
-        if (self.actor_warmup or self.zero_residual or self.init_std is not None) and self.algo not in OFF_POLICY:
-            raise ConfigError(f"actor_warmup, zero_residual and init_std apply to {' / '.join(OFF_POLICY)}; leave them "
+        if min(self.bc_steps, self.learning_starts, self.actor_warmup, self.actor_ramp) < 0 or self.updates_per_step <= 0:
+            raise ConfigError("bc_steps, learning_starts, actor_warmup and actor_ramp must be >= 0, updates_per_step > 0")
+        if (self.actor_warmup or self.actor_ramp or self.zero_residual or self.init_std is not None) and self.algo not in OFF_POLICY:
+            raise ConfigError(f"actor_warmup, actor_ramp, zero_residual and init_std apply to {' / '.join(OFF_POLICY)}; leave them "
                               f"out for algo: {self.algo}")
         if self.init_std is not None and not 1e-4 <= self.init_std <= 5:
             raise ConfigError(f"init_std must be in [1e-4, 5] (a standard deviation before the tanh squash), got {self.init_std}")
@@ -250,8 +253,8 @@ def _algo(config: RLConfig, venv, out: Path | None):
             from sb3_contrib import TQC, CrossQ
 
             cls = {"tqc": TQC, "crossq": CrossQ}[config.algo]
-        if config.actor_warmup:
-            cls = _actor_warmup(cls, config.actor_warmup)
+        if config.actor_warmup or config.actor_ramp:
+            cls = _actor_warmup(cls, config.actor_warmup, config.actor_ramp)
         algo = cls("MlpPolicy", venv, buffer_size=config.buffer_size, learning_starts=config.learning_starts,
                    batch_size=config.batch_size, train_freq=1,
                    gradient_steps=max(1, round(config.updates_per_step * venv.num_envs)), ent_coef=ent, **common)
@@ -268,17 +271,19 @@ def _algo(config: RLConfig, venv, out: Path | None):
     return PPO("MlpPolicy", venv, n_steps=n_steps, batch_size=min(config.batch_size, n_steps * venv.num_envs), **common)
 
 
-def _actor_warmup(cls, steps: int):
-    """``cls`` whose actor's learning rate is 0 until ``num_timesteps`` reaches ``steps`` (SB3 sets every
-    optimizer's rate from its schedule at the start of each ``train`` call; this sets the actor's after it).
-    Adam then leaves the weights where they are; the critic trains as usual."""
+def _actor_warmup(cls, steps: int, ramp: int = 0):
+    """``cls`` whose actor's learning rate is 0 until ``num_timesteps`` reaches ``steps``, then rises linearly
+    to its scheduled rate over ``ramp`` more env steps (SB3 sets every optimizer's rate from its schedule at the
+    start of each ``train`` call; this scales the actor's after it). At rate 0 Adam leaves the weights where
+    they are; the critic trains as usual."""
 
     class ActorWarmup(cls):
         def _update_learning_rate(self, optimizers):
             super()._update_learning_rate(optimizers)
-            if self.num_timesteps < steps:
+            scale = min(1.0, max(0.0, (self.num_timesteps - steps) / ramp)) if ramp else float(self.num_timesteps >= steps)
+            if scale < 1.0:
                 for group in self.actor.optimizer.param_groups:
-                    group["lr"] = 0.0
+                    group["lr"] *= scale
 
     ActorWarmup.__name__ = ActorWarmup.__qualname__ = f"{cls.__name__}ActorWarmup"
     return ActorWarmup

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from roboreward.config import ConfigError
 from roboreward.rl.train import RLConfig, RLError, build_env, load_policy, rollout_success, train_rl
 
 SMALL = dict(task="pick_place", reward="oracle", shaping="pbrs", n_envs=2, max_episode_steps=20, net_arch=[16, 16],
@@ -73,10 +74,31 @@ def test_actor_warmup_and_zero_residual(tmp_path):
     train_rl(dataclasses.replace(config, steps=128), tmp_path / "run")
     after = load_file(str(tmp_path / "run" / "checkpoints" / "step_128" / "policy.safetensors"))
     assert not torch.equal(after["policy.actor.mu.weight"], params["actor.mu.weight"])
-    from roboreward.config import ConfigError
-
-    with pytest.raises(ConfigError, match="actor_warmup, zero_residual and init_std apply to"):
+    with pytest.raises(ConfigError, match="actor_warmup, actor_ramp, zero_residual and init_std apply to"):
         RLConfig(**SMALL, algo="ppo", actor_warmup=10)
+
+
+def test_actor_ramp_raises_the_actor_rate_linearly_after_the_warmup():
+    """actor_ramp: the actor's rate is 0 through the warm-up, rises linearly over the ramp, then is the full
+    rate; the critic's is the full rate throughout."""
+    from stable_baselines3.common.logger import configure
+
+    from roboreward.rl.train import _algo
+
+    config = RLConfig(**SMALL, algo="sac", learning_rate=1e-3, actor_warmup=100, actor_ramp=200)
+    venv = build_env(config, None, 1)
+    algo = _algo(config, venv, None)
+    algo.set_logger(configure(None, []))  # SB3 records the rate it sets
+    rates = []
+    for t in (0, 99, 100, 200, 300, 1000):
+        algo.num_timesteps = t
+        algo._update_learning_rate([algo.actor.optimizer, algo.critic.optimizer])
+        rates.append((algo.actor.optimizer.param_groups[0]["lr"], algo.critic.optimizer.param_groups[0]["lr"]))
+    venv.close()
+    assert [a for a, _ in rates] == pytest.approx([0.0, 0.0, 0.0, 5e-4, 1e-3, 1e-3])
+    assert [c for _, c in rates] == pytest.approx([1e-3] * 6)
+    with pytest.raises(ConfigError, match="actor_ramp must be >= 0"):
+        RLConfig(**SMALL, actor_ramp=-1)
 
 
 def test_resume_refuses_another_config(tmp_path):
