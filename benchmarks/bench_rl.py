@@ -155,7 +155,8 @@ SETTINGS = {
     "shift_crossq_warm_std": Setting("{task}_shift", "{task}_rl", {**SHIFT_CROSSQ_WARM, "init_std": 0.3}),
     # shift_crossq_warm with the actor's rate rising linearly over the 5,000 env steps after the warm-up
     # (``actor_ramp``): every shift_crossq_warm run fell from the base policy's 0.23 to 0.00-0.20 in the 2,500 steps
-    # after the warm-up, before it climbed.
+    # after the warm-up, before it climbed. Seed-0 trial (pbrs SARM, sparse): the fall stays (0.00 / 0.03 at 7,500),
+    # 80% at 17,500 / 15,000 steps (shift_crossq_warm: 12,500 / 20,000); not adopted.
     "shift_crossq_ramp": Setting("{task}_shift", "{task}_rl", {**SHIFT_CROSSQ_WARM, "actor_ramp": 5000}),
     # The learner of shift_crossq_warm in the narrow layout (the base policy's own): the second task of the CrossQ
     # grid, stack, has no shifted recipe, and its base policy already fails 7 of 10 tries in the narrow layout.

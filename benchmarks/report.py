@@ -449,6 +449,8 @@ def rl_table(d):
         start_how = [text for on, text in (
             (cfg.get("zero_residual"), "the policy starts as the base policy exactly"),
             (cfg.get("actor_warmup"), f"only the critic learns for the first {cfg.get('actor_warmup', 0):,} env steps"),
+            (cfg.get("actor_ramp"), f"the actor's learning rate then rises linearly to its full rate over "
+                                    f"{cfg.get('actor_ramp', 0):,} env steps"),
             (cfg.get("init_std"), f"the policy's initial spread {cfg.get('init_std') or 0:g} before the squash")) if on]
         how = (f"residual actions over a base policy behaviour-cloned on "
                f"{'the narrow-layout store' if shift else 'the store'}'s expert episodes "
