@@ -122,7 +122,8 @@ class RLConfig:
     an untrained critic from the first update."""
     actor_ramp: int = 0
     """Off-policy algorithms: env steps after ``actor_warmup`` over which the actor's learning rate rises
-    linearly from 0 to the full rate (0: the full rate at once)."""
+    linearly from 0 to the full rate (0: the full rate at once). In a seed-0 trial it delayed the fall that
+    follows the warm-up rather than removing it (``bench_rl.py --setting shift_crossq_ramp``)."""
     zero_residual: bool = False
     """Off-policy algorithms: the actor's mean layer starts at zero, so the deterministic policy starts as
     the base policy exactly (a residual of 0) instead of a random small correction."""
@@ -154,10 +155,12 @@ class RLConfig:
         if not (0 < self.max_step_deg <= 30 and 0 < self.max_step_gripper <= 100):
             raise ConfigError("max_step_deg must be in (0, 30] and max_step_gripper in (0, 100]")
         if min(self.bc_steps, self.learning_starts, self.actor_warmup, self.actor_ramp) < 0 or self.updates_per_step <= 0:
-            raise ConfigError("bc_steps, learning_starts, actor_warmup and actor_ramp must be >= 0, updates_per_step > 0")
-        if (self.actor_warmup or self.actor_ramp or self.zero_residual or self.init_std is not None) and self.algo not in OFF_POLICY:
-            raise ConfigError(f"actor_warmup, actor_ramp, zero_residual and init_std apply to {' / '.join(OFF_POLICY)}; leave them "
-                              f"out for algo: {self.algo}")
+            raise ConfigError("bc_steps, learning_starts, actor_warmup and actor_ramp must be >= 0, "
+                              "updates_per_step > 0")
+        start_options = self.actor_warmup or self.actor_ramp or self.zero_residual or self.init_std is not None
+        if start_options and self.algo not in OFF_POLICY:
+            raise ConfigError(f"actor_warmup, actor_ramp, zero_residual and init_std apply to {' / '.join(OFF_POLICY)}; "
+                              f"leave them out for algo: {self.algo}")
         if self.init_std is not None and not 1e-4 <= self.init_std <= 5:
             raise ConfigError(f"init_std must be in [1e-4, 5] (a standard deviation before the tanh squash), got {self.init_std}")
         if self.demos is not None and self.algo not in OFF_POLICY:
@@ -280,7 +283,8 @@ def _actor_warmup(cls, steps: int, ramp: int = 0):
     class ActorWarmup(cls):
         def _update_learning_rate(self, optimizers):
             super()._update_learning_rate(optimizers)
-            scale = min(1.0, max(0.0, (self.num_timesteps - steps) / ramp)) if ramp else float(self.num_timesteps >= steps)
+            after = self.num_timesteps - steps
+            scale = min(1.0, max(0.0, after / ramp)) if ramp else float(after >= 0)
             if scale < 1.0:
                 for group in self.actor.optimizer.param_groups:
                     group["lr"] *= scale
