@@ -25,8 +25,9 @@ Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed
 with Phi = 1 after a success and the shaping term at full weight, ``shift_goal1_crossq`` that with CrossQ
 in place of SAC, ``shift_crossq`` CrossQ with a tenth of the entropy coefficient, ``shift_sac_ent001`` the same with
 SAC, ``shift_crossq_warm`` CrossQ started at the base policy with a critic-only warm-up, as configs/rl/crossq.yaml,
-``shift_crossq_warm_std`` that with a narrower initial spread; ``narrow_crossq_warm`` is the warm CrossQ learner in
-the narrow layout, for stack): the same base policy (cloned on the narrow layout) put to work where
+``shift_crossq_warm_std`` that with a narrower initial spread, ``shift_crossq_ramp`` that with the actor's rate ramped
+up after the warm-up; ``narrow_crossq_warm`` is the warm CrossQ learner in the narrow layout, for stack, and
+``narrow_crossq_warm_40k`` the same with 40,000 env steps per cell): the same base policy (cloned on the narrow layout) put to work where
 the objects stand 0-1.5 cm further forward (``datasets/<task>_shift.yaml``), where it mostly fails;
 the reward models, the replayed demos and the RL env come from that recipe, and the residual may
 correct by up to 4 deg per step (SHIFT_RL). Cells in ``benchmarks/results/bench_rl_shift/``, results

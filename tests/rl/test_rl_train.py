@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from roboreward.config import ConfigError
-from roboreward.rl.train import RLConfig, RLError, build_env, load_policy, rollout_success, train_rl
+from roboreward.rl.train import RLConfig, RLError, _algo, build_env, load_policy, rollout_success, train_rl
 
 SMALL = dict(task="pick_place", reward="oracle", shaping="pbrs", n_envs=2, max_episode_steps=20, net_arch=[16, 16],
              eval_every=64, eval_episodes=2, checkpoint_every=64, progress=False)
@@ -52,8 +52,6 @@ def test_short_run_and_saved_policy(algo, extra, tmp_path):
 def test_actor_warmup_and_zero_residual(tmp_path):
     """zero_residual starts the deterministic policy at an action of 0; during actor_warmup only the critic
     learns (the actor's weights stay as built), and after it, across a resume, the actor learns too."""
-    from roboreward.rl.train import _algo
-
     torch.set_num_threads(1)
     config = RLConfig(**SMALL, algo="crossq", steps=64, learning_starts=16, batch_size=16, actor_warmup=80,
                       zero_residual=True, init_std=0.1)
@@ -82,8 +80,6 @@ def test_actor_ramp_raises_the_actor_rate_linearly_after_the_warmup():
     """actor_ramp: the actor's rate is 0 through the warm-up, rises linearly over the ramp, then is the full
     rate; the critic's is the full rate throughout."""
     from stable_baselines3.common.logger import configure
-
-    from roboreward.rl.train import _algo
 
     config = RLConfig(**SMALL, algo="sac", learning_rate=1e-3, actor_warmup=100, actor_ramp=200)
     venv = build_env(config, None, 1)
