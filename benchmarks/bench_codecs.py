@@ -83,7 +83,7 @@ def measure(frames: np.ndarray, lengths, codec_name: str, chunk_t: int, workdir:
 
 
 def main():
-    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    args = common.parser(__doc__).parse_args()
     episodes, size, clips = (2, 96, 100) if args.quick else (6, 128, 400)
     frames_by_cam, lengths = frames_from_sim(episodes, size)
     cam = "observation.images.front"

@@ -45,7 +45,7 @@ def lerobot_clips(root: Path, cameras: list[str], fps: float):
 
 
 def main():
-    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    args = common.parser(__doc__).parse_args()
     episodes, size, samples = (4, 96, 40) if args.quick else (20, 128, 300)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_data_"))
     store_path, lerobot_path = workdir / "store.zarr", workdir / "lerobot"

@@ -63,7 +63,7 @@ def run_seed(seed: int, work: Path, quick: bool) -> dict:
 
 
 def main():
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--seeds", default="0,1,2")
     args = p.parse_args()
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]

@@ -33,7 +33,7 @@ def cli(*args) -> None:
 def main():
     import yaml
 
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     args = p.parse_args()
     size = 32 if args.quick else 96
     ticks = 90 if args.quick else 600

@@ -117,7 +117,7 @@ def timed(step, n):
 
 
 def main():
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--kinds", default="act,diffusion")
     args = p.parse_args()
     quick = args.quick

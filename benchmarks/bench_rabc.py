@@ -235,7 +235,7 @@ def chart(record: dict, path: Path) -> None:
 
 
 def main():
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--tasks", default="pick_place,stack")
     p.add_argument("--mixes", default=",".join(MIXES), help=f"quality mixes to run, from {list(MIXES)}")
     p.add_argument("--seeds", default="0,1,2")

@@ -103,7 +103,7 @@ def meets(f: dict) -> bool:
 
 
 def main():
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--tasks", default=None, help="default pick_place,stack,drawer (--quick: pick_place)")
     p.add_argument("--train", default=None, help="training recipes datasets/<task>_<name>.yaml (default mixed,randomised; --quick: mixed)")
     p.add_argument("--variants", default=None, help=f"default {','.join(VARIANTS)} (--quick: colours)")

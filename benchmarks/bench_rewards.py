@@ -200,7 +200,7 @@ def adaptation(work: Path, base_task: str, target: str, seeds: list[int], steps:
 
 
 def main():
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--train", default="mixed", help="training recipe datasets/<task>_<train>.yaml (mixed: the standard data; "
                    "randomised: domain-randomised looks); cells of another than mixed are <model>+<train>")

@@ -1,5 +1,5 @@
 """Online RL with learned rewards: sparse vs naive vs potential-based shaping (SARM, GRM) vs the
-oracle's potential, in the sim tasks, with SB3's SAC.
+oracle's potential, in the sim tasks, with SB3's SAC or sb3-contrib's CrossQ (per setting).
 
 Per task (the narrow-layout RL recipes ``datasets/<task>_rl.yaml``): the recipe's store is
 generated, SARM and GRM are trained on it with their standard configs (configs/reward/), a base
@@ -21,17 +21,13 @@ and the SAC learner's gradient steps/s in SB3 (and in SBX, SB3's JAX twin, where
 Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed) and bench_rl.png
 (learning curves: true success vs env steps; learned return vs true success).
 
-``--setting shift`` (SETTINGS; ``shift_utd3`` is the same with three gradient updates per env step, ``shift_goal1``
-with Phi = 1 after a success and the shaping term at full weight, ``shift_goal1_crossq`` that with CrossQ
-in place of SAC, ``shift_crossq`` CrossQ with a tenth of the entropy coefficient, ``shift_sac_ent001`` the same with
-SAC, ``shift_crossq_warm`` CrossQ started at the base policy with a critic-only warm-up, as configs/rl/crossq.yaml,
-``shift_crossq_warm_std`` that with a narrower initial spread, ``shift_crossq_ramp`` that with the actor's rate ramped
-up after the warm-up; ``narrow_crossq_warm`` is the warm CrossQ learner in the narrow layout, for stack, and
-``narrow_crossq_warm_40k`` the same with 40,000 env steps per cell): the same base policy (cloned on the narrow layout) put to work where
-the objects stand 0-1.5 cm further forward (``datasets/<task>_shift.yaml``), where it mostly fails;
-the reward models, the replayed demos and the RL env come from that recipe, and the residual may
-correct by up to 4 deg per step (SHIFT_RL). Cells in ``benchmarks/results/bench_rl_shift/``, results
-in ``bench_rl_shift.json`` / ``.png``; no speed section (the narrow setting's measures the loop).
+``--setting`` picks one of SETTINGS, each described beside its entry there (the learner, start and budget
+it changes, and what its trial showed). ``--setting shift``: the same base policy (cloned on the
+narrow layout) put to work where the objects stand 0-1.5 cm further forward
+(``datasets/<task>_shift.yaml``), where it mostly fails; the reward models, the replayed demos and
+the RL env come from that recipe, and the residual may correct by up to 4 deg per step (SHIFT_RL).
+Cells in ``benchmarks/results/bench_rl_shift/``, results in ``bench_rl_shift.json`` / ``.png`` (likewise
+for every other setting); no speed section (the narrow setting's measures the loop).
 
 Reward models checked on the learner's own episodes (``--check``, ONPOLICY): the base policy's
 deterministic rollouts in the RL layout are recorded (``sim eval --record``) and every prepared model
@@ -641,9 +637,10 @@ def chart(record: dict, png: Path) -> None:
 
 
 def main():
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--setting", default="narrow", choices=list(SETTINGS),
-                   help="narrow: the RL recipes' own layout; shift: a narrow-layout base policy where the objects stand further forward")
+                   help="narrow: the RL recipes' own layout; shift: a narrow-layout base policy where the objects stand "
+                        "further forward; the others change the learner, start or budget (SETTINGS in this file)")
     p.add_argument("--tasks", default=None, help="default: the tasks with a recipe for the setting (--quick: pick_place)")
     p.add_argument("--schemes", default=",".join(GRID),
                    help=f"default: the planned grid; also {', '.join(k for k in SCHEMES if k not in GRID)} (reward models "

@@ -106,7 +106,7 @@ def offline_lerobot_sarm() -> bool:
 
 
 def main():
-    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    args = common.parser(__doc__).parse_args()
     episodes, rounds, lerobot_calls = (1, 1, 1) if args.quick else (4, 3, 2)
     min_seconds = 0.5 if args.quick else 2.0
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_sarm_"))

@@ -86,7 +86,7 @@ def timed_run(config, store: Path, out: Path) -> dict:
 
 
 def main():
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--store", type=Path, default=None, help="time this store (default: generate datasets/stack_randomised.yaml)")
     args = p.parse_args()
     work = Path(args.workdir or ROOT / "outputs" / ("bench_train_time_quick" if args.quick else "bench_train_time"))

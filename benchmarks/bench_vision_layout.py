@@ -38,7 +38,7 @@ GOAL = 0.5
 
 
 def main():
-    p = common.parser(__doc__.splitlines()[0])
+    p = common.parser(__doc__)
     p.add_argument("--versions", default=",".join(VERSIONS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--episodes", type=int, default=50, help="rollouts per policy")
