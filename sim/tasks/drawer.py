@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Task, register_task, set_free_pose
+from .base import Task, check_exclude, check_ranges, register_task, set_free_pose, uniform_outside
 from .pick_place import cube_body
 
 # Tray (drawer) geometry in the drawer body's frame, metres.
@@ -47,6 +47,11 @@ class DrawerConfig:
     """Sideways distance (m) of the cube from the cabinet centre, clear of the drawer's sweep."""
     cube_x_range: tuple[float, float] = (0.15, 0.21)
     """Forward range (m) of the cube."""
+    cube_x_exclude: tuple[float, float] | None = None
+    """A forward band (m) inside ``cube_x_range`` where the cube is never placed: a layout held out of a
+    training recipe that covers the workspace round it (``datasets/drawer_randomised_wide.yaml``)."""
+    cube_side_exclude: tuple[float, float] | None = None
+    """Likewise a band of ``cube_side_offset`` the cube is never placed in."""
     open_distance: float = 0.075
     """How far (m) the expert pulls the drawer out."""
     open_threshold: float = 0.05
@@ -57,6 +62,9 @@ class DrawerConfig:
     def __post_init__(self):
         if not 0 < self.open_threshold <= self.open_distance <= 0.09:
             raise ValueError("need 0 < open_threshold <= open_distance <= 0.09 m (the slide's travel)")
+        check_ranges(self, "cabinet_x_range", "cabinet_y_range", "cube_side_offset", "cube_x_range")
+        check_exclude(self, "cube_x_range", "cube_x_exclude")
+        check_exclude(self, "cube_side_offset", "cube_side_exclude")
 
 
 def _box(name, pos, size, rgba):
@@ -118,7 +126,8 @@ class DrawerTask(Task):
         self.model.body("drawer").pos[:2] = cab
         self.data.joint("drawer_slide").qpos[0] = 0.0
         side = -1.0 if cab[1] >= 0 else 1.0
-        cube_xy = [rng.uniform(*c.cube_x_range), cab[1] + side * rng.uniform(*c.cube_side_offset)]
+        cube_xy = [uniform_outside(rng, c.cube_x_range, c.cube_x_exclude),
+                   cab[1] + side * uniform_outside(rng, c.cube_side_offset, c.cube_side_exclude)]
         set_free_pose(self.data, "cube_joint", [*cube_xy, c.cube_size / 2], rng.uniform(-np.pi / 4, np.pi / 4))
         self._reset_tracking()
 

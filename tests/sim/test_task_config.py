@@ -76,6 +76,10 @@ def test_bad_task_config_is_one_line():
         make_task_config("pick_place", {"bowl_y_range": [0.1, -0.1]})
     with pytest.raises(ConfigError, match=r"x_exclude=\(0.1, 0.3\) covers all of x_range=\(0.15, 0.25\)"):
         make_task_config("stack", {"x_exclude": [0.1, 0.3]})
+    with pytest.raises(ConfigError, match=r"cube_side_exclude=\(0.1, 0.2\) covers all of cube_side_offset=\(0.11, 0.13\)"):
+        make_task_config("drawer", {"cube_side_exclude": [0.1, 0.2]})
+    with pytest.raises(ConfigError, match="cube_x_range=.* must be a \\(low, high\\) pair"):
+        make_task_config("drawer", {"cube_x_range": [0.2, 0.1]})
 
 
 def test_x_exclude_leaves_a_band_empty_and_keeps_seeds_without_it():

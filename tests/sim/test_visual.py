@@ -417,9 +417,28 @@ def test_heldout_values_lie_outside_the_randomised_ranges(name):
 
     layout = Recipe.from_yaml(DATASETS / f"{task}_heldout_layout.yaml").task_config
     trained = make_task_config(task, recipe.task_config)
-    if task == "drawer":  # the cube nearer the base and further beside the cabinet than any training draw
+    if task == "drawer" and trained.cube_x_exclude is None:  # the cube nearer the base and further beside the cabinet
         assert layout["cube_x_range"][1] <= trained.cube_x_range[0]
         assert layout["cube_side_offset"][0] >= trained.cube_side_offset[1]
+    elif task == "drawer":  # a wider layout round the held-out bands, which it leaves out
+        for span, band, held_out in ((trained.cube_x_range, trained.cube_x_exclude, layout["cube_x_range"]),
+                                     (trained.cube_side_offset, trained.cube_side_exclude, layout["cube_side_offset"])):
+            assert band[0] <= held_out[0] and held_out[1] <= band[1]
+            assert span[0] < band[0] < band[1] < span[1]  # training draws on both sides of the band
+        env = SO101Env(EnvConfig(task=task, cameras=(), task_config=recipe.task_config))
+        try:  # the cube's x and its distance beside the cabinet's centre over 40 resets
+            draws = []
+            for seed in range(40):
+                env.reset(seed=seed)
+                cube, cabinet = env.data.body("cube").xpos, env.model.body("cabinet").pos
+                draws.append((cube[0], abs(cube[1] - cabinet[1])))
+        finally:
+            env.close()
+        xs, sides = np.array(draws).T
+        assert not ((xs > trained.cube_x_exclude[0]) & (xs < trained.cube_x_exclude[1])).any()
+        assert not ((sides > trained.cube_side_exclude[0] + 1e-6) & (sides < trained.cube_side_exclude[1] - 1e-6)).any()
+        assert xs.min() < trained.cube_x_exclude[0] and xs.max() > trained.cube_x_exclude[1]
+        assert sides.min() < trained.cube_side_exclude[0] and sides.max() > trained.cube_side_exclude[1]
     elif trained.x_exclude is None:  # the task's own layout: the held-out band lies outside it
         assert layout["x_range"][1] <= trained.x_range[0] and layout["y_range"][1] > trained.y_range[1]
     else:  # a wider layout round the held-out band, which it leaves out
