@@ -159,7 +159,7 @@ SETTINGS = {
     # grid, stack, has no shifted recipe, and its base policy already fails 7 of 10 tries in the narrow layout.
     "narrow_crossq_warm": Setting("{task}_rl", "{task}_rl", SHIFT_CROSSQ_WARM),
     # The same with twice the budget: in 20,000 steps stack's oracle cell went from 0.28 to 0.33 success while its
-    # training episodes were still rising (0.36 at the end). Seeds 0-1 (2026-12-07): no scheme reaches 80% in 40,000.
+    # training episodes were still rising (0.36 at the end). Seeds 0-2 (2026-12-07): no scheme reaches 80% in 40,000.
     "narrow_crossq_warm_40k": Setting("{task}_rl", "{task}_rl", {**SHIFT_CROSSQ_WARM, "steps": 40000}),
 }
 BASE_POLICY = "configs/bc/bc_state.yaml"
