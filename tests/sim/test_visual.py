@@ -387,6 +387,13 @@ def test_recipe_generates_and_records_its_look(name, tmp_path, control_episodes)
         assert (not recipe.visual) == np.array_equal(ep.data[IMAGE_KEYS[0]], control.data[IMAGE_KEYS[0]])
 
 
+def assert_band_left_out(draws, band, tol: float = 0.0) -> None:
+    """No draw lies inside the open ``band`` (less ``tol`` at each edge), and draws fall on both sides of it."""
+    draws = np.asarray(draws, np.float64)
+    assert not ((draws > band[0] + tol) & (draws < band[1] - tol)).any()
+    assert draws.min() < band[0] < band[1] < draws.max()
+
+
 @pytest.mark.parametrize("name", RANDOMISED)
 def test_heldout_values_lie_outside_the_randomised_ranges(name):
     recipe = Recipe.from_yaml(DATASETS / name)
@@ -435,10 +442,8 @@ def test_heldout_values_lie_outside_the_randomised_ranges(name):
         finally:
             env.close()
         xs, sides = np.array(draws).T
-        assert not ((xs > trained.cube_x_exclude[0]) & (xs < trained.cube_x_exclude[1])).any()
-        assert not ((sides > trained.cube_side_exclude[0] + 1e-6) & (sides < trained.cube_side_exclude[1] - 1e-6)).any()
-        assert xs.min() < trained.cube_x_exclude[0] and xs.max() > trained.cube_x_exclude[1]
-        assert sides.min() < trained.cube_side_exclude[0] and sides.max() > trained.cube_side_exclude[1]
+        assert_band_left_out(xs, trained.cube_x_exclude)
+        assert_band_left_out(sides, trained.cube_side_exclude, tol=1e-6)
     elif trained.x_exclude is None:  # the task's own layout: the held-out band lies outside it
         assert layout["x_range"][1] <= trained.x_range[0] and layout["y_range"][1] > trained.y_range[1]
     else:  # a wider layout round the held-out band, which it leaves out
@@ -448,8 +453,7 @@ def test_heldout_values_lie_outside_the_randomised_ranges(name):
             draws = [x for seed in range(40) for x in env.reset(seed=seed)[0]["observation.environment_state"][0::5]]
         finally:
             env.close()
-        assert not any(trained.x_exclude[0] < x < trained.x_exclude[1] for x in draws)
-        assert min(draws) < trained.x_exclude[0] < trained.x_exclude[1] < max(draws)  # on both sides of it
+        assert_band_left_out(draws, trained.x_exclude)
     textures = held("textures")
     assert textures._table_patterns and textures._object_patterns
     assert not set(textures._table_patterns + textures._object_patterns) & set(train._table_patterns + train._object_patterns)
