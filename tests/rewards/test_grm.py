@@ -50,6 +50,29 @@ def test_pairs_are_balanced_over_hop_bins_and_hold_zero_hops(store):
     assert float(again["hop"]) == float(pairs[7]["hop"])  # item i is the same every time
 
 
+def test_anchored_pairs_hop_from_the_reference_itself_with_its_label(store):
+    cfg = GRMConfig.from_store(store, FEATURE_KEY, episodes=range(6), anchor_share=0.5, **SMALL)
+    pairs = GRMPairs(store, cfg, range(6))
+    cam = cfg.cameras[0]
+    table = torch.from_numpy(np.asarray(pairs.frames.feats[0][cam], np.float32))
+    n_start = n_goal = 0
+    for i in range(400):
+        item = pairs[i]
+        before = item[f"before.features.{cam}"]
+        after = int(torch.nonzero((table == item[f"after.features.{cam}"]).all(-1))[0])  # the after frame's index
+        phi_after = float(pairs.phi[after])
+        if torch.equal(before, item[f"start.features.{cam}"]):
+            n_start += 1
+            assert float(item["hop"]) == pytest.approx(phi_after, abs=1e-6)  # from Phi 0: the frame's progress
+        elif torch.equal(before, item[f"goal.features.{cam}"]):
+            n_goal += 1
+            assert float(item["hop"]) == pytest.approx(phi_after - 1.0, abs=1e-6)  # from Phi 1: what is left, negative
+    # half the pairs are anchored, half of those on each reference (a few unanchored ones start at their own start)
+    assert 0.18 < n_start / 400 < 0.35 and 0.18 < n_goal / 400 < 0.32
+    with pytest.raises(ConfigError, match="anchor_share"):
+        GRMConfig.from_store(store, FEATURE_KEY, episodes=range(6), anchor_share=1.0, **SMALL)
+
+
 @pytest.mark.parametrize("mode", ["forward", "backward", "incremental", "fused"])
 def test_reading_modes_recover_known_progress_from_exact_hops(store, mode, monkeypatch):
     cfg = GRMConfig.from_store(store, FEATURE_KEY, episodes=range(6), mode=mode, **SMALL)

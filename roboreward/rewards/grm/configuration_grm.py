@@ -45,6 +45,12 @@ class GRMConfig(FeatureRewardConfig):
     ref_swap_prob: float = 0.75
     """Probability that a pair's reference start and goal come from another episode of the task
     (else its own start and a goal of the task), so the model reads references, not memorises them."""
+    anchor_share: float = 0.0
+    """Share of training pairs, in [0, 1), whose before state is the pair's own reference start or goal
+    (half each) and whose after state is any training frame: the very queries of the forward- and
+    backward-anchored readings. The other pairs take both states from one episode, so without these
+    the anchored readings ask about a before and an after from two episodes, which training never
+    showed (drawer: takes that carry empty jaws to the drawer then read as done in both)."""
 
     # ---------------------------------------------------------------- reading progress (readout fields)
     mode: str = "fused"
@@ -83,7 +89,7 @@ class GRMConfig(FeatureRewardConfig):
             raise ConfigError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
         if self.hop_bins % 2 == 0:
             raise ConfigError(f"hop_bins must be odd (a bin centred on hop 0), got {self.hop_bins}")
-        for name in ("dropout", "zero_hop_share"):
+        for name in ("dropout", "zero_hop_share", "anchor_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 <= self.ref_swap_prob <= 1.0:

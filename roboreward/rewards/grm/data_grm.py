@@ -7,7 +7,9 @@
   distance lost; H in [-1, 1]. ``chain`` inverts it: Phi_q = Phi_p + H (1 - Phi_p) or Phi_p (1 + H).
 - Training pairs: per episode ``pairs_per_episode`` random (before, after) frames, balanced over
   hop bins x gap bins (each non-empty cell equally likely), plus ``zero_hop_share`` pairs of one
-  frame with itself. Each pair carries reference start and goal frames of its task.
+  frame with itself. Each pair carries reference start and goal frames of its task. With
+  ``anchor_share`` > 0 that share of pairs instead hops from the reference start or goal itself to
+  any training frame (label: the hop from the reference's Phi, 0 or 1, to the frame's).
 """
 from __future__ import annotations
 
@@ -141,7 +143,12 @@ class GRMPairs(Dataset):
     def __getitem__(self, i: int) -> dict:
         cfg = self.config
         rng = np.random.default_rng([self.seed, int(i)])
-        if rng.random() < cfg.zero_hop_share:
+        anchored = cfg.anchor_share > 0 and rng.random() < cfg.anchor_share  # no draw at 0: old samples unchanged
+        if anchored:
+            k = int(rng.integers(len(self.all_frames)))
+            a, e = int(self.all_frames[k]), int(self.frame_owner[k])
+            to_goal = bool(rng.random() < 0.5)
+        elif rng.random() < cfg.zero_hop_share:
             k = int(rng.integers(len(self.all_frames)))
             b = a = int(self.all_frames[k])
             e = int(self.frame_owner[k])
@@ -153,11 +160,15 @@ class GRMPairs(Dataset):
         starts, goals = self.refs[task]
         start = int(starts[rng.integers(len(starts))]) if rng.random() < cfg.ref_swap_prob else self.starts[e]
         goal = int(goals[rng.integers(len(goals))])
+        if anchored:
+            b = goal if to_goal else start
         item: dict = {"task": task, "hop": torch.tensor(float(hop_label(self.phi[b], self.phi[a])), dtype=torch.float32)}
         # With photometric copies (``feature_copies``) the before/after pair is read under one draw
         # (one change of light over the episode) and the references under their own: deployed, the
         # references are the training demo's frames while the live ones are under whatever light.
+        # An anchored pair's before state is a reference frame, read as the references are.
         ref_copy, pair_copy = (int(c) for c in rng.integers(self.frames.copies, size=2))  # (0, 0) without copies
-        for role, frame, copy in zip(ROLES, (start, goal, b, a), (ref_copy, ref_copy, pair_copy, pair_copy)):
+        copies = (ref_copy, ref_copy, ref_copy if anchored else pair_copy, pair_copy)
+        for role, frame, copy in zip(ROLES, (start, goal, b, a), copies):
             item.update(self.frames.item(frame, role, copy))
         return item
