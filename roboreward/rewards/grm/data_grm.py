@@ -144,14 +144,13 @@ class GRMPairs(Dataset):
         cfg = self.config
         rng = np.random.default_rng([self.seed, int(i)])
         anchored = cfg.anchor_share > 0 and rng.random() < cfg.anchor_share  # no draw at 0: old samples unchanged
-        if anchored:
-            k = int(rng.integers(len(self.all_frames)))
-            a, e = int(self.all_frames[k]), int(self.frame_owner[k])
-            to_goal = bool(rng.random() < 0.5)
-        elif rng.random() < cfg.zero_hop_share:
+        if anchored or rng.random() < cfg.zero_hop_share:
+            # One training frame: a zero hop, or the after state of an anchored pair (its before state,
+            # a reference frame, is set below once the references are drawn).
             k = int(rng.integers(len(self.all_frames)))
             b = a = int(self.all_frames[k])
             e = int(self.frame_owner[k])
+            to_goal = anchored and bool(rng.random() < 0.5)
         else:
             cell = self.cells[int(rng.integers(len(self.cells)))]
             j = int(cell[int(rng.integers(len(cell)))])
