@@ -15,7 +15,8 @@ an interrupted cell resumes from its checkpoint in the work folder. A running ce
 
 Speed (measured by the narrow setting unless ``--no-speed``; run it alone): env steps/s of 4 and 8
 envs under random actions, state only, with the cameras rendered and no model, and with each reward
-model streaming in the loop (also with the encoder's eager backbone), timed in interleaved rounds;
+model streaming in the loop (also with the encoder run by TorchScript instead of ONNX Runtime), timed in
+interleaved rounds;
 and the SAC learner's gradient steps/s in SB3 (and in SBX, SB3's JAX twin, where it is installed).
 
 Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed) and bench_rl.png
@@ -406,10 +407,10 @@ def fingerprint(model: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------- speed
-def env_loop(task: str, prep: dict | None, model: str | None, cameras: bool, n_envs: int = 4, graph: bool = True):
+def env_loop(task: str, prep: dict | None, model: str | None, cameras: bool, n_envs: int = 4, runtime: str | None = None):
     """One vector step of ``n_envs`` envs under random actions with the reward terms computed, as a
-    callable, and the function that closes it (``graph=False``: the model's encoder runs its eager
-    backbone, not the frozen graph)."""
+    callable, and the function that closes it (``runtime``: what runs the model's encoder on the CPU,
+    ``ImageEncoder.use``; None: the encoder's default, the fastest that builds)."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from roboreward.rewards import RewardModel
@@ -419,8 +420,8 @@ def env_loop(task: str, prep: dict | None, model: str | None, cameras: bool, n_e
 
     reward = RewardModel.from_pretrained(prep["models"][model]) if model else None
     encoder = encoder_of(reward) if reward is not None else None
-    if encoder is not None and not graph:
-        encoder.eager()
+    if encoder is not None and runtime is not None:
+        encoder.use(runtime)
     size = encoder.config.image_size if encoder is not None else 96
     cams = ("front", "wrist") if cameras else ()
     venv = DummyVecEnv([lambda: make_env(task, cams, size, 200, prep["task_config"] if prep else None) for _ in range(n_envs)])
@@ -499,7 +500,8 @@ def model_costs(task: str, prep: dict, model: str, seconds: float, n_envs: int =
         encode = common.rate(lambda: potential.inputs(obs), 1, min_seconds=seconds)
         stream = common.rate(lambda: potential.stream.step(inputs, potential.task), 1, min_seconds=seconds)
     frames = n_envs * len(potential.cameras)
-    return {"n_envs": n_envs, "frames_per_step": frames, "image_size": size, "encoder_ms": 1e3 / encode,
+    return {"n_envs": n_envs, "frames_per_step": frames, "image_size": size, "encoder_runtime": potential.encoder.runtime,
+            "encoder_ms": 1e3 / encode,
             "encoder_ms_per_frame": 1e3 / encode / frames, "stream_ms": 1e3 / stream}
 
 
@@ -507,16 +509,17 @@ def speed(task: str, prep: dict, quick: bool) -> dict:
     seconds = 1.5 if quick else 12.0
     models = list(prep["models"])
 
-    def loops(n_envs: int, eager: bool) -> dict[str, dict]:
+    def loops(n_envs: int) -> dict[str, dict]:
         out = {"cameras": dict(model=None, cameras=True, n_envs=n_envs)}
         out.update({f"cameras+{n}": dict(model=n, cameras=True, n_envs=n_envs) for n in models})
-        if eager:  # the same loop with the encoder's eager backbone: what its frozen graph saves
-            out.update({f"cameras+{n}_eager_encoder": dict(model=n, cameras=True, n_envs=n_envs, graph=False) for n in models})
+        # the same loop with the encoder's TorchScript graph (the runtime before ONNX Runtime): what ORT saves
+        out.update({f"cameras+{n}_torchscript_encoder": dict(model=n, cameras=True, n_envs=n_envs, runtime="torchscript")
+                    for n in models})
         return out
 
-    rates = loop_rates(task, prep, {"state_only": dict(model=None, cameras=False), **loops(4, eager=True)}, seconds)
+    rates = loop_rates(task, prep, {"state_only": dict(model=None, cameras=False), **loops(4)}, seconds)
     # 8 envs: the encoder's batch doubles (a frame costs less in a bigger batch), rendering per env does not
-    rates8 = loop_rates(task, prep, loops(8, eager=False), seconds)
+    rates8 = loop_rates(task, prep, loops(8), seconds)
     return {"task": task, "rounds": 3, "env_steps_per_s": rates,
             "with_model_over_cameras": {n: rates[f"cameras+{n}"] / rates["cameras"] for n in models},
             "env_steps_per_s_8_envs": rates8,

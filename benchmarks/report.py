@@ -550,11 +550,11 @@ def rl_table(d):
                                                  for n in sp["with_model_over_cameras"])
               + ". Learners on Pendulum-v1 (one update per env step, batch 256; env steps/s): "
               + bench_rl.learner_line(ls) + ".\n")
-        eager = {n: r.get(f"cameras+{n}_eager_encoder") for n in sp["with_model_over_cameras"]}
-        if all(eager.values()):
-            print("The encoder runs a frozen graph (`ImageEncoder.graph`); with its eager backbone instead the same loop makes "
-                  + ", ".join(f"{n} {fmt(v)} steps/s ({v / r['cameras']:.2f}x of cameras alone; the graph is "
-                              f"{r['cameras+' + n] / v:.2f}x faster)" for n, v in eager.items()) + ".\n")
+        script = {n: r.get(f"cameras+{n}_torchscript_encoder") for n in sp["with_model_over_cameras"]}
+        if all(script.values()):
+            print("The encoder runs in ONNX Runtime (`ImageEncoder.runtime`); with its TorchScript graph instead the same loop "
+                  "makes " + ", ".join(f"{n} {fmt(v)} steps/s ({v / r['cameras']:.2f}x of cameras alone; ONNX Runtime is "
+                                       f"{r['cameras+' + n] / v:.2f}x faster)" for n, v in script.items()) + ".\n")
         if sp.get("env_steps_per_s_8_envs"):
             r8, q8 = sp["env_steps_per_s_8_envs"], sp["with_model_over_cameras_8_envs"]
             print("With 8 envs (the encoder's batch doubles): cameras rendered " + fmt(r8["cameras"]) + ", "

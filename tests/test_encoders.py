@@ -1,6 +1,9 @@
 """Encoders beyond the default: any timm architecture from a local file, hub refs offline, cache keys."""
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 import timm
@@ -130,24 +133,45 @@ def test_photometric_augment_is_one_change_per_episode_and_copy_and_reproducible
     assert aug.cache_key("k", 2) == f"k+photo{aug.tag}-2" and PhotometricAugment(gamma=(1, 2)).tag != aug.tag
 
 
-def test_cpu_inference_runs_a_frozen_graph_that_matches_the_eager_backbone(monkeypatch):
+def test_cpu_inference_runs_the_fastest_runtime_that_matches_the_eager_backbone(monkeypatch):
+    import copy
+    import pickle
+
     import roboreward.encoders.image as image
 
     enc = make_image_encoder(image_size=32)
     assert enc._graph == ()  # built at the first CPU call, not with the encoder (one moved to a GPU never builds it)
-    scriptable = all(hasattr(torch.jit, f) for f in ("trace", "freeze", "optimize_for_inference"))
-    frames = np.random.default_rng(2).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)  # a batch size never traced
-    fast = enc(frames)  # the first CPU call builds the graph, inside forward's inference mode
-    assert (enc._graph[0] is not None) == scriptable  # torch < 2.12 (pyproject) still ships TorchScript
+    frames = np.random.default_rng(2).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)  # a batch size never exported
+    fast = enc(frames)  # the first CPU call builds the runtime, inside forward's inference mode
+    assert enc.runtime == "onnxruntime" and isinstance(enc.graph, image.OnnxGraph)  # pyproject installs it
     x = (torch.from_numpy(frames).permute(0, 3, 1, 2).float() - enc.mean) / enc.std
     with torch.inference_mode():
         eager = enc.backbone(x.contiguous(memory_format=torch.channels_last))
-    torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4 * float(eager.abs().max()))
-    # Where TorchScript is gone (or the graph disagrees), the encoder stays eager with the same features.
+    tol = dict(rtol=1e-4, atol=1e-4 * float(eager.abs().max()))
+    torch.testing.assert_close(fast, eager, **tol)
+    # A copy opens its own session from the exported model; so does a process forked after the build.
+    for twin in (copy.deepcopy(enc.graph), pickle.loads(pickle.dumps(enc.graph))):
+        assert twin.session is not enc.graph.session
+        torch.testing.assert_close(twin(x), enc.graph(x))
+    forked = copy.copy(enc.graph)
+    forked.pid = -1  # as a child process sees it
+    torch.testing.assert_close(forked(x), fast)
+    assert forked.pid == os.getpid() and forked.session is not enc.graph.session
+    # Without ONNX Runtime: the TorchScript graph; without TorchScript as well: the eager backbone, same features.
+    scriptable = all(hasattr(torch.jit, f) for f in ("trace", "freeze", "optimize_for_inference"))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    script = make_image_encoder(image_size=32)
+    assert script.runtime == ("torchscript" if scriptable else "eager")  # torch < 2.12 (pyproject) still ships TorchScript
+    torch.testing.assert_close(script(frames), fast, **tol)
     monkeypatch.setattr(torch.jit, "trace", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no TorchScript")))
     plain = make_image_encoder(image_size=32)
-    assert plain.graph is None
-    torch.testing.assert_close(plain(frames), fast, rtol=1e-4, atol=1e-4 * float(eager.abs().max()))
+    assert plain.graph is None and plain.runtime == "eager"
+    torch.testing.assert_close(plain(frames), fast, **tol)
     assert image.frozen_graph(torch.nn.Linear(3, 2), 32) is None  # a backbone that cannot take frames
-    assert enc.eager().graph is None
-    torch.testing.assert_close(enc(frames), eager, rtol=1e-4, atol=1e-4 * float(eager.abs().max()))
+    monkeypatch.undo()
+    assert image.onnx_graph(torch.nn.Linear(3, 2), 32) is None
+    assert enc.use("torchscript").runtime == ("torchscript" if scriptable else "eager")
+    assert enc.eager().graph is None and enc.runtime == "eager"
+    torch.testing.assert_close(enc(frames), eager, **tol)
+    with pytest.raises(image.EncoderError, match="unknown encoder runtime 'onnx'; choose from"):
+        enc.use("onnx")
