@@ -149,13 +149,19 @@ def test_cpu_inference_runs_the_fastest_runtime_that_matches_the_eager_backbone(
         eager = enc.backbone(x.contiguous(memory_format=torch.channels_last))
     tol = dict(rtol=1e-4, atol=1e-4 * float(eager.abs().max()))
     torch.testing.assert_close(fast, eager, **tol)
+    # The runtime takes pixel values (B, S, S, 3) as they arrive; frames of another size are resized first.
+    pixels = frames.astype(np.float32)
+    torch.testing.assert_close(enc.graph(pixels), fast)
+    big = np.repeat(np.repeat(frames, 2, axis=1), 2, axis=2)  # 64 px frames for a 32 px encoder
+    torch.testing.assert_close(enc(big), enc.eager()(big), **tol)
+    enc.use()
     # A copy opens its own session from the exported model; so does a process forked after the build.
     for twin in (copy.deepcopy(enc.graph), pickle.loads(pickle.dumps(enc.graph))):
         assert twin.session is not enc.graph.session
-        torch.testing.assert_close(twin(x), enc.graph(x))
+        torch.testing.assert_close(twin(pixels), fast)
     forked = copy.copy(enc.graph)
     forked.pid = -1  # as a child process sees it
-    torch.testing.assert_close(forked(x), fast)
+    torch.testing.assert_close(forked(pixels), fast)
     assert forked.pid == os.getpid() and forked.session is not enc.graph.session
     # Without ONNX Runtime: the TorchScript graph; without TorchScript as well: the eager backbone, same features.
     scriptable = all(hasattr(torch.jit, f) for f in ("trace", "freeze", "optimize_for_inference"))
@@ -167,9 +173,9 @@ def test_cpu_inference_runs_the_fastest_runtime_that_matches_the_eager_backbone(
     plain = make_image_encoder(image_size=32)
     assert plain.graph is None and plain.runtime == "eager"
     torch.testing.assert_close(plain(frames), fast, **tol)
-    assert image.frozen_graph(torch.nn.Linear(3, 2), 32) is None  # a backbone that cannot take frames
+    assert image.frozen_graph(torch.nn.Linear(5, 2), 32) is None  # a model that cannot take the pixels
     monkeypatch.undo()
-    assert image.onnx_graph(torch.nn.Linear(3, 2), 32) is None
+    assert image.onnx_graph(torch.nn.Linear(5, 2), 32) is None
     assert enc.use("torchscript").runtime == ("torchscript" if scriptable else "eager")
     assert enc.eager().graph is None and enc.runtime == "eager"
     torch.testing.assert_close(enc(frames), eager, **tol)

@@ -202,43 +202,64 @@ def fold_batchnorm(backbone: nn.Module, image_size: int) -> tuple[nn.Module, int
     return out, folded
 
 
-def agrees(reference: Callable, candidate: Callable, image_size: int, batches: tuple[int, ...] = (2,)) -> bool:
+def agrees(reference: Callable, candidate: Callable, image_size: int, batches: tuple[int, ...] = (2,),
+           pixels: bool = False) -> bool:
     """Whether ``candidate`` gives ``reference``'s features to float rounding (rtol 1e-3, atol 1e-4
     of their scale) on random batches of these sizes: the check behind every faster form of a
-    frozen backbone (folded BatchNorms, the frozen graph)."""
+    frozen backbone (folded BatchNorms, the CPU runtimes). Inputs are normalised (B, 3, S, S)
+    tensors, or with ``pixels`` (B, S, S, 3) pixel values in [0, 255] (``Pixels``)."""
     with torch.inference_mode():
         for i, n in enumerate(batches):
-            x = torch.randn(n, 3, image_size, image_size, generator=torch.Generator().manual_seed(i))
+            g = torch.Generator().manual_seed(i)
+            x = (torch.rand(n, image_size, image_size, 3, generator=g) * 255 if pixels
+                 else torch.randn(n, 3, image_size, image_size, generator=g))
             want, got = reference(x), candidate(x)
             if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-4 * float(want.abs().max())):
                 return False
     return True
 
 
-def frozen_graph(backbone: nn.Module, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """``backbone`` traced and frozen by TorchScript for CPU inference (weights as constants,
-    convolutions prepacked for oneDNN, conv + activation fused), or None where that is not possible
-    here: the runtime CPU inference falls back to where ONNX Runtime is missing (``onnx_graph``). On
-    one thread of the development machine the folded efficientnet_lite0 encodes a batch of 8 frames
-    of 96 px in 16 ms this way against 22 ms eager. The graph is checked against the eager backbone
-    on a batch of 2 and on a batch of 8 (batch size is not baked in); a mismatch, or a torch without
-    TorchScript (deprecated since torch 2.10 but still shipped), gives None. Features agree to float
-    rounding (about 1e-5 of their scale), so a feature cache made by either path serves the other."""
+class Pixels(nn.Module):
+    """A backbone behind the encoder's normalisation: float (B, S, S, 3) pixel values in [0, 255] ->
+    features, the ops of ``ImageEncoder.forward`` in the same order (so the same float results). What
+    the CPU runtimes compile: a runtime then takes the frames as they arrive, with no torch op before
+    it (torch's OpenMP threads, still spinning after such an op, slowed ONNX Runtime's by a third)."""
+
+    def __init__(self, backbone: nn.Module, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("mean", mean.detach().clone().cpu())
+        self.register_buffer("std", std.detach().clone().cpu())
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.backbone((pixels.permute(0, 3, 1, 2) - self.mean) / self.std)
+
+
+def frozen_graph(model: nn.Module, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``model`` (a ``Pixels``) traced and frozen by TorchScript for CPU inference (weights as
+    constants, convolutions prepacked for oneDNN, conv + activation fused), or None where that is not
+    possible here: the runtime CPU inference falls back to where ONNX Runtime is missing
+    (``onnx_graph``). On one thread of the development machine the folded efficientnet_lite0 encodes
+    a batch of 8 frames of 96 px in 16 ms this way against 22 ms eager. The graph is checked against
+    the eager model on a batch of 2 and on a batch of 8 (batch size is not baked in); a mismatch, or a
+    torch without TorchScript (deprecated since torch 2.10 but still shipped), gives None. Features
+    agree to float rounding (about 1e-5 of their scale), so a feature cache made by either path
+    serves the other."""
     import warnings
 
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notice; the fallback covers its removal
-            probe = torch.randn(2, 3, image_size, image_size)
-            graph = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(backbone, probe).eval()))
-            return graph if agrees(backbone, graph, image_size, batches=(2, 8)) else None
+            probe = torch.rand(2, image_size, image_size, 3) * 255
+            graph = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.eval(), probe)))
+            return graph if agrees(model, graph, image_size, batches=(2, 8), pixels=True) else None
     except Exception:  # noqa: BLE001 - any failure to script means: stay eager
         return None
 
 
 class OnnxGraph:
-    """A backbone exported to ONNX and run by ONNX Runtime on the CPU: called like the backbone on a
-    float (B, 3, H, W) tensor, it returns the same features as a tensor. The session's threads are
+    """A ``Pixels`` model exported to ONNX and run by ONNX Runtime on the CPU: called like it on float
+    (B, S, S, 3) pixel values (a tensor or an array), it returns the same features as a tensor. The session's threads are
     torch's at build time (1 in a job started with OMP_NUM_THREADS=1) and never spin between calls,
     so the renderer and the learner sharing the cores lose nothing while it waits. A copy (pickle,
     deepcopy) and a process forked after the build each open their own session from the exported
@@ -266,17 +287,19 @@ class OnnxGraph:
         self.model, self.threads = state["model"], state["threads"]
         self._open()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
         if os.getpid() != self.pid:
             self._open()
-        out = self.session.run(None, {self.input: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
+        if isinstance(pixels, torch.Tensor):
+            pixels = pixels.detach().cpu().numpy()
+        out = self.session.run(None, {self.input: np.ascontiguousarray(pixels, dtype=np.float32)})[0]
         return torch.from_numpy(out)
 
 
-def onnx_graph(backbone: nn.Module, image_size: int) -> OnnxGraph | None:
-    """``backbone`` exported to ONNX (batch size left free) and run by ONNX Runtime, or None where
-    onnx / onnxruntime are missing, the export fails or its features disagree with the eager
-    backbone's on a batch of 2 and of 8 (``agrees``): the first choice for CPU inference of final
+def onnx_graph(model: nn.Module, image_size: int) -> OnnxGraph | None:
+    """``model`` (a ``Pixels``) exported to ONNX (batch size left free) and run by ONNX Runtime, or
+    None where onnx / onnxruntime are missing, the export fails or its features disagree with the
+    eager model's on a batch of 2 and of 8 (``agrees``): the first choice for CPU inference of final
     features. On the development machine (2 cores, efficientnet_lite0 at 96 px, interleaved rounds)
     a batch of 8 takes 7.6 ms against 10.0 ms for the TorchScript graph, one frame 1.7 against
     4.1 ms, 64 frames 59 against 113 ms; features agree to about 2e-6 of their scale. The export
@@ -293,18 +316,19 @@ def onnx_graph(backbone: nn.Module, image_size: int) -> OnnxGraph | None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
             buffer = io.BytesIO()
-            torch.onnx.export(backbone, torch.randn(2, 3, image_size, image_size), buffer, input_names=["frames"],
-                              output_names=["features"], dynamic_axes={"frames": {0: "batch"}, "features": {0: "batch"}},
+            torch.onnx.export(model.eval(), torch.rand(2, image_size, image_size, 3) * 255, buffer, input_names=["pixels"],
+                              output_names=["features"], dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
                               dynamo=False, opset_version=17)
         graph = OnnxGraph(buffer.getvalue(), torch.get_num_threads())
-        return graph if agrees(backbone, graph, image_size, batches=(2, 8)) else None
+        return graph if agrees(model, graph, image_size, batches=(2, 8), pixels=True) else None
     except Exception:  # noqa: BLE001 - any failure to export or run means: the next runtime
         return None
 
 
 RUNTIMES: dict[str, Callable[[nn.Module, int], Callable[[torch.Tensor], torch.Tensor] | None]] = {
     "onnxruntime": onnx_graph, "torchscript": frozen_graph}
-"""CPU runtimes for the final features, fastest first; the eager backbone is the last resort."""
+"""CPU runtimes for the final features (each compiles a ``Pixels``), fastest first; the eager backbone
+is the last resort."""
 
 
 class ImageEncoder(nn.Module):
@@ -380,8 +404,9 @@ class ImageEncoder(nn.Module):
             raise EncoderError(f"unknown encoder runtime {runtime!r}; choose from {[*RUNTIMES, 'eager']}")
         if self.config.layer is not None:  # an intermediate layer is tapped by a hook on the eager backbone
             names = []
+        model = Pixels(self.backbone, self.mean, self.std)
         for name in names:
-            graph = RUNTIMES[name](self.backbone, self.config.image_size) if name in RUNTIMES else None
+            graph = RUNTIMES[name](model, self.config.image_size) if name in RUNTIMES else None
             if graph is not None:
                 self._graph = (name, graph)
                 return self
@@ -415,14 +440,19 @@ class ImageEncoder(nn.Module):
             frames = torch.from_numpy(frames)
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise EncoderError(f"encoder input must be uint8 (B, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
-        x = frames.to(self.mean.device).permute(0, 3, 1, 2).float()
         size = self.config.image_size
+        graph = self.graph if self.config.layer is None and self.mean.device.type == "cpu" else None
+        if graph is not None and tuple(frames.shape[1:3]) == (size, size):  # the RL loop's case: frames at the size
+            pixels = frames.cpu().numpy().astype(np.float32) if isinstance(graph, OnnxGraph) else frames.cpu().float()
+            return graph(pixels)
+        x = frames.to(self.mean.device).permute(0, 3, 1, 2).float()
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if graph is not None:
+            return graph(x.permute(0, 2, 3, 1))
         x = (x - self.mean) / self.std
         if self.config.layer is None:
-            graph = self.graph if x.device.type == "cpu" else None
-            return graph(x) if graph is not None else self.backbone(x)
+            return self.backbone(x)
         self.backbone.forward_features(x)
         tapped, self._tapped = self._tapped, None
         return tapped.mean(dim=(-2, -1)) if tapped.ndim == 4 else tapped.reshape(tapped.shape[0], -1)
