@@ -10,6 +10,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from roboreward.config import ConfigError
 from roboreward.encoders import EncoderError, encoder_for_cache_key, make_image_encoder
 
 
@@ -117,7 +118,7 @@ def test_photometric_augment_is_one_change_per_episode_and_copy_and_reproducible
     assert not np.allclose(p, PhotometricAugment(seed=1).params([0, 1, 0], copy=1))
     draws = aug.params(np.arange(200), copy=1)
     assert (draws[:, 0] >= 0.5).all() and (draws[:, 0] <= 1.4).all() and (draws[:, 2] >= 0.7).all()
-    assert np.allclose(draws[:, 3:].max(1), 1.0) and (draws[:, 3:] >= 0.6 / 1.2 - 1e-6).all()
+    assert np.allclose(draws[:, 3:6].max(1), 1.0) and (draws[:, 3:6] >= 0.6 / 1.2 - 1e-6).all() and (draws[:, 6] == 0).all()
     frames = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     out = aug.apply(frames, draws[:2])
     assert out.dtype == np.uint8 and out.shape == frames.shape and not np.array_equal(out, frames)
@@ -131,6 +132,32 @@ def test_photometric_augment_is_one_change_per_episode_and_copy_and_reproducible
     diff = np.abs(aug.apply(frames, draws).astype(int) - aug.reference_apply(frames, draws).astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
     assert aug.cache_key("k", 2) == f"k+photo{aug.tag}-2" and PhotometricAugment(gamma=(1, 2)).tag != aug.tag
+
+
+def test_photometric_hue_rotation_turns_colours_keeps_greys_and_leaves_the_old_copies_alone():
+    from roboreward.encoders.augment import PhotometricAugment, hue_matrix
+
+    plain, hued = PhotometricAugment(), PhotometricAugment(hue=(-180, 180))
+    assert plain.tag == "76f2d1"  # the key of every copy cached before hue existed (a store keeps its caches)
+    assert hued.tag != plain.tag and "hue" not in plain.spec and hued.spec["hue"] == [-180.0, 180.0]
+    p, q = plain.params(np.arange(50), copy=1), hued.params(np.arange(50), copy=1)
+    np.testing.assert_array_equal(p[:, :6], q[:, :6])  # hue is drawn last: the other changes stay
+    assert (p[:, 6] == 0).all() and q[:, 6].min() < -90 and q[:, 6].max() > 90
+    red = np.array([200, 30, 30], np.float32)
+    np.testing.assert_allclose(hue_matrix(120) @ red, [30, 200, 30], atol=1e-3)  # red -> green
+    np.testing.assert_allclose(hue_matrix(-37) @ [90, 90, 90], [90, 90, 90], atol=1e-3)  # grey stays
+    frames = np.random.default_rng(3).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    frames[0] = 128  # a grey frame
+    rows = np.tile(np.array([1, 1, 1, 1, 1, 1, 0], np.float32), (4, 1))
+    rows[:, 6] = (90, 90, 0, -120)
+    out = hued.apply(frames, rows)
+    np.testing.assert_array_equal(out[0], frames[0])  # greys stay grey
+    np.testing.assert_array_equal(out[2], frames[2])  # no rotation: the frame as it was
+    assert np.abs(out[1].astype(int) - frames[1]).mean() > 20  # a quarter turn repaints the frame
+    diff = np.abs(out.astype(int) - hued.reference_apply(frames, rows).astype(int))
+    assert diff.max() <= 1
+    with pytest.raises(ConfigError, match=r"augment.hue must be \[min, max\] with -180.0 <= min"):
+        PhotometricAugment(hue=(-200, 0))
 
 
 def test_cpu_inference_runs_the_fastest_runtime_that_matches_the_eager_backbone(monkeypatch):
