@@ -413,6 +413,13 @@ class ImageEncoder(nn.Module):
         self._graph = ("eager", None)
         return self
 
+    def prepare(self) -> "ImageEncoder":
+        """Build the CPU runtime now rather than at the first call (the ONNX export takes about 1 s):
+        what a real-time loop does before its first tick."""
+        if self.mean.device.type == "cpu":
+            self.graph  # noqa: B018 - building it is the point
+        return self
+
     def eager(self) -> "ImageEncoder":
         """Run the eager backbone from now on: the reference every runtime is checked against."""
         return self.use("eager")

@@ -77,6 +77,22 @@ def test_deploy_records_episodes_that_train_a_reward_model(hw, tmp_path):
     assert 0.0 <= again["final_progress"] <= 1.0
 
 
+def test_encoders_are_built_before_the_arm_connects(hw, tmp_path, monkeypatch):
+    """The encoder's CPU runtime (about 1 s to build) is made before the loop starts, not on its first tick."""
+    from roboreward.encoders.image import ImageEncoder
+    from roboreward.hardware.safety import SafeArm
+
+    out = tmp_path / "tr"
+    ok(cli("reward", "train", "--config", "configs/reward/time_regression.yaml", "--dataset", hw["store"],
+           "--out", out, "--steps", 5, cwd=os.getcwd()))
+    events = []
+    use, connect = ImageEncoder.use, SafeArm.connect
+    monkeypatch.setattr(ImageEncoder, "use", lambda self, runtime=None: events.append("built") or use(self, runtime))
+    monkeypatch.setattr(SafeArm, "connect", lambda self, *a, **k: events.append("connected") or connect(self, *a, **k))
+    result = deploy(config(hw, tmp_path, reward=str(out / "model"), max_steps=3), progress=False)
+    assert result["fault"] is None and events == ["built", "connected"]
+
+
 @pytest.mark.parametrize("fault, robot, word", [
     ("bus timeout", {"fault_timeout_at": 6}, "TimeoutError"),
     ("disconnect", {"fault_disconnect_at": 6}, "DeviceNotConnectedError"),
