@@ -640,7 +640,7 @@ def chart(record: dict, png: Path) -> None:
 
 
 def main():
-    p = common.parser(__doc__)
+    p = common.parser(__doc__, quick_takes="2.5-3 minutes: about 15 CLI runs, each importing torch")
     p.add_argument("--setting", default="narrow", choices=list(SETTINGS),
                    help="narrow: the RL recipes' own layout; shift: a narrow-layout base policy where the objects stand "
                         "further forward; the others change the learner, start or budget (SETTINGS in this file)")

@@ -28,13 +28,14 @@ def portable(value):
     return value
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
+def parser(doc: str, quick_takes: str = "< 1 minute") -> argparse.ArgumentParser:
     """The benchmark's command line, described by its module docstring ``doc``: the first paragraph
-    as the description and the rest, as written, under the options (``--help`` shows all of it)."""
+    as the description and the rest, as written, under the options (``--help`` shows all of it).
+    ``quick_takes``: how long ``--quick`` runs, as its help says it."""
     head, _, rest = doc.strip().partition("\n\n")
     p = argparse.ArgumentParser(description=" ".join(head.split()), epilog=rest or None,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="same figures at small size (< 1 minute)")
+    p.add_argument("--quick", action="store_true", help=f"same figures at small size ({quick_takes})")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<name>.json)")
     p.add_argument("--workdir", type=Path, default=None, help="scratch folder for generated data")
     return p
