@@ -16,8 +16,7 @@ an interrupted cell resumes from its checkpoint in the work folder. A running ce
 Speed (measured by the narrow setting unless ``--no-speed``; run it alone): env steps/s of 4 and 8
 envs under random actions, state only, with the cameras rendered and no model, and with each reward
 model streaming in the loop (also with the encoder run by TorchScript instead of ONNX Runtime), timed in
-interleaved rounds;
-and the SAC learner's gradient steps/s in SB3 (and in SBX, SB3's JAX twin, where it is installed).
+interleaved rounds; and the SAC learner's gradient steps/s in SB3 (and in SBX, SB3's JAX twin, where it is installed).
 
 Writes benchmarks/results/bench_rl.json (cells, per task x scheme summary, speed) and bench_rl.png
 (learning curves: true success vs env steps; learned return vs true success).
@@ -501,8 +500,7 @@ def model_costs(task: str, prep: dict, model: str, seconds: float, n_envs: int =
         stream = common.rate(lambda: potential.stream.step(inputs, potential.task), 1, min_seconds=seconds)
     frames = n_envs * len(potential.cameras)
     return {"n_envs": n_envs, "frames_per_step": frames, "image_size": size, "encoder_runtime": potential.encoder.runtime,
-            "encoder_ms": 1e3 / encode,
-            "encoder_ms_per_frame": 1e3 / encode / frames, "stream_ms": 1e3 / stream}
+            "encoder_ms": 1e3 / encode, "encoder_ms_per_frame": 1e3 / encode / frames, "stream_ms": 1e3 / stream}
 
 
 def speed(task: str, prep: dict, quick: bool) -> dict:

@@ -195,8 +195,9 @@ def deploy(config: DeployConfig, progress: bool = True, arm=None) -> dict[str, A
         potential = ModelPotential(reward, 1, task, encoder=runner.encoder if _same_encoder(policy, reward) else None)
     # The encoders' CPU runtimes are built at their first call (about 1 s for the ONNX export): here,
     # before the arm connects, not on the first tick (it stalled the 30 Hz loop by 1.4 s).
-    for encoder in {id(e): e for e in (runner.encoder, potential.encoder if potential else None) if e is not None}.values():
-        encoder.prepare()
+    for encoder in (runner.encoder, potential.encoder if potential else None):
+        if encoder is not None:
+            encoder.prepare()  # a no-op once built (the two are often one encoder)
     deadline = config.deadline_s or 1.0 / config.fps
     reports: list[dict] = []
     fault: str | None = None

@@ -3,8 +3,8 @@
 A frozen encoder's features are cached once per frame, so augmenting pixels means caching the same
 frames again under a change of appearance: ``copies`` extra caches of the training store, each
 frame drawn through its episode's own photometric change (brightness, contrast, a per-channel
-colour gain and a gamma curve, and where ``hue`` is set a rotation of every colour's hue). One change holds for a whole episode and for every camera of it,
-as a change of light would; the episode's draw depends only on (seed, copy, episode), so a cache
+colour gain and a gamma curve, and where ``hue`` is set a rotation of every colour's hue). One
+change holds for a whole episode and for every camera of it, as a change of light would; the episode's draw depends only on (seed, copy, episode), so a cache
 extended by new episodes or resumed after a crash gets the same values. Training then reads each
 clip from the original cache or one of the copies (``ClipConfig.feature_copies``); evaluation and
 streaming read the original encoder on the frames as they are.
@@ -48,6 +48,11 @@ def hue_matrix(degrees: float) -> np.ndarray:
     cos, sin = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
     cross = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
     return (cos * np.eye(3) + (1 - cos) * np.outer(u, u) + sin * cross).astype(np.float32)
+
+
+def _turned(params: np.ndarray) -> np.ndarray:
+    """Rows of ``params`` whose hue rotation is not zero (6-column rows have none)."""
+    return np.flatnonzero(params[:, 6]) if params.shape[1] > 6 else np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -130,8 +135,8 @@ class PhotometricAugment:
         out = np.empty_like(frames, dtype=np.uint8)
         for i in range(b):
             cv2.LUT(np.ascontiguousarray(frames[i], dtype=np.uint8), tables[i], dst=out[i])
-            if p.shape[1] > 6 and p[i, 6] != 0:
-                out[i] = cv2.transform(out[i], hue_matrix(float(p[i, 6])))
+        for i in _turned(p):
+            out[i] = cv2.transform(out[i], hue_matrix(float(p[i, 6])))
         return out
 
     @staticmethod
@@ -141,10 +146,9 @@ class PhotometricAugment:
         cast = frames.astype(np.float32) / 255.0 * p[:, 3:6][:, None, None, :]
         k = p[:, :3, None, None, None]
         out = _change(cast, k[:, 0], k[:, 1], k[:, 2], cast.mean(axis=(1, 2, 3), keepdims=True))
-        for i in range(len(out)):
-            if p.shape[1] > 6 and p[i, 6] != 0:
-                turned = out[i].astype(np.float32) @ hue_matrix(float(p[i, 6])).T
-                out[i] = np.clip(np.rint(turned), 0, 255).astype(np.uint8)
+        for i in _turned(p):
+            turned = out[i].astype(np.float32) @ hue_matrix(float(p[i, 6])).T
+            out[i] = np.clip(np.rint(turned), 0, 255).astype(np.uint8)
         return out
 
     def transform(self, copy: int):

@@ -259,8 +259,8 @@ def frozen_graph(model: nn.Module, image_size: int) -> Callable[[torch.Tensor], 
 
 class OnnxGraph:
     """A ``Pixels`` model exported to ONNX and run by ONNX Runtime on the CPU: called like it on float
-    (B, S, S, 3) pixel values (a tensor or an array), it returns the same features as a tensor. The session's threads are
-    torch's at build time (1 in a job started with OMP_NUM_THREADS=1) and never spin between calls,
+    (B, S, S, 3) pixel values (a tensor or an array), it returns the same features as a tensor. The
+    session's threads are torch's at build time (1 in a job started with OMP_NUM_THREADS=1) and never spin between calls,
     so the renderer and the learner sharing the cores lose nothing while it waits. A copy (pickle,
     deepcopy) and a process forked after the build each open their own session from the exported
     model: ONNX Runtime's thread pool does not survive a fork."""
